@@ -1,0 +1,34 @@
+# importd: one entry point for people and CI.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install services test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	@scripts/services.sh
+
+lint: install
+	$(VENV)/bin/ruff check importd api tests
+	$(VENV)/bin/mypy importd api
+
+test: install services
+	$(PY) -m pytest -q
+
+demo: install services
+	$(PY) scripts/demo.py
+
+bench: install services
+	$(PY) -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,0 +1,103 @@
+"""Settings, read once from ``IMPORTD_*`` environment variables.
+
+Each setting is documented here and nowhere else; README's table is generated from
+:data:`FIELDS`-style docstrings by hand, so keep both in step. Units are in the names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "IMPORTD_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob importd has, with defaults that work against services on localhost.
+
+    Environment variable names are the upper-cased field names with the ``IMPORTD_`` prefix,
+    e.g. ``IMPORTD_BROKER_URL``.
+    """
+
+    #: AMQP URL of RabbitMQ (vhost in the path).
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    #: PostgreSQL conninfo or URL.
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/importd"
+    #: Redis URL for progress, events and the rate limit.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key importd writes (lets several deployments share one Redis).
+    redis_prefix: str = "importd"
+    #: AMQP heartbeat interval in seconds (0 disables it).
+    heartbeat_s: int = 30
+    #: Worker child processes.
+    concurrency: int = 4
+    #: Unacked deliveries per child (the design says 1; more is not supported by the loop).
+    prefetch: int = 1
+    #: A child is replaced after this many jobs.
+    max_tasks_per_child: int = 1000
+    #: Queues a worker consumes, comma separated.
+    queues: str = "import_queue,bulk_ops_queue,default"
+    #: Seconds a SIGTERMed worker waits for running jobs before leaving them to redelivery.
+    shutdown_grace_s: float = 3600.0
+    #: Where uploads and submitted files live; job file paths must resolve inside it.
+    upload_dir: Path = Path("/var/lib/importd/uploads")
+    #: Upload size limit in bytes for the API (413 past it).
+    max_upload_bytes: int = 10 * 1024**3
+    #: Tables jobs may import into, comma separated (schema-qualified or not).
+    tables: str = ""
+    #: Comma separated modules imported at worker start, each registering extra task types.
+    task_modules: str = ""
+    #: Override every task's rate limit ("10/m", "none" to lift it); empty keeps the table's.
+    rate_limit: str = ""
+    #: Comma separated bearer tokens for the API; empty disables auth.
+    api_tokens: str = ""
+    #: Log level name.
+    log_level: str = "info"
+    #: Publisher connection pool size in the API.
+    publisher_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from the environment; explicit overrides win (used by the CLI)."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _convert(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def queue_list(self) -> list[str]:
+        return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+    @property
+    def table_list(self) -> list[str]:
+        return [t.strip() for t in self.tables.split(",") if t.strip()]
+
+    @property
+    def token_list(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+    @property
+    def task_module_list(self) -> list[str]:
+        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+
+def _convert(type_name: Any, raw: str, name: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
+

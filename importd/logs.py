@@ -1,0 +1,43 @@
+"""structlog set-up: JSON lines when not on a terminal, readable lines on one.
+
+Every line about a job carries ``job_id``, ``task``, ``attempt`` and ``queue``: the consumer
+binds them once per job and hands the bound logger to the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+
+def configure(level: str = "info", json: bool | None = None) -> None:
+    if json is None:
+        json = not sys.stderr.isatty()
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_pid,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _add_pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.setdefault("pid", os.getpid())
+    return event
+
+
+def get(name: str = "importd", **bound: Any) -> Any:
+    return structlog.get_logger(name).bind(**bound)

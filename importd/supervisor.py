@@ -1,0 +1,212 @@
+"""The prefork supervisor: forks worker children, keeps them alive, enforces hard limits.
+
+Shutdown order, written once here: SIGTERM (or a first SIGINT) -> children get SIGTERM, stop
+consuming, finish their job, ack, exit 0 -> the supervisor waits up to the grace period,
+then exits 0. A second SIGTERM or SIGINT kills the children at once (their unacked jobs are
+redelivered by the broker) and exits.
+
+Each child reports the hard deadline of its running job in shared memory; the supervisor
+SIGKILLs a child past it (a job stuck in C code cannot be stopped from inside).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, Callable
+
+from importd import logs, tasks, topology
+from importd.config import Settings
+from importd.consumer import Consumer, Slot
+from importd.errors import TopologyMismatch
+from importd.publisher import broker_connection
+
+#: Seconds between the supervisor's checks of its children.
+TICK_S = 0.5
+#: A child that dies sooner than this after its start counts as a start-up failure.
+EARLY_DEATH_S = 5.0
+#: Largest wait before respawning a child that keeps dying at start-up.
+MAX_RESPAWN_DELAY_S = 30.0
+#: Exit code when the broker's topology conflicts with ours (EX_CONFIG).
+EXIT_CONFIG = 78
+
+_ctx = multiprocessing.get_context("fork")
+
+
+@dataclass
+class Child:
+    index: int
+    process: Any
+    started: float
+    deadline: Synchronized  # type: ignore[type-arg]
+
+
+def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: Any) -> None:
+    """Entry point of a forked child: its own logging, its own connection."""
+    logs.configure(settings.log_level)
+    tasks.load_modules(settings.task_module_list)
+    if settings.rate_limit:
+        tasks.override_rate_limits(settings.rate_limit)
+
+    def set_deadline(value: float) -> None:
+        deadline.value = value
+
+    consumer = Consumer(settings, queues, max_tasks=max_tasks or None, slot=Slot(set_deadline),
+                        extensions=_extensions())
+    consumer.install_signal_handlers()
+    os._exit(consumer.run())
+
+
+def _extensions() -> list[Callable[..., None]]:
+    """Optional consumer extensions (control channel for ping/inspect, events) if present."""
+    try:
+        from importd import control
+    except ImportError:
+        return []
+    return [control.attach]
+
+
+class Supervisor:
+    """Runs ``concurrency`` children consuming ``queues``.
+
+    Parameters: ``settings``; ``queues``; ``concurrency`` (children, default from settings);
+    ``max_tasks_per_child`` (a child is replaced after that many jobs; 0: never);
+    ``notify``: called with sd_notify-style strings ("READY=1", "STATUS=...").
+    """
+
+    def __init__(self, settings: Settings, queues: list[str], concurrency: int,
+                 max_tasks_per_child: int, notify: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.queues = queues
+        self.concurrency = concurrency
+        self.max_tasks_per_child = max_tasks_per_child
+        self.notify = notify or (lambda _: None)
+        self.log = logs.get("importd.supervisor")
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.killing = False
+        self._respawn_delay = 0.0
+        self._respawn_at = 0.0
+
+    def run(self) -> int:
+        try:
+            self._declare()
+        except TopologyMismatch as exc:
+            self.log.error("broker topology conflict", error=str(exc))
+            return EXIT_CONFIG
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(self.concurrency):
+            self._spawn(index)
+        self.notify("READY=1")
+        self.notify(f"STATUS=consuming {','.join(self.queues)} with {self.concurrency} children")
+        self.log.info("worker started", queues=self.queues, concurrency=self.concurrency, pid=os.getpid())
+        while self.children or not self.stopping:
+            self._reap()
+            if self.killing:
+                break
+            self._enforce_hard_limits()
+            if not self.stopping:
+                self._respawn_missing()
+            elif time.monotonic() > self._stop_deadline:
+                self.log.warning("grace period over, killing children", left=len(self.children))
+                self._kill_all()
+                break
+            self.notify("WATCHDOG=1") if self.healthy() else None
+            time.sleep(TICK_S)
+        self._reap()
+        self.log.info("worker stopped")
+        return 0
+
+    def healthy(self) -> bool:
+        return self.stopping or len(self.children) == self.concurrency
+
+    def _declare(self) -> None:
+        """Declare once up front so a topology conflict stops the worker with a clear message."""
+        from tenacity import Retrying, retry_if_not_exception_type, wait_exponential_jitter
+
+        for attempt in Retrying(retry=retry_if_not_exception_type(TopologyMismatch),
+                                wait=wait_exponential_jitter(initial=0.5, max=10),
+                                before_sleep=lambda rs: self.log.warning(
+                                    "broker not reachable, retrying",
+                                    error=str(rs.outcome.exception()) if rs.outcome else "")):
+            with attempt:
+                with broker_connection(self.settings) as conn:
+                    topology.declare(conn)
+
+    def _on_signal(self, signum: int, _: Any) -> None:
+        if self.stopping:
+            self.log.warning("second signal, exiting at once", signal=signum)
+            self.killing = True
+            self._kill_all()
+            return
+        self.log.info("shutting down: finishing running jobs", signal=signum,
+                      grace_s=self.settings.shutdown_grace_s)
+        self.notify("STOPPING=1")
+        self.stopping = True
+        self._stop_deadline = time.monotonic() + self.settings.shutdown_grace_s
+        for child in list(self.children.values()):
+            _signal(child.process.pid, signal.SIGTERM)
+
+    def _spawn(self, index: int) -> None:
+        deadline = _ctx.Value("d", 0.0, lock=False)
+        process = _ctx.Process(target=child_main, name=f"importd-child-{index}",
+                               args=(self.settings, self.queues, self.max_tasks_per_child, deadline))
+        process.start()
+        self.children[index] = Child(index, process, time.monotonic(), deadline)
+        self.log.info("child started", child=index, child_pid=process.pid)
+
+    def _reap(self) -> None:
+        for index, child in list(self.children.items()):
+            if child.process.is_alive():
+                continue
+            child.process.join()
+            code = child.process.exitcode
+            del self.children[index]
+            lived = time.monotonic() - child.started
+            if code == 0:
+                self.log.info("child exited", child=index, exitcode=code)
+                self._respawn_delay = 0.0
+            else:
+                self.log.warning("child died", child=index, exitcode=code, lived_s=round(lived, 1))
+                if lived < EARLY_DEATH_S:
+                    self._respawn_delay = min(MAX_RESPAWN_DELAY_S, max(1.0, self._respawn_delay * 2))
+                    self._respawn_at = time.monotonic() + self._respawn_delay
+                else:
+                    self._respawn_delay = 0.0
+
+    def _respawn_missing(self) -> None:
+        if time.monotonic() < self._respawn_at:
+            return
+        for index in range(self.concurrency):
+            if index not in self.children:
+                self._spawn(index)
+
+    def _enforce_hard_limits(self) -> None:
+        now = time.time()
+        for index, child in self.children.items():
+            deadline = child.deadline.value
+            if deadline and now > deadline:
+                self.log.error("hard time limit exceeded, killing child", child=index,
+                               child_pid=child.process.pid)
+                child.deadline.value = 0.0
+                _signal(child.process.pid, signal.SIGKILL)
+
+    def _kill_all(self) -> None:
+        for child in self.children.values():
+            _signal(child.process.pid, signal.SIGKILL)
+        for child in self.children.values():
+            child.process.join(timeout=5)
+        self.children.clear()
+
+
+def _signal(pid: int | None, signum: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass

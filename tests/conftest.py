@@ -1,0 +1,58 @@
+"""Fixtures on real services: one vhost, one database and one Redis prefix per test run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from importd import topology
+from importd.config import Settings
+from importd.publisher import broker_connection
+from tests.support import infra
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return infra.run_id()
+
+
+@pytest.fixture(scope="session")
+def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    vhost = f"importd-{run_id}"
+    database = f"importd_{run_id}"
+    infra.create_vhost(vhost)
+    infra.create_database(database)
+    upload_dir = tmp_path_factory.mktemp("uploads")
+    s = Settings(
+        broker_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
+        database_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_prefix=f"importd-test:{run_id}",
+        upload_dir=upload_dir,
+        task_modules="tests.support.tasks",
+        tables="",
+    )
+    with broker_connection(s) as conn:
+        topology.declare(conn)
+    yield s
+    infra.delete_vhost(vhost)
+    infra.drop_database(database)
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[infra.Broker]:
+    b = infra.Broker(settings)
+    b.purge_all()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., AbstractContextManager[infra.WorkerProcess]]]:
+    """Factory: ``with start_worker("-Q", "default", "-c", "1") as w:`` runs a real worker."""
+    def start(*args: str, **env: str) -> AbstractContextManager[infra.WorkerProcess]:
+        return infra.worker(settings, tmp_path, *args, **env)
+    yield start

@@ -1,0 +1,91 @@
+"""The consumer loop on the real broker: acks, retries through delay queues, dead letters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from importd import messages, retry
+from tests.support import tasks as test_tasks
+from tests.support.infra import Broker, wait_for
+
+
+def _all_empty(broker: Broker, but: str | None = None) -> bool:
+    return all(depth == 0 for name, depth in broker.depths().items() if name != but)
+
+
+def test_transient_failures_retry_with_backoff_then_succeed_once(broker: Broker, start_worker, tmp_path: Path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.flaky", {"log": str(log), "fail_times": 2})
+        wait_for(lambda: len(test_tasks.runs(log)) == 3, 40, what="three runs")
+        wait_for(lambda: "job succeeded" in w.output(), 10)
+        wait_for(lambda: _all_empty(broker), 10, what="all queues empty")
+    runs = test_tasks.runs(log)
+    assert [r["attempt"] for r in runs] == [1, 2, 3]
+    gaps = [runs[i + 1]["t"] - runs[i]["t"] for i in range(2)]
+    for step, gap in zip((1, 2), gaps):
+        low = retry.step_delay_s(step)
+        assert low - 0.1 <= gap <= retry.step_ttl_ms(step) / 1000 + 1.5, (step, gap)
+    assert w.output().count("job succeeded") == 1
+
+
+def test_always_failing_task_ends_as_one_message_in_failed_tasks_after_four_runs(
+        broker: Broker, start_worker, tmp_path: Path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        job_id = broker.publish_job("test.always_fails", {"log": str(log)})
+        wait_for(lambda: broker.depth("failed_tasks") == 1, 40, what="dead letter")
+    assert len(test_tasks.runs(log)) == 4
+    assert _all_empty(broker, but="failed_tasks")
+    (dead,) = broker.get_all("failed_tasks")
+    headers = dead.headers
+    assert dead.properties["message_id"] == job_id
+    assert headers["x-importd-attempts"] == 4
+    assert "simulated connection loss" in headers["x-importd-error"]
+    assert headers["x-importd-original-exchange"] == "default"
+    assert headers["x-importd-original-routing-key"] == "default"
+    assert headers["x-importd-original-queue"] == "default"
+    assert headers["x-importd-reason"] == "max-retries"
+
+
+def test_permanent_failure_is_acked_without_retry(broker: Broker, start_worker, tmp_path: Path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.permanent", {"log": str(log)})
+        wait_for(lambda: "job failed permanently" in w.output(), 20)
+        wait_for(lambda: _all_empty(broker), 10)
+    assert len(test_tasks.runs(log)) == 1
+
+
+def test_garbage_missing_job_id_and_unknown_task_are_dead_lettered_and_worker_goes_on(
+        broker: Broker, start_worker, tmp_path: Path):
+    log = tmp_path / "runs.jsonl"
+    task = {messages.TASK_HEADER: "test.record"}
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_raw(b"\x00\xffnot json", task)
+        broker.publish_raw(json.dumps({"args": {}}).encode(), task)
+        broker.publish_raw(json.dumps({"job_id": "j1", "args": {}}).encode(), {messages.TASK_HEADER: "no.such"})
+        broker.publish_job("test.record", {"log": str(log)})
+        wait_for(lambda: len(test_tasks.runs(log)) == 1, 20, what="next job runs")
+        wait_for(lambda: broker.depth("failed_tasks") == 3, 10)
+        assert w.proc.poll() is None
+    reasons = sorted(m.headers["x-importd-reason"] for m in broker.get_all("failed_tasks"))
+    assert reasons == ["bad-job-id", "not-json", "unknown-task"]
+
+
+def test_long_job_with_short_heartbeat_runs_once_and_is_acked_once(broker: Broker, start_worker, tmp_path: Path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1", IMPORTD_HEARTBEAT_S="2") as w:
+        w.wait_consuming()
+        broker.publish_job("test.sleep", {"log": str(log), "seconds": 20})
+        wait_for(lambda: any(r["event"] == "done" for r in test_tasks.runs(log)), 40)
+        wait_for(lambda: _all_empty(broker), 10)
+        out = w.output()
+    assert [r["event"] for r in test_tasks.runs(log)] == ["run", "done"]
+    assert out.count("job succeeded") == 1
+    assert "connection lost" not in out

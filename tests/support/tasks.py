@@ -1,0 +1,92 @@
+"""Task types for tests, registered on the ``default`` queue.
+
+Each run appends one JSON line to ``args["log"]`` (pid, attempt, time), so a test can count
+runs and measure the gaps between them across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from importd.errors import PermanentError, TransientError
+from importd.jobs import JobContext
+from importd.tasks import TaskSpec, register
+
+
+def _record(ctx: JobContext, event: str = "run") -> int:
+    """Append this run to the log file; return how many runs the log holds now."""
+    path = Path(ctx.job.args["log"])
+    with path.open("a") as f:
+        f.write(json.dumps({"event": event, "t": time.time(), "pid": os.getpid(),
+                            "attempt": ctx.job.attempt}) + "\n")
+    return sum(1 for line in path.read_text().splitlines() if '"run"' in line)
+
+
+def runs(log: Path | str) -> list[dict[str, object]]:
+    path = Path(log)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def record(ctx: JobContext) -> None:
+    _record(ctx)
+
+
+def flaky(ctx: JobContext) -> None:
+    """Fails with a transient error for the first ``fail_times`` runs."""
+    if _record(ctx) <= int(ctx.job.args.get("fail_times", 2)):
+        raise TransientError("simulated deadlock")
+
+
+def always_fails(ctx: JobContext) -> None:
+    _record(ctx)
+    raise TransientError("simulated connection loss")
+
+
+def permanent(ctx: JobContext) -> None:
+    _record(ctx)
+    raise PermanentError("bad data")
+
+
+def sleep(ctx: JobContext) -> None:
+    """Sleeps without yielding to the loop: heartbeats must come from the owner thread."""
+    _record(ctx)
+    time.sleep(float(ctx.job.args.get("seconds", 1)))
+    _record(ctx, "done")
+
+
+def kill(ctx: JobContext) -> None:
+    """SIGKILLs its own process for the first ``kill_times`` runs (all runs if absent)."""
+    n = _record(ctx)
+    if n <= int(ctx.job.args.get("kill_times", 10**6)):
+        time.sleep(float(ctx.job.args.get("after", 0.2)))
+        os.kill(os.getpid(), signal.SIGKILL)
+    _record(ctx, "done")
+
+
+def cooperative(ctx: JobContext) -> None:
+    """Loops until its soft limit stops it, then records the cleanup."""
+    _record(ctx)
+    try:
+        while True:
+            ctx.check()
+            time.sleep(0.05)
+    finally:
+        _record(ctx, "cleanup")
+
+
+register(TaskSpec("test.record", "default", record))
+register(TaskSpec("test.flaky", "default", flaky))
+register(TaskSpec("test.always_fails", "default", always_fails))
+register(TaskSpec("test.permanent", "default", permanent))
+register(TaskSpec("test.sleep", "default", sleep))
+register(TaskSpec("test.kill", "default", kill))
+register(TaskSpec("test.soft_limit", "default", cooperative, soft_time_limit_s=1.5, hard_time_limit_s=30,
+                  max_retries=0))
+register(TaskSpec("test.hard_limit", "default", sleep, soft_time_limit_s=100, hard_time_limit_s=2,
+                  max_retries=1))
