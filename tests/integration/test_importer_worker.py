@@ -18,13 +18,15 @@ from importd import store
 from importd.progress import Progress
 from importd.publisher import Publisher
 from importd.submit import submit
-from tests.support.importing import TABLES, db, isettings, migrated  # noqa: F401
+from tests.support.importing import TABLES
 from tests.support.infra import wait_for
 
 #: Rows of the generated file.
 ROWS = int(os.environ.get("IMPORTD_TEST_KILL_ROWS", "300000"))
 WORKER_ARGS = ("-Q", "import_queue,bulk_ops_queue", "-c", "1")
 WORKER_ENV = {"IMPORTD_TABLES": TABLES, "IMPORTD_RATE_LIMIT": "none"}
+
+pytest_plugins = ["tests.support.importing"]
 
 
 @pytest.fixture(scope="module")

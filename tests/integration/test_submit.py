@@ -13,9 +13,10 @@ from importd import store
 from importd.progress import Progress
 from importd.publisher import Publisher
 from importd.submit import SubmitError, submit
-from tests.support.importing import db, isettings, migrated  # noqa: F401
 
 DATA = b"id,name,age\n1,Ann,3\n"
+
+pytest_plugins = ["tests.support.importing"]
 
 
 @pytest.fixture
