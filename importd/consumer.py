@@ -23,14 +23,15 @@ from __future__ import annotations
 import ctypes
 import queue
 import signal
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import Any
 
-from kombu import Connection, Consumer as KombuConsumer, Message, Producer
+from kombu import Connection, Message, Producer
+from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
@@ -233,7 +234,7 @@ class Consumer:
         self._enforce_soft_limit()
         try:
             self._connection.drain_events(timeout=self._drain_timeout)
-        except socket.timeout:
+        except TimeoutError:
             pass
         self._connection.heartbeat_check()
 
@@ -323,6 +324,8 @@ class Consumer:
             self.current = None
             self.slot.set_deadline(0.0)
             self.done_tasks += 1
+            if self._limit_reached():
+                self._cancel_consuming()  # before the ack, or the broker sends one more
             self._carry_out(outcome)
             if not self._consuming and self._consumers and not self._limit_reached():
                 self._start_consuming()

@@ -15,9 +15,10 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Callable
+from typing import Any
 
 from importd import logs, tasks, topology
 from importd.config import Settings
@@ -64,7 +65,7 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
 def _extensions() -> list[Callable[..., None]]:
     """Optional consumer extensions (control channel for ping/inspect, events) if present."""
     try:
-        from importd import control
+        from importd import control  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return []
     return [control.attach]
@@ -79,12 +80,12 @@ class Supervisor:
     """
 
     def __init__(self, settings: Settings, queues: list[str], concurrency: int,
-                 max_tasks_per_child: int, notify: Callable[[str], None] | None = None) -> None:
+                 max_tasks_per_child: int, notify: Callable[[str], object] | None = None) -> None:
         self.settings = settings
         self.queues = queues
         self.concurrency = concurrency
         self.max_tasks_per_child = max_tasks_per_child
-        self.notify = notify or (lambda _: None)
+        self.notify: Callable[[str], object] = notify or (lambda _: None)
         self.log = logs.get("importd.supervisor")
         self.children: dict[int, Child] = {}
         self.stopping = False

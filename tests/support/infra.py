@@ -88,6 +88,14 @@ class Broker:
             self.conn = broker_connection(self.settings, heartbeat=0)
             return self.conn.default_channel
 
+    def reconnect(self) -> None:
+        """A fresh connection, after a test restarted the broker."""
+        try:
+            self.conn.release()
+        except Exception:  # noqa: BLE001 - the old connection is dead
+            pass
+        self.conn = broker_connection(self.settings, heartbeat=0)
+
     def depth(self, queue: str) -> int:
         return int(self.channel().queue_declare(queue, passive=True).message_count)
 
