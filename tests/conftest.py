@@ -59,3 +59,11 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
     def start(*args: str, **env: str) -> AbstractContextManager[infra.WorkerProcess]:
         return infra.worker(settings, tmp_path, *args, **env)
     yield start
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support import report
+
+    if any(report.totals.values()):
+        terminalreporter.write_sep("=", "importd fault summary")
+        terminalreporter.write_line(report.summary())

@@ -23,7 +23,7 @@ def _row(i: int, rng: random.Random) -> str:
     w = _WORDS
     name = f"{w[rng.randrange(10)].title()} {w[rng.randrange(10)].title()}"
     comment = (f'"{w[rng.randrange(10)]}, {w[rng.randrange(10)]} said ""hi""\nsecond line"'
-               if i % 5 == 0 else f"{w[rng.randrange(10)]} {w[rng.randrange(10)]} {w[rng.randrange(10)]} {w[rng.randrange(10)]}")
+               if i % 5 == 0 else " ".join(w[rng.randrange(10)] for _ in range(4)))
     return (f"{i},{name},user.{i}@mail.example.com,{rng.randrange(18, 99)},{rng.randrange(0, 10**8) / 100:.2f},"
             f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:"
             f"{rng.randrange(60):02d}:{rng.randrange(60):02d}+00,{'true' if rng.random() < 0.5 else 'false'},"

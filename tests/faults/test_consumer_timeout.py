@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import report
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, rabbitmqctl, wait_for
 
@@ -48,3 +49,4 @@ def test_consumer_timeout_closes_the_channel_and_the_worker_recovers(
         wait_for(lambda: [r["event"] for r in test_tasks.runs(log)].count("done") >= 1, 30)
         assert w.proc.poll() is None
     assert "outcome of a lost connection dropped" in w.output()
+    report.add(faults_injected=1, jobs_run=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from tests.support import report
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, wait_for
 from tests.support.proxy import Proxy
@@ -28,5 +29,6 @@ def test_partition_longer_than_heartbeats_is_detected_and_the_worker_goes_on(
             wait_for(lambda: w.output().count('"consuming"') >= 2, 60, what="reconnected")
             broker.publish_job("test.record", {"log": str(log)})
             wait_for(lambda: len(test_tasks.runs(log)) == 1, 30)
+        report.add(faults_injected=1, jobs_run=1, messages_stranded=sum(broker.depths().values()))
     finally:
         proxy.close()

@@ -63,3 +63,9 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
         messages.decode(body, TASK)
     except InvalidMessage:
         pass
+
+
+def test_priority_out_of_range_is_rejected():
+    with pytest.raises(InvalidMessage) as err:
+        messages.decode(b'{"job_id": "a"}', TASK, "application/json", 200)
+    assert err.value.reason == "bad-priority"
