@@ -23,6 +23,7 @@ as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -281,7 +282,13 @@ class ImportRun:
         """Load every batch; return "done", "cancelled" or "too-many-errors"."""
         committing = resumable
         size = rec.file_size or 0
-        for batch in loader.batches(f, offset, line, engine.opts):
+        batches = loader.batches(f, offset, line, engine.opts)
+        with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
+            return self._load_batches(batches, engine, opts, committing, size)
+
+    def _load_batches(self, batches: Any, engine: loader.Loader, opts: ImportOptions, committing: bool,
+                      size: int) -> str:
+        for batch in batches:
             self.ctx.check()
             if self._cancel_requested():
                 return "cancelled"
