@@ -29,7 +29,7 @@ import csv
 import io
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
@@ -90,7 +90,7 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
 
 
-def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
+def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Generator[Batch, None, None]:
     """Record-aligned batches from ``offset`` (a record start at physical line ``line``),
     read one batch ahead in a thread so that reading and scanning overlap the COPY.
 
@@ -133,7 +133,7 @@ def _suspicious(data: bytes, opts: LoadOptions) -> bool:
 T = TypeVar("T")
 
 
-def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Generator[T, None, None]:
     """Iterate ``items`` in a thread, ``depth`` items ahead; errors are re-raised here.
 
     The producer stops (and is joined) when the consumer stops early, before the caller
