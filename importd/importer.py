@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from importd import csvscan, loader, store, targets
+from importd.batches import batches as read_batches
 from importd.config import Settings
 from importd.errors import Deferred, PermanentError, TransientError
 from importd.importopts import ImportOptions, JobArgsError, job_from_args, options_of
@@ -282,7 +283,7 @@ class ImportRun:
         """Load every batch; return "done", "cancelled" or "too-many-errors"."""
         committing = resumable
         size = rec.file_size or 0
-        batches = loader.batches(f, offset, line, engine.opts)
+        batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             return self._load_batches(batches, engine, opts, committing, size)
 
