@@ -165,6 +165,8 @@ def test_connection_killed_mid_import_is_a_transient_error_and_rolls_back(isetti
     ctx = context(isettings, job_id, {"file": str(path), "table": "people", "options": {"batch_bytes": 512}})
 
     def kill_backend() -> None:
+        progress = Progress(isettings)
+        wait_for(lambda: int((progress.read(job_id) or {}).get("rows", 0)) > 0, 20, 0.01, what="rows flowing")
         with psycopg.connect(isettings.database_url, autocommit=True) as admin:
             wait_for(lambda: admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'importd-worker'"
