@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from importd import csvscan, loader, store, targets
+from importd import csvscan, loader, progress, store, targets
 from importd.batches import batches as read_batches
 from importd.config import Settings
 from importd.errors import Deferred, PermanentError, TransientError
@@ -49,16 +49,21 @@ COUNT_LIMIT = 10_000
 TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 TRANSIENT_CODES = ("55P03",)  # lock_not_available
 
-_progress: dict[tuple[str, str], Progress] = {}
+#: Session settings of the import connection: a worker host that vanishes (power loss)
+#: must not hold the job's advisory lock for the kernel's default two hours of TCP
+#: keepalive, and a COPY stuck behind another session's lock fails (transient, retried)
+#: instead of waiting forever.
+SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
+                  "-c lock_timeout=60000"
+#: Client-side keepalives (a vanished database server is noticed too).
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
 _publishers: dict[str, Any] = {}
 
 
 def progress_for(settings: Settings) -> Progress:
-    """One Progress per process and Redis (keeps its back-off state between jobs)."""
-    key = (settings.redis_url, settings.redis_prefix)
-    if key not in _progress:
-        _progress[key] = Progress(settings)
-    return _progress[key]
+    """The process's shared Progress (keeps its Redis back-off state between jobs)."""
+    return progress.shared(settings)
 
 
 def translate(exc: psycopg.Error) -> TransientError | PermanentError:
@@ -79,7 +84,8 @@ def worker_name() -> str:
 def run_import_task(ctx: JobContext) -> None:
     """Handler of ``import.csv`` (args: file, table, mode, max_errors, validate_only, options)."""
     try:
-        conn = store.connect(ctx.settings, application_name="importd-worker")
+        conn = store.connect(ctx.settings, application_name="importd-worker", options=SESSION_OPTIONS,
+                             **CLIENT_KEEPALIVES)
     except psycopg.Error as exc:
         raise translate(exc) from exc
     with conn:
@@ -164,7 +170,7 @@ class ImportRun:
         self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
         self.job_id = ctx.job.job_id
         self.log = ctx.log
-        self.progress = progress_for(ctx.settings)
+        self.progress = progress.shared(ctx.settings)
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
 

@@ -15,12 +15,11 @@ from typing import Any, BinaryIO
 
 import psycopg
 
-from importd import csvscan, store, targets
+from importd import csvscan, progress, store, targets
 from importd.config import Settings
 from importd.errors import PermanentError
 from importd.importopts import MODES, JobArgsError, normalize
 from importd.messages import Job
-from importd.progress import Progress
 from importd.store import JobRecord
 
 #: Bytes copied per read while storing an upload.
@@ -91,11 +90,8 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
             store.update_job(conn, job_id, state="FAILURE", error=f"could not queue the job: {exc}",
                              finished_at=store.NOW)
             raise
-    progress = Progress(settings)
-    try:
-        progress.set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0, percent=0)
-    finally:
-        progress.close()
+    progress.shared(settings).set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0,
+                                        percent=0)
     return rec
 
 
