@@ -173,6 +173,7 @@ class ImportRun:
         self.progress = progress.shared(ctx.settings)
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
+        self.first_reject: Reject | None = None
 
     def run(self) -> None:
         locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
@@ -303,6 +304,8 @@ class ImportRun:
             self.rows += result.rows
             self.rejected += len(result.rejects)
             self.pending_rejects.extend(result.rejects)
+            if result.rejects and self.first_reject is None:
+                self.first_reject = result.rejects[0]
             if committing and self.rejected > opts.max_errors:
                 committing = False  # this batch and the rest are only counted, never committed
             if committing:
@@ -336,7 +339,7 @@ class ImportRun:
     def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
                   resumable: bool) -> None:
         if outcome == "done" and not opts.validate_only:
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.pending_rejects, opts.max_errors)
+            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
             publish_analyze(self.settings, self.job_id, target.name, self.log)
@@ -349,21 +352,21 @@ class ImportRun:
             return
         if outcome == "done":  # validate_only, valid enough
             self.rows = counted_rows
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.pending_rejects, opts.max_errors)
+            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             return
         if opts.validate_only:
             self.rows = counted_rows
-        reason = _summary(self.rejected, self.pending_rejects, opts.max_errors, stopped=self.rejected
+        reason = _summary(self.rejected, self.first_reject, opts.max_errors, stopped=self.rejected
                           > opts.max_errors + COUNT_LIMIT)
         raise self._fail(rec, reason)
 
 
-def _summary(rejected: int, rejects: list[Reject], max_errors: int, stopped: bool = False) -> str:
+def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool = False) -> str:
     count = f"more than {rejected - 1}" if stopped else str(rejected)
     text = f"{count} row(s) rejected (max_errors {max_errors})"
-    if rejects:
-        line, column, _value, reason = rejects[0]
+    if first is not None:
+        line, column, _value, reason = first
         text += f"; first: line {line}" + (f", column {column}" if column else "") + f": {reason}"
     return text
 

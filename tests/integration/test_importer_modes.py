@@ -45,6 +45,8 @@ def test_resumable_mode_keeps_the_batches_committed_before_the_failure(isettings
     assert loaded == list(range(1, len(loaded) + 1)) and 0 < len(loaded) <= 20
     assert rec.rows_imported == rec.checkpoint_rows == len(loaded)
     assert rejected(isettings, rec.id)[0][:2] == (22, "age")
+    assert rec.error == ('1 row(s) rejected (max_errors 0); first: line 22, column age: '
+                         'invalid input syntax for type integer: "x"')
 
 
 def test_resumable_import_stopped_mid_way_resumes_from_its_checkpoint_without_duplicates(isettings, db):
