@@ -56,7 +56,8 @@ TRANSIENT_CODES = ("55P03",)  # lock_not_available
 SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
                   "-c lock_timeout=60000"
 #: Client-side keepalives (a vanished database server is noticed too).
-CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                     "keepalives_count": 3}
 
 _publishers: dict[str, Any] = {}
 
@@ -98,11 +99,25 @@ def run_import_task(ctx: JobContext) -> None:
             raise error from exc
 
 
+def lock_key(job_id: str) -> str:
+    """Text hashed into the job's advisory lock key (``hashtextextended(key, 0)``)."""
+    return f"importd.job:{job_id}"
+
+
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
-    """The attempt failed and will be retried: RETRY, attempts and the error (best effort)."""
+    """The attempt failed and will be retried: RETRY, attempts and the error (best effort).
+
+    A job whose lock another session holds is still running there (this delivery was a
+    redelivery of a live job, e.g. after a consumer_timeout): its state is left alone.
+    """
     error = f"{type(exc).__name__}: {exc}"[:2000]
     try:
         with store.connect(ctx.settings) as conn:
+            free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                (lock_key(ctx.job.job_id),)).fetchone()
+            if not free or not free[0]:
+                ctx.log.info("job still running elsewhere; state left as is")
+                return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="RETRY",
                                    attempts=ctx.job.attempt, error=error)
     except psycopg.Error as db_exc:
@@ -177,7 +192,7 @@ class ImportRun:
 
     def run(self) -> None:
         locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                   (f"importd.job:{self.job_id}",)).fetchone()
+                                   (lock_key(self.job_id),)).fetchone()
         if not locked or not locked[0]:
             raise Deferred("locked")
         rec = store.get_job(self.conn, self.job_id) or self._create_from_args()

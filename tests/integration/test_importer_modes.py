@@ -13,7 +13,7 @@ import pytest
 
 from importd import store
 from importd.errors import Deferred, PermanentError, SoftTimeLimitExceeded, TransientError
-from importd.importer import on_import_give_up, on_import_retry, run_import_task
+from importd.importer import lock_key, on_import_give_up, on_import_retry, run_import_task
 from importd.progress import Progress
 from tests.support.importing import context, rejected, rows, run_import, write
 from tests.support.infra import wait_for
@@ -220,3 +220,16 @@ def test_cancel_requested_while_running_stops_between_batches(isettings, db, mod
     assert loaded == rec.rows_imported == (0 if mode == "atomic" else rec.checkpoint_rows)
     assert loaded < 20000
     assert Progress(isettings).events(job_id)[-1][1]["type"] == "final"
+
+
+def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(isettings, db):
+    job_id = uuid.uuid4().hex
+    with store.connect(isettings) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id, state="STARTED"))
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key(job_id),))
+        on_import_retry(context(isettings, job_id, {}, attempt=2), TransientError("redelivered"))
+        assert store.get_job(conn, job_id).state == "STARTED"  # type: ignore[union-attr]
+    on_import_retry(context(isettings, job_id, {}, attempt=2), TransientError("redelivered"))
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and (rec.state, rec.attempts, rec.error) == ("RETRY", 2, "TransientError: redelivered")
