@@ -128,13 +128,21 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
 
 
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
-    """No retries left: FAILURE with the error, unless the job already reached a final state."""
-    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000])
+    """No retries left: FAILURE with the error, unless the job already reached a final state
+    or another delivery is still running it (holds its lock)."""
+    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000],
+                    unless_locked=True)
 
 
-def _record_failure(ctx: JobContext, error: str) -> None:
+def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> None:
     try:
         with store.connect(ctx.settings) as conn:
+            if unless_locked:
+                free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                    (lock_key(ctx.job.job_id),)).fetchone()
+                if not free or not free[0]:
+                    ctx.log.warning("job still running elsewhere; not marked FAILURE")
+                    return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
@@ -234,9 +242,12 @@ class ImportRun:
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (and pending rejected rows) in the current transaction; commit."""
         self._store_rejects()
-        store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
-                         rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
+        done = store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
+                                rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
         if not self.conn.autocommit:
+            if done is None:  # someone else ended the job meanwhile: keep their outcome, not our rows
+                self.conn.rollback()
+                raise PermanentError(f"job {self.job_id} was ended elsewhere; this run rolled back")
             self.conn.commit()
         self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
                                 error=error or "", table=rec.target_table)
