@@ -233,3 +233,17 @@ def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(ise
     with store.connect(isettings) as conn:
         rec = store.get_job(conn, job_id)
     assert rec is not None and (rec.state, rec.attempts, rec.error) == ("RETRY", 2, "TransientError: redelivered")
+
+
+def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_or_temp_tables(isettings, db):
+    from importd import importer
+
+    first, _ = run_import(isettings, b"sku,qty\na,1\n", "items", options={"on_conflict": "skip"})
+    conn = importer._connections[isettings.database_url]
+    pid = conn.info.backend_pid
+    with store.connect(isettings) as other:  # the first job's lock is free
+        assert other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                             (lock_key(first.id),)).fetchone() == (True,)
+    second, _ = run_import(isettings, b"id,name\n1,a\n", options={"on_conflict": "skip"})
+    assert (first.state, second.state) == ("SUCCESS", "SUCCESS")
+    assert importer._connections[isettings.database_url].info.backend_pid == pid
