@@ -110,8 +110,7 @@ def _give_back(settings: Settings, conn: psycopg.Connection[Any]) -> None:
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             conn.rollback()
         conn.autocommit = True
-        conn.execute("SELECT pg_advisory_unlock_all()")
-        conn.execute("DISCARD TEMP")
+        conn.execute("SELECT pg_advisory_unlock_all(); DISCARD TEMP")
     except psycopg.Error:
         conn.close()
         return

@@ -72,18 +72,19 @@ class ImportRun:
                                    (lock_key(self.job_id),)).fetchone()
         if not locked or not locked[0]:
             raise Deferred("locked")
-        rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
-        if rec.finished:
-            self.log.info("job already finished, nothing to do", state=rec.state)
-            return
-        if rec.cancel_requested:
-            self._finish(rec, "CANCELLED", "cancelled before it started")
-            return
-        started = store.update_job(self.conn, self.job_id, only_unfinished=True, state="STARTED",
-                                   attempts=self.ctx.job.attempt, worker=worker_name(), error=None,
-                                   **({"started_at": NOW} if rec.started_at is None else {}))
-        if started is None:
-            return
+        started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+        if started is None:  # finished, cancelled, or no row yet
+            rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
+            if rec.finished:
+                self.log.info("job already finished, nothing to do", state=rec.state)
+                return
+            if rec.cancel_requested:
+                self._finish(rec, "CANCELLED", "cancelled before it started")
+                return
+            started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+            if started is None:
+                return
+        rec = started
         self.progress.set_state(self.job_id, "STARTED", attempt=self.ctx.job.attempt,
                                 table=rec.target_table, total_bytes=rec.file_size)
         try:
@@ -191,11 +192,13 @@ class ImportRun:
 
     def _load_batches(self, batches: Any, engine: loader.Loader, opts: ImportOptions, committing: bool,
                       size: int) -> str:
-        for batch in batches:
+        fresh = True  # nothing in the transaction yet (start, or just after a checkpoint commit)
+        for index, batch in enumerate(batches):
             self.ctx.check()
-            if self._cancel_requested():
+            if index and self._cancel_requested():  # checked at the start for the first batch
                 return "cancelled"
-            result = engine.load(batch)
+            result = engine.load(batch, fresh=fresh)
+            fresh = False
             self.rows += result.rows
             self.rejected += len(result.rejects)
             self.pending_rejects.extend(result.rejects)
@@ -209,6 +212,7 @@ class ImportRun:
                                  checkpoint_rows=self.rows, rows_imported=self.rows,
                                  rows_rejected=self.rejected)
                 self.conn.commit()
+                fresh = True
             elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
                 del self.pending_rejects[store.MAX_STORED_REJECTS:]
             self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=size,

@@ -106,8 +106,11 @@ class Progress:
                 fields.setdefault("percent", 100)
         event = {"type": "final" if final else "state", **fields}
         self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S)
-        with self._lock:
-            self._last_write.pop(job_id, None)
+        with self._lock:  # the first progress update comes MIN_INTERVAL_S after the start
+            if final:
+                self._last_write.pop(job_id, None)
+            else:
+                self._last_write[job_id] = time.monotonic()
 
     def update(self, job_id: str, rows: int | None = None, bytes: int | None = None,  # noqa: A002
                total_bytes: int | None = None, rejected: int | None = None, force: bool = False) -> bool:
