@@ -20,8 +20,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
-#: Subcommands implemented in other modules: name -> ("module", "add_arguments", "run").
-EXTERNAL: dict[str, tuple[str, str]] = {}
+#: Subcommands implemented in other modules: name -> ("module" or "module:ATTR", help). The
+#: module (or its attribute ATTR, when one module serves several commands) has
+#: ``add_arguments(parser)`` and ``run(args, settings) -> int``.
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "replay-dlq": ("importd.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
+    "dlq": ("importd.dlq:DLQ", "list or purge what failed_tasks holds"),
+}
 
 
 def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--loglevel", dest="loglevel", help="log level")
     p.set_defaults(func=cmd_worker)
 
-    for name, (module, _help) in EXTERNAL.items():
+    for name, (target, _help) in EXTERNAL.items():
+        module, _, attr = target.partition(":")
         mod = importlib.import_module(module)
+        command = getattr(mod, attr) if attr else mod
         p = sub.add_parser(name, help=_help)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
