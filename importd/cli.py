@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from importd import logs, topology
 from importd.config import Settings
@@ -20,12 +21,23 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
+
+class Subcommand(NamedTuple):
+    """One command living in another module, for :data:`EXTERNAL` (``"module:ATTR"``)."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Command
+
+
 #: Subcommands implemented in other modules: name -> ("module" or "module:ATTR", help). The
 #: module (or its attribute ATTR, when one module serves several commands) has
 #: ``add_arguments(parser)`` and ``run(args, settings) -> int``.
 EXTERNAL: dict[str, tuple[str, str]] = {
     "replay-dlq": ("importd.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
     "dlq": ("importd.dlq:DLQ", "list or purge what failed_tasks holds"),
+    "ping": ("importd.control:PING", "ask every live worker to answer"),
+    "inspect": ("importd.control:INSPECT", "show what the workers run now"),
+    "status": ("importd.status:STATUS", "queue depths, consumers and job counts"),
 }
 
 

@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from kombu import Producer
 
 from importd import messages, topology
+from importd.cli import Subcommand
 from importd.config import Settings
 from importd.publisher import broker_connection, send
 
@@ -286,17 +287,10 @@ def _dlq_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-class Command(NamedTuple):
-    """A CLI subcommand as :data:`importd.cli.EXTERNAL` expects it."""
-
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, Settings], int]
-
-
 #: ``importd replay-dlq``.
-REPLAY = Command(_replay_add_arguments, _replay_run)
+REPLAY = Subcommand(_replay_add_arguments, _replay_run)
 #: ``importd dlq list|purge``.
-DLQ = Command(_dlq_add_arguments, _dlq_run)
+DLQ = Subcommand(_dlq_add_arguments, _dlq_run)
 
 
 # -- header helpers ------------------------------------------------------------------------
