@@ -17,9 +17,10 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Callable
+from typing import Any
 
 from importd import logs, tasks, topology
 from importd.config import Settings

@@ -43,7 +43,7 @@ def test_worker_notifies_ready_once_consuming_then_watchdog_then_stopping(
         ready_at = next(t for t, s in got if s == "READY=1")
         pings = [t for t, s in got if s == "WATCHDOG=1"]
         assert all(t >= ready_at for t in pings)
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
         assert all(0.3 <= g <= 1.0 for g in gaps), gaps  # half of WATCHDOG_USEC, within a tick
         assert any(s.startswith("STATUS=2/2 children consuming default") for _, s in got)
         w.proc.terminate()
