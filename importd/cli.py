@@ -38,6 +38,7 @@ EXTERNAL: dict[str, tuple[str, str]] = {
     "ping": ("importd.control:PING", "ask every live worker to answer"),
     "inspect": ("importd.control:INSPECT", "show what the workers run now"),
     "status": ("importd.status:STATUS", "queue depths, consumers and job counts"),
+    "events": ("importd.events:EVENTS", "tail job events (received, started, ..., dead-lettered)"),
 }
 
 

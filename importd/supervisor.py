@@ -13,6 +13,7 @@ does, and WATCHDOG=1 every half ``WATCHDOG_USEC`` while all children are alive.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -71,12 +72,16 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
 
 
 def _extensions() -> list[Callable[..., None]]:
-    """Optional consumer extensions (control channel for ping/inspect, events) if present."""
-    try:
-        from importd import control
-    except ImportError:
-        return []
-    return [control.attach]
+    """Consumer extensions of the optional modules present: the control channel (ping,
+    inspect), the events exchange, the worker's metrics."""
+    found = []
+    for name in ("control", "events", "metrics"):
+        try:
+            module = importlib.import_module(f"importd.{name}")
+        except ImportError:
+            continue
+        found.append(module.attach)
+    return found
 
 
 class Supervisor:
