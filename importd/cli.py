@@ -57,8 +57,8 @@ def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from importd.supervisor import Supervisor
     from importd import sdnotify
+    from importd.supervisor import Supervisor
 
     queues = [q.strip() for q in (args.queues or settings.queues).split(",") if q.strip()]
     for name in queues:
@@ -67,6 +67,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         except KeyError as exc:
             print(f"importd worker: {exc.args[0]}", file=sys.stderr)
             return EXIT_USAGE
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    if metrics_port:
+        from importd import metrics
+
+        metrics.serve_worker(settings, metrics_port)  # before the children fork
     supervisor = Supervisor(
         settings,
         queues,
@@ -91,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="child processes (default IMPORTD_CONCURRENCY)")
     p.add_argument("--max-tasks-per-child", type=int, help="replace a child after N jobs")
     p.add_argument("-l", "--loglevel", dest="loglevel", help="log level")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port "
+                   "(default IMPORTD_METRICS_PORT; 0: off)")
     p.set_defaults(func=cmd_worker)
 
     for name, (target, _help) in EXTERNAL.items():
