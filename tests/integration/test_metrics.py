@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import socket
+import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
+import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 from importd import metrics
 from importd.config import Settings
+from tests.support import infra
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, wait_for
 
@@ -84,3 +91,60 @@ def test_api_metrics_app_reports_queue_and_dlq_depths(settings: Settings, broker
     assert _value(samples, "importd_dlq_messages") == 1
     if importlib.util.find_spec("importd.store") is not None:  # job figures come from PostgreSQL
         assert ("importd_database_up", frozenset()) in samples
+
+
+_JOBS_DDL = """
+CREATE SCHEMA IF NOT EXISTS importd;
+CREATE TABLE IF NOT EXISTS importd.jobs (
+    id text PRIMARY KEY, task text NOT NULL, state text NOT NULL, rows_imported bigint NOT NULL DEFAULT 0,
+    rows_rejected bigint NOT NULL DEFAULT 0, started_at timestamptz, finished_at timestamptz);
+"""
+
+
+class _TableStore:
+    """Stand-in for importd.store where the engine's module is not on this branch: the same
+    two calls the metrics use, on a real PostgreSQL table shaped as the shared contract says."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def connect(self, settings: Settings) -> psycopg.Connection[Any]:
+        return psycopg.connect(settings.database_url, autocommit=True)
+
+    def counts_by_state(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        return dict(conn.execute("SELECT state, count(*) FROM importd.jobs GROUP BY state").fetchall())
+
+
+def test_api_metrics_report_jobs_rows_and_durations_from_postgresql(settings: Settings, run_id: str,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    name = f"importd_{run_id}_metrics"
+    infra.create_database(name)
+    try:
+        s = dataclasses.replace(settings, database_url=f"postgresql://postgres@127.0.0.1:5432/{name}")
+        if importlib.util.find_spec("importd.store") is not None:
+            importlib.import_module("importd.store").migrate(s)
+        else:
+            monkeypatch.setitem(sys.modules, "importd.store", _TableStore(s.database_url))
+            with psycopg.connect(s.database_url, autocommit=True) as conn:
+                conn.execute(_JOBS_DDL)
+
+        def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            return _samples(generate_latest(metrics.registry(s)).decode())
+
+        before = scrape()
+        assert _value(before, "importd_database_up") == 1
+        with psycopg.connect(s.database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO importd.jobs (id, task, state, rows_imported, rows_rejected, started_at, "
+                         "finished_at) VALUES ('m1', 'import.csv', 'SUCCESS', 1000, 3, now() - interval '42 s', "
+                         "now()), ('m2', 'import.csv', 'PENDING', 0, 0, NULL, NULL)")
+        after = scrape()
+        assert _value(after, "importd_rows_imported_total") - _value(before, "importd_rows_imported_total") == 1000
+        assert _value(after, "importd_rows_rejected_total") - _value(before, "importd_rows_rejected_total") == 3
+        assert _value(after, "importd_jobs", state="SUCCESS") == _value(before, "importd_jobs", state="SUCCESS") + 1
+        assert _value(after, "importd_jobs", state="PENDING") == _value(before, "importd_jobs", state="PENDING") + 1
+        count = "importd_import_duration_seconds_count"
+        assert _value(after, count) == _value(before, count) + 1
+        assert _value(after, "importd_import_duration_seconds_bucket", le="60.0") == 1
+        assert _value(after, "importd_import_duration_seconds_bucket", le="15.0") == 0
+    finally:
+        infra.drop_database(name)
