@@ -32,6 +32,7 @@ from kombu import Producer
 from importd import messages, topology
 from importd.cli import Subcommand
 from importd.config import Settings
+from importd.errors import PublishError
 from importd.publisher import broker_connection, send
 
 #: Headers importd writes on its own dead letters (removed again on replay).
@@ -174,7 +175,7 @@ def replay(settings: Settings, flt: Filter, *, limit: int | None = None, keep_at
         outcome = ""
 
         def move(dead: DeadLetter) -> bool:
-            nonlocal outcome
+            nonlocal outcome, producer
             if dry_run:
                 outcome = "listed"
                 return False
@@ -182,9 +183,14 @@ def replay(settings: Settings, flt: Filter, *, limit: int | None = None, keep_at
                 outcome = "skipped: no original exchange/routing key"
                 return False
             raw = dead.raw
-            send(producer, raw.body, exchange=dead.exchange or "", routing_key=dead.routing_key or "",
-                 headers=replay_headers(raw.headers, keep_attempts), message_id=dead.job_id,
-                 priority=_int(raw.properties.get("priority"), 0))
+            try:
+                send(producer, raw.body, exchange=dead.exchange or "", routing_key=dead.routing_key or "",
+                     headers=replay_headers(raw.headers, keep_attempts), message_id=dead.job_id,
+                     priority=_int(raw.properties.get("priority"), 0))
+            except PublishError as exc:  # e.g. its exchange is gone: leave it where it is
+                outcome = f"skipped: {exc}"
+                producer = Producer(pub_conn.channel())  # a refused publish may have closed the channel
+                return False
             outcome = "moved"
             return True  # confirmed: now the DLQ copy may be acked
 

@@ -41,6 +41,8 @@ EVENTS_EXCHANGE = "importd.events"
 EVENT_TYPES = ("received", "started", "progress", "retried", "deferred", "succeeded", "failed", "dead-lettered")
 #: Shortest gap between two progress events of one job (the engine may report more often).
 PROGRESS_MIN_INTERVAL_S = 0.5
+#: Backoff bounds (seconds) of ``importd events`` reconnecting after a lost broker.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 10.0
 #: A tail's queue drops what it cannot show within this many milliseconds.
 TAIL_TTL_MS = 60_000
 
@@ -122,40 +124,57 @@ def _short(value: Any) -> str:
 
 
 def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None = None,
-         count: int | None = None, timeout_s: float | None = None, ready: Any = None) -> int:
-    """Consume events matching ``keys`` until ``count`` were seen or ``timeout_s`` passed."""
+         count: int | None = None, timeout_s: float | None = None, ready: Any = None,
+         on_reconnect: Any = None) -> int:
+    """Consume events matching ``keys`` until ``count`` were seen or ``timeout_s`` passed.
+
+    A lost broker connection is re-established with backoff (what was published meanwhile is
+    missed: events are for watching); ``on_reconnect(error, delay_s)`` is told each time.
+    """
     seen = 0
-    with broker_connection(settings) as conn:
-        channel = conn.channel()
-        exchange()(channel).declare()
-        queue = Queue(f"importd.events.tail.{socket.gethostname()}.{os.getpid()}",
-                      exclusive=True, auto_delete=True, durable=False,
-                      queue_arguments={"x-message-ttl": TAIL_TTL_MS, "x-max-length": 100_000})
-        bound = queue(channel)
-        bound.declare()
-        for key in keys:
-            bound.bind_to(EVENTS_EXCHANGE, routing_key=key)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
-        def on_message(message: Message) -> None:
-            nonlocal seen
-            event = json.loads(message.body)
-            if job and event.get("job_id") != job:
-                return
-            seen += 1
-            on_event(event)
+    def on_message(message: Message) -> None:
+        nonlocal seen
+        event = json.loads(message.body)
+        if job and event.get("job_id") != job:
+            return
+        seen += 1
+        on_event(event)
 
-        with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
-            if ready is not None:
-                ready()
-            deadline = None if timeout_s is None else time.monotonic() + timeout_s
-            while count is None or seen < count:
-                left = 1.0 if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    conn.drain_events(timeout=min(left, 1.0))
-                except TimeoutError:
-                    conn.heartbeat_check()
+    def left_s() -> float:
+        return 1.0 if deadline is None else deadline - time.monotonic()
+
+    delay = RECONNECT_MIN_S
+    while (count is None or seen < count) and left_s() > 0:
+        conn = broker_connection(settings)
+        try:
+            channel = conn.channel()
+            exchange()(channel).declare()
+            queue = Queue(f"importd.events.tail.{socket.gethostname()}.{os.getpid()}",
+                          exclusive=True, auto_delete=True, durable=False,
+                          queue_arguments={"x-message-ttl": TAIL_TTL_MS, "x-max-length": 100_000})
+            bound = queue(channel)
+            bound.declare()
+            for key in keys:
+                bound.bind_to(EVENTS_EXCHANGE, routing_key=key)
+            with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
+                if ready is not None:
+                    ready()
+                    ready = None
+                delay = RECONNECT_MIN_S
+                while (count is None or seen < count) and (left := left_s()) > 0:
+                    try:
+                        conn.drain_events(timeout=min(left, 1.0))
+                    except TimeoutError:
+                        conn.heartbeat_check()
+        except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
+            delay = min(RECONNECT_MAX_S, delay * 2)
+            if on_reconnect is not None:
+                on_reconnect(exc, delay)
+            time.sleep(min(delay, max(left_s(), 0)))
+        finally:
+            conn.release()
     return seen
 
 
@@ -177,7 +196,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     def ready() -> None:
         print(f"listening on {EVENTS_EXCHANGE} ({', '.join(keys)}); Ctrl-C stops", file=sys.stderr, flush=True)
 
-    tail(settings, keys, show, job=args.job, count=args.count, timeout_s=args.timeout, ready=ready)
+    def reconnecting(exc: BaseException, delay_s: float) -> None:
+        print(f"broker connection lost ({exc}); reconnecting in {delay_s:.1f}s", file=sys.stderr, flush=True)
+
+    tail(settings, keys, show, job=args.job, count=args.count, timeout_s=args.timeout, ready=ready,
+         on_reconnect=reconnecting)
     return 0
 
 

@@ -140,3 +140,20 @@ def test_keep_attempts_keeps_the_attempt_header_and_limit_bounds_the_move(
     for m in back.values():
         assert not any(k.startswith("x-death") for k in m.headers)
         assert "expiration" not in m.properties  # the 1 ms TTL is not carried back
+
+
+def test_a_dead_letter_whose_origin_is_gone_is_left_in_place_and_the_rest_moves(
+        settings: Settings, broker: Broker, tmp_path: Path):
+    producer = Producer(broker.channel())
+    for job_id, exchange in (("gone-1", "no.such.exchange"), ("ok-1", "default")):
+        job = messages.Job(job_id, TASK, {"dir": str(tmp_path)})
+        headers = dict(job.headers(), **{"x-importd-reason": "max-retries", "x-importd-attempts": 4,
+                                         "x-importd-original-exchange": exchange,
+                                         "x-importd-original-routing-key": "default"})
+        send(producer, job.body(), exchange=topology.DLX, routing_key="default.failed", headers=headers,
+             message_id=job_id)
+    out = run_cli(settings, "replay-dlq")
+    assert out.returncode == 1
+    assert "skipped gone-1" in out.stdout and "moved   ok-1" in out.stdout
+    assert [m.properties["message_id"] for m in broker.get_all("failed_tasks")] == ["gone-1"]
+    assert [m.properties["message_id"] for m in broker.get_all("default")] == ["ok-1"]

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from importd.config import Settings
-from tests.support import ops_tasks, tasks  # noqa: F401 - register the test task types
+from tests.support import infra, ops_tasks, tasks  # noqa: F401 - register the test task types
 from tests.support.cli import OPS_TASK_MODULES, popen_cli, run_cli
 from tests.support.infra import Broker, wait_for
 
@@ -56,7 +56,11 @@ def test_a_jobs_life_is_published_as_events_in_order(settings: Settings, broker:
             flaky = broker.publish_job("test.flaky", {"log": str(tmp_path / "flaky.jsonl"), "fail_times": 1})
             dead = broker.publish_job("ops.fail_times", {"dir": str(tmp_path), "fail_times": 1})
             bad = broker.publish_job("test.permanent", {"log": str(tmp_path / "perm.jsonl")})
-            wait_for(lambda: "succeeded" in tail.types(flaky), 30, what="flaky job succeeded event")
+            try:
+                wait_for(lambda: "succeeded" in tail.types(flaky), 30, what="flaky job succeeded event")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nevents: {tail.events}\nworker: {w.output()}\n"
+                                     f"depths: {broker.depths()}") from None
             wait_for(lambda: "dead-lettered" in tail.types(dead) and "failed" in tail.types(bad), 10)
     finally:
         tail.stop()
@@ -88,3 +92,23 @@ def test_events_prints_readable_lines_and_stops_after_count(settings: Settings, 
     assert [line.split()[1] for line in lines] == ["received", "started", "succeeded"]
     assert all(f" {job_id} task=test.record attempt=1 queue=default" in line for line in lines)
     assert run_cli(settings, "events", "--timeout", "0.5").returncode == 0
+
+
+def test_events_tail_reconnects_after_the_broker_drops_its_connection(
+        settings: Settings, broker: Broker, start_worker, tmp_path: Path):
+    tail = Tail(settings)
+    try:
+        vhost = settings.broker_url.rsplit("/", 1)[1]
+        ours = broker.channel().connection.sock.getsockname()[1]  # the test's own connection stays
+        for line in infra.rabbitmqctl("list_connections", "pid", "vhost", "peer_port").splitlines():
+            pid, where, port = line.split("\t")
+            if where.strip() == vhost and int(port) != ours:
+                infra.rabbitmqctl("close_connection", pid.strip(), "test: dropped on purpose", check=False)
+        wait_for(lambda: any("reconnecting" in line for line in tail.stderr), 20, what="tail noticed")
+        wait_for(lambda: sum("listening on" in line for line in tail.stderr) == 1 and tail.proc.poll() is None, 5)
+        with start_worker("-Q", "default", "-c", "1") as w:
+            w.wait_consuming()
+            job_id = broker.publish_job("test.record", {"log": str(tmp_path / "runs.jsonl")})
+            wait_for(lambda: "succeeded" in tail.types(job_id), 30, what="events after the reconnect")
+    finally:
+        tail.stop()
