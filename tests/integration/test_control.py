@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from importd.config import Settings
+from tests.support import infra
 from tests.support import tasks as test_tasks
 from tests.support.cli import run_cli
 from tests.support.infra import Broker, wait_for
@@ -50,3 +51,18 @@ def test_inspect_active_shows_the_running_job_while_it_runs(
         doc = json.loads(run_cli(settings, "inspect", "active", "--json").stdout)
         (jobs,) = doc.values()
         assert [j["job_id"] for j in jobs] == [job_id]
+
+
+def test_a_worker_answers_ping_again_after_its_connection_was_dropped(
+        settings: Settings, broker: Broker, start_worker):
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        vhost = settings.broker_url.rsplit("/", 1)[1]
+        ours = broker.channel().connection.sock.getsockname()[1]
+        for line in infra.rabbitmqctl("list_connections", "pid", "vhost", "peer_port").splitlines():
+            pid, where, port = line.split("\t")
+            if where.strip() == vhost and int(port) != ours:
+                infra.rabbitmqctl("close_connection", pid.strip(), "test: dropped on purpose", check=False)
+        w.wait_consuming(2)  # the child reconnected and ran its extensions again
+        out = run_cli(settings, "ping")
+        assert out.returncode == 0 and out.stdout.count("OK pong") == 1, out
