@@ -21,7 +21,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 Command = Callable[[argparse.Namespace, Settings], int]
 
 #: Subcommands implemented in other modules: name -> ("module", "add_arguments", "run").
-EXTERNAL: dict[str, tuple[str, str]] = {}
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "migrate": ("importd.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
+    "submit": ("importd.commands.submit", "queue a CSV import (--follow shows its progress)"),
+    "job": ("importd.commands.job", "show a job's state (Redis, else PostgreSQL)"),
+    "errors": ("importd.commands.errors", "print a job's rejected rows as CSV"),
+}
 
 
 def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
