@@ -33,6 +33,10 @@ class Subcommand(NamedTuple):
 #: module (or its attribute ATTR, when one module serves several commands) has
 #: ``add_arguments(parser)`` and ``run(args, settings) -> int``.
 EXTERNAL: dict[str, tuple[str, str]] = {
+    "migrate": ("importd.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
+    "submit": ("importd.commands.submit", "queue a CSV import (--follow shows its progress)"),
+    "job": ("importd.commands.job", "show a job's state (Redis, else PostgreSQL)"),
+    "errors": ("importd.commands.errors", "print a job's rejected rows as CSV"),
     "replay-dlq": ("importd.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
     "dlq": ("importd.dlq:DLQ", "list or purge what failed_tasks holds"),
     "ping": ("importd.control:PING", "ask every live worker to answer"),

@@ -31,7 +31,8 @@ from importd.publisher import broker_connection
 
 #: Seconds between the supervisor's checks of its children.
 TICK_S = 0.5
-#: A child that dies sooner than this after its start counts as a start-up failure.
+#: A child that exits with an error sooner than this after its start counts as a start-up
+#: failure and delays the next respawn; one killed by a signal (OOM, an operator) does not.
 EARLY_DEATH_S = 5.0
 #: Largest wait before respawning a child that keeps dying at start-up.
 MAX_RESPAWN_DELAY_S = 30.0
@@ -208,7 +209,7 @@ class Supervisor:
                 self._respawn_delay = 0.0
             else:
                 self.log.warning("child died", child=index, exitcode=code, lived_s=round(lived, 1))
-                if lived < EARLY_DEATH_S:
+                if code is not None and code > 0 and lived < EARLY_DEATH_S:  # crashed, not killed
                     self._respawn_delay = min(MAX_RESPAWN_DELAY_S, max(1.0, self._respawn_delay * 2))
                     self._respawn_at = time.monotonic() + self._respawn_delay
                 else:
