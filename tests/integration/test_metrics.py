@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib.util
 import socket
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from importd import metrics
+from importd import metrics, store
 from importd.config import Settings
-from tests.support import infra
+from importd.publisher import Publisher
+from importd.submit import submit
 from tests.support import tasks as test_tasks
+from tests.support.importing import TABLES
 from tests.support.infra import Broker, wait_for
+
+pytest_plugins = ["tests.support.importing"]
 
 
 def _free_port() -> int:
@@ -41,13 +41,16 @@ def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return _samples(response.read().decode())
+
+
 def test_worker_metrics_port_counts_jobs_across_children(broker: Broker, start_worker, tmp_path: Path):
     port = _free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
 
     def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return _samples(response.read().decode())
+        return _scrape(port)
 
     with start_worker("-Q", "default", "-c", "2", "--metrics-port", str(port)) as w:
         w.wait_consuming(2)
@@ -93,58 +96,38 @@ def test_api_metrics_app_reports_queue_and_dlq_depths(settings: Settings, broker
         assert ("importd_database_up", frozenset()) in samples
 
 
-_JOBS_DDL = """
-CREATE SCHEMA IF NOT EXISTS importd;
-CREATE TABLE IF NOT EXISTS importd.jobs (
-    id text PRIMARY KEY, task text NOT NULL, state text NOT NULL, rows_imported bigint NOT NULL DEFAULT 0,
-    rows_rejected bigint NOT NULL DEFAULT 0, started_at timestamptz, finished_at timestamptz);
-"""
 
+def test_counters_move_after_a_real_import(isettings: Settings, db: Any, broker: Broker, start_worker):
+    """API /metrics (PostgreSQL) and the worker's port (its children) both count the import."""
+    port = _free_port()
+    api_before = _samples(generate_latest(metrics.registry(isettings)).decode())
+    assert _value(api_before, "importd_database_up") == 1
+    path = isettings.upload_dir / "people-metrics.csv"
+    path.write_bytes(b"id,name,age,note\n" + b"".join(b"%d,name %d,%d,\n" % (i, i, i % 90) for i in range(1, 501))
+                     + b"x,bad row,1,\n")
+    with start_worker("-Q", "import_queue", "-c", "1", "--metrics-port", str(port), IMPORTD_TABLES=TABLES,
+                      IMPORTD_RATE_LIMIT="none") as w:
+        w.wait_consuming()
+        publisher = Publisher(isettings)
+        try:
+            rec = submit(isettings, path, "people", max_errors=5, publisher=publisher)
+        finally:
+            publisher.close()
 
-class _TableStore:
-    """Stand-in for importd.store where the engine's module is not on this branch: the same
-    two calls the metrics use, on a real PostgreSQL table shaped as the shared contract says."""
+        def finished() -> bool:
+            with store.connect(isettings) as conn:
+                job = store.get_job(conn, rec.id)
+            return job is not None and job.state == "SUCCESS"
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def connect(self, settings: Settings) -> psycopg.Connection[Any]:
-        return psycopg.connect(settings.database_url, autocommit=True)
-
-    def counts_by_state(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
-        return dict(conn.execute("SELECT state, count(*) FROM importd.jobs GROUP BY state").fetchall())
-
-
-def test_api_metrics_report_jobs_rows_and_durations_from_postgresql(settings: Settings, run_id: str,
-                                                                   monkeypatch: pytest.MonkeyPatch):
-    name = f"importd_{run_id}_metrics"
-    infra.create_database(name)
-    try:
-        s = dataclasses.replace(settings, database_url=f"postgresql://postgres@127.0.0.1:5432/{name}")
-        if importlib.util.find_spec("importd.store") is not None:
-            importlib.import_module("importd.store").migrate(s)
-        else:
-            monkeypatch.setitem(sys.modules, "importd.store", _TableStore(s.database_url))
-            with psycopg.connect(s.database_url, autocommit=True) as conn:
-                conn.execute(_JOBS_DDL)
-
-        def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-            return _samples(generate_latest(metrics.registry(s)).decode())
-
-        before = scrape()
-        assert _value(before, "importd_database_up") == 1
-        with psycopg.connect(s.database_url, autocommit=True) as conn:
-            conn.execute("INSERT INTO importd.jobs (id, task, state, rows_imported, rows_rejected, started_at, "
-                         "finished_at) VALUES ('m1', 'import.csv', 'SUCCESS', 1000, 3, now() - interval '42 s', "
-                         "now()), ('m2', 'import.csv', 'PENDING', 0, 0, NULL, NULL)")
-        after = scrape()
-        assert _value(after, "importd_rows_imported_total") - _value(before, "importd_rows_imported_total") == 1000
-        assert _value(after, "importd_rows_rejected_total") - _value(before, "importd_rows_rejected_total") == 3
-        assert _value(after, "importd_jobs", state="SUCCESS") == _value(before, "importd_jobs", state="SUCCESS") + 1
-        assert _value(after, "importd_jobs", state="PENDING") == _value(before, "importd_jobs", state="PENDING") + 1
-        count = "importd_import_duration_seconds_count"
-        assert _value(after, count) == _value(before, count) + 1
-        assert _value(after, "importd_import_duration_seconds_bucket", le="60.0") == 1
-        assert _value(after, "importd_import_duration_seconds_bucket", le="15.0") == 0
-    finally:
-        infra.drop_database(name)
+        wait_for(finished, 60, what="import finished")
+        key = {"task": "import.csv", "queue": "import_queue", "outcome": "succeeded"}
+        wait_for(lambda: _value(_scrape(port), "importd_jobs_finished_total", **key) == 1, 20, what="worker count")
+        worker = _scrape(port)
+    api = _samples(generate_latest(metrics.registry(isettings)).decode())
+    moved = {name: _value(api, name) - _value(api_before, name)
+             for name in ("importd_rows_imported_total", "importd_rows_rejected_total",
+                          "importd_import_duration_seconds_count")}
+    assert moved == {"importd_rows_imported_total": 500, "importd_rows_rejected_total": 1,
+                     "importd_import_duration_seconds_count": 1}
+    assert _value(api, "importd_jobs", state="SUCCESS") == _value(api_before, "importd_jobs", state="SUCCESS") + 1
+    assert _value(worker, "importd_job_duration_seconds_count", task="import.csv", outcome="succeeded") == 1
