@@ -64,6 +64,8 @@ class Settings:
     log_level: str = "info"
     #: Publisher connection pool size in the API.
     publisher_pool_size: int = 10
+    #: Worker: serve Prometheus metrics on this TCP port (0: off; ``--metrics-port`` overrides).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

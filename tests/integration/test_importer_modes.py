@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from importd import store
-from importd.errors import Deferred, PermanentError, SoftTimeLimitExceeded, TransientError
+from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded, TransientError
 from importd.importer import lock_key, on_import_give_up, on_import_retry, run_import_task
 from importd.progress import Progress
 from tests.support.importing import context, rejected, rows, run_import, write
@@ -144,7 +144,7 @@ def test_permanent_problems_record_failure_with_the_reason(isettings, db, tmp_pa
 
 def test_a_message_without_job_row_and_with_bad_args_fails_without_a_record(isettings, db):
     job_id = uuid.uuid4().hex
-    with pytest.raises(PermanentError, match="invalid arguments: args.table must be a table name"):
+    with pytest.raises(InvalidMessage, match="invalid arguments: args.table must be a table name"):
         run_import_task(context(isettings, job_id, {"file": "x.csv"}))
     with store.connect(isettings) as conn:
         assert store.get_job(conn, job_id) is None
