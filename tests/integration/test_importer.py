@@ -177,3 +177,9 @@ def test_unclosed_quote_that_runs_past_the_line_limit_fails_the_job(isettings, d
     assert isinstance(raised, PermanentError)
     assert rec.error is not None and "a quoted field is not closed within 64 bytes" in rec.error
     assert rows(db) == []
+
+
+def test_bare_cr_line_ends_fail_instead_of_loading_nothing(isettings, db):
+    rec, raised = run_import(isettings, b"id,name\r1,a\r2,b\r")
+    assert isinstance(raised, PermanentError)
+    assert rec.error == "lines end with a bare CR (carriage return); use LF or CRLF line ends"
