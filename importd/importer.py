@@ -96,7 +96,11 @@ def _take_connection(settings: Settings) -> psycopg.Connection[Any]:
     """
     conn = _connections.pop(settings.database_url, None)
     if conn is not None and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        return conn
+        try:
+            conn.execute("SELECT 1")  # the server may have closed it meanwhile (restart, idle timeout)
+            return conn
+        except psycopg.Error:
+            pass
     if conn is not None:
         conn.close()
     return store.connect(settings, application_name="importd-worker", options=SESSION_OPTIONS,

@@ -247,3 +247,14 @@ def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_o
     second, _ = run_import(isettings, b"id,name\n1,a\n", options={"on_conflict": "skip"})
     assert (first.state, second.state) == ("SUCCESS", "SUCCESS")
     assert importer._connections[isettings.database_url].info.backend_pid == pid
+
+
+def test_a_kept_connection_closed_by_the_server_is_replaced_without_failing_the_job(isettings, db):
+    from importd import importer
+
+    run_import(isettings, b"id,name\n1,a\n")
+    kept = importer._connections[isettings.database_url]
+    db.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+    rec, raised = run_import(isettings, b"id,name\n2,b\n")
+    assert raised is None and rec.state == "SUCCESS"
+    assert rows(db, "SELECT id FROM people ORDER BY id") == [(1,), (2,)]
