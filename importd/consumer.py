@@ -256,6 +256,8 @@ class Consumer:
         timeout before its ack: up to a second per job, which caps small-file throughput.
         """
         assert self._connection is not None
+        if (self._inbox and self._thread is None) or not self._outcomes.empty():
+            return False  # a synchronous call (a confirm, a declare) already read a delivery in
         sock = self._connection.connection.sock
         if sock is None or getattr(sock, "pending", lambda: 0)():  # TLS may hold decrypted bytes
             return True
