@@ -21,7 +21,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 Command = Callable[[argparse.Namespace, Settings], int]
 
 #: Subcommands implemented in other modules: name -> ("module", "add_arguments", "run").
-EXTERNAL: dict[str, tuple[str, str]] = {}
+EXTERNAL: dict[str, tuple[str, str]] = {
+    "api": ("api.cli", "serve the HTTP API and the upload page (uvicorn)"),
+}
 
 
 def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:

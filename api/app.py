@@ -1,0 +1,52 @@
+"""The Starlette application: ``uvicorn api.app:app`` or ``importd api``.
+
+Thin on purpose: a routes list, a lifespan holding the pools (:mod:`api.services`), auth as
+pure ASGI middleware (:mod:`api.auth`), one JSON error shape (:mod:`api.errors`).
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from api import errors, openapi, sse
+from api.auth import AuthMiddleware
+from api.routes import health, jobs, page, session, upload
+from api.services import lifespan_for
+from importd import logs
+from importd.config import Settings
+
+ROUTES = [
+    Route("/", page.index, methods=["GET"]),
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/openapi.json", openapi.schema, methods=["GET"]),
+    Route("/api/session", session.create_session, methods=["POST"]),
+    Route("/api/session", session.delete_session, methods=["DELETE"]),
+    Route("/api/upload", upload.upload_csv, methods=["POST"]),
+    Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
+    Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
+    Route("/api/jobs/{job_id}/errors", jobs.job_errors, methods=["GET"]),
+    Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
+    Route("/api/jobs/{job_id}/events", sse.job_events, methods=["GET"]),
+]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(AuthMiddleware, settings=settings)],
+        exception_handlers=errors.HANDLERS,
+        lifespan=lifespan_for(settings),
+    )
+
+
+def _from_env() -> Starlette:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+app = _from_env()

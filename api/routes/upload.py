@@ -1,0 +1,140 @@
+"""``POST /api/upload``: receive the CSV, check it, create and publish the job, answer 202.
+
+The header row is checked against the table by ``importd.submit.submit`` before anything is
+queued; its problems come back as 400 ``bad_csv_header`` with the list. With an
+``Idempotency-Key`` header the same key returns the same job: a key already used answers
+before the body is read (nothing stored twice); two requests racing with one key meet at the
+unique index and the loser answers with the winner's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api import upload, views
+from api.errors import ApiError
+from api.services import Services, services
+from importd import logs
+
+log = logs.get("api.upload")
+
+#: Longest Idempotency-Key accepted.
+MAX_IDEMPOTENCY_KEY = 200
+MODES = ("atomic", "resumable")
+#: CSV options passed through to the importer (``options``), from form fields or the query.
+CSV_OPTIONS = ("delimiter", "encoding")
+
+
+def _int(params: dict[str, str], name: str, low: int, high: int) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _bool(params: dict[str, str], name: str) -> bool:
+    raw = (params.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ApiError(400, "bad_request", f"{name} must be true or false")
+
+
+def parse_options(params: dict[str, str]) -> dict[str, Any]:
+    """The submit() keyword arguments from the request's form fields and query parameters."""
+    table = (params.get("table") or "").strip()
+    if not table:
+        raise ApiError(400, "bad_request", "table is required")
+    mode = params.get("mode") or "atomic"
+    if mode not in MODES:
+        raise ApiError(400, "bad_request", f"mode must be one of {', '.join(MODES)}")
+    options = {name: params[name] for name in CSV_OPTIONS if params.get(name)}
+    return {
+        "table": table,
+        "priority": _int(params, "priority", 0, 10),
+        "mode": mode,
+        "max_errors": _int(params, "max_errors", 0, 2**31 - 1) or 0,
+        "validate_only": _bool(params, "validate_only"),
+        "options": options or None,
+    }
+
+
+def accepted(rec: Any, replayed: bool = False) -> Response:
+    body = {"job_id": rec.id, "state": rec.state, "status_url": f"/api/jobs/{rec.id}",
+            "events_url": f"/api/jobs/{rec.id}/events", "errors_url": f"/api/jobs/{rec.id}/errors",
+            "job": views.from_record(rec)}
+    headers = {"Location": f"/api/jobs/{rec.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+async def _by_key(svc: Services, key: str | None) -> Any:
+    if key is None:
+        return None
+    from importd import store
+
+    return await svc.with_db(store.get_job_by_idempotency_key, key)
+
+
+def _submit(svc: Services, received: upload.Upload, key: str | None, kwargs: dict[str, Any]) -> Any:
+    from importd.submit import submit
+
+    return submit(svc.settings, received.path, kwargs.pop("table"), idempotency_key=key,
+                  publisher=svc.publisher, **kwargs)
+
+
+async def upload_csv(request: Request) -> Response:
+    svc = services(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "bad_request", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    existing = await _by_key(svc, key)
+    if existing is not None:
+        return accepted(existing, replayed=True)
+    params = dict(request.query_params)
+    if not request.headers.get("content-type", "").lower().startswith("multipart/"):
+        parse_options(params)  # a raw body's options are all in the query: check before reading it
+    received = await upload.receive(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
+    try:
+        kwargs = parse_options({**params, **received.fields})
+        rec = await run_in_threadpool(_submit, svc, received, key, kwargs)
+    except Exception as exc:
+        received.path.unlink(missing_ok=True)
+        raced = await _raced(svc, key, exc)
+        if raced is not None:
+            return accepted(raced, replayed=True)
+        raise _translate(exc) from exc
+    if rec.file_path and rec.file_path != str(received.path):
+        received.path.unlink(missing_ok=True)  # submit kept its own copy
+    log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=received.size, priority=rec.priority)
+    return accepted(rec)
+
+
+async def _raced(svc: Services, key: str | None, exc: Exception) -> Any:
+    """The job another request created with the same key, when that is why we failed."""
+    if key is None or type(exc).__name__ != "UniqueViolation":
+        return None
+    return await _by_key(svc, key)
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, ApiError):
+        return exc
+    if type(exc).__name__ == "SubmitError":
+        problems = [str(p) for p in getattr(exc, "problems", None) or [str(exc)]]
+        return ApiError(400, "bad_csv", "; ".join(problems), problems=problems)
+    if type(exc).__name__ == "PublishError":
+        return ApiError(503, "broker_unavailable", "the job could not be queued; try again")
+    return exc

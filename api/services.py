@@ -1,0 +1,92 @@
+"""The long-lived clients the API shares between requests, opened and closed by the lifespan.
+
+PostgreSQL: a psycopg_pool of autocommit connections (store functions are synchronous and run
+in the threadpool). Redis: one ``redis.asyncio`` pool for short reads; every SSE stream opens
+its own connection (see :mod:`api.sse`). RabbitMQ: :class:`importd.publisher.Publisher`,
+blocking, called from the threadpool. None of them connects at start-up, so the API starts
+while a service is down and ``/readyz`` says which one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from psycopg_pool import ConnectionPool
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from importd.config import Settings
+from importd.publisher import Publisher
+
+#: Seconds a Redis call from the API may take before Redis counts as down.
+REDIS_TIMEOUT_S = 0.5
+#: Seconds a request waits for a free PostgreSQL connection.
+DB_ACQUIRE_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: ConnectionPool
+    redis: aioredis.Redis
+    publisher: Publisher
+    progress: Any  # importd.progress.Progress (synchronous, best effort)
+
+    async def with_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args)`` on a pooled connection in the threadpool."""
+        def call() -> T:
+            with self.db.connection(timeout=DB_ACQUIRE_TIMEOUT_S) as conn:
+                return fn(conn, *args, **kwargs)
+        return await run_in_threadpool(call)
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> aioredis.Redis:
+    kwargs.setdefault("socket_timeout", REDIS_TIMEOUT_S)
+    kwargs.setdefault("socket_connect_timeout", REDIS_TIMEOUT_S)
+    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, **kwargs)
+
+
+async def open_services(settings: Settings) -> Services:
+    try:  # TODO(api): plain import once the engine's progress module is merged
+        from importd.progress import Progress
+    except ImportError:
+        Progress = None  # type: ignore[assignment,misc]  # noqa: N806
+
+    db = ConnectionPool(settings.database_url, min_size=1, max_size=settings.api_db_pool_size, open=False,
+                        kwargs={"autocommit": True, "application_name": "importd-api", "connect_timeout": 5},
+                        name="importd-api")
+    db.open(wait=False)
+    publisher = await run_in_threadpool(Publisher, settings)
+    progress = Progress(settings) if Progress is not None else None
+    return Services(settings, db, redis_client(settings), publisher, progress)
+
+
+async def close_services(services: Services) -> None:
+    await services.redis.aclose()
+    await run_in_threadpool(services.publisher.close)
+    await run_in_threadpool(services.db.close, 5.0)
+    if services.progress is not None:
+        services.progress.close()
+
+
+def lifespan_for(settings: Settings) -> Callable[[Starlette], Any]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = await open_services(settings)
+        try:
+            yield
+        finally:
+            await close_services(app.state.services)
+    return lifespan
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
