@@ -22,6 +22,10 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 #: Subcommands implemented in other modules: name -> ("module", "add_arguments", "run").
 EXTERNAL: dict[str, tuple[str, str]] = {
+    "migrate": ("importd.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
+    "submit": ("importd.commands.submit", "queue a CSV import (--follow shows its progress)"),
+    "job": ("importd.commands.job", "show a job's state (Redis, else PostgreSQL)"),
+    "errors": ("importd.commands.errors", "print a job's rejected rows as CSV"),
     "api": ("api.cli", "serve the HTTP API and the upload page (uvicorn)"),
 }
 

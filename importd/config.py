@@ -46,6 +46,12 @@ class Settings:
     upload_dir: Path = Path("/var/lib/importd/uploads")
     #: Upload size limit in bytes for the API (413 past it).
     max_upload_bytes: int = 10 * 1024**3
+    #: Bytes of CSV sent to PostgreSQL per COPY batch (one savepoint, one checkpoint each).
+    import_batch_bytes: int = 8 * 1024 * 1024
+    #: Longest CSV line (record) accepted, in bytes; a longer one is a rejected row.
+    max_line_bytes: int = 4 * 1024 * 1024
+    #: Longest CSV field accepted, in bytes; a longer one is a rejected row.
+    max_field_bytes: int = 1024 * 1024
     #: Tables jobs may import into, comma separated (schema-qualified or not).
     tables: str = ""
     #: Comma separated modules imported at worker start, each registering extra task types.

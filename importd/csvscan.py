@@ -1,0 +1,188 @@
+"""Finding CSV record boundaries in raw bytes, at C speed, the way PostgreSQL does.
+
+PostgreSQL's CSV reader (``CopyReadLineText``) toggles "inside quotes" at every quote byte
+and ends a record at a newline seen outside quotes; a doubled quote inside a quoted field
+toggles twice. So a newline ends a record exactly where the number of quote bytes since the
+start of the record is even. :func:`last_record_end` and :func:`record_ends` use that rule
+with ``bytes.count``/``find`` only: no Python work per field, and on the clean path none per
+record either. It holds for UTF-8 and for the other ASCII-compatible encodings PostgreSQL
+accepts as client encodings (in SJIS, BIG5, GBK ... no trail byte is ``"`` or ``\\n``).
+
+The header (the first record only) is parsed with Python's csv module; the delimiter comes
+from the job's options or is sniffed from the header line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
+QUOTE = b'"'
+NL = b"\n"
+BOM_UTF8 = codecs.BOM_UTF8
+#: Delimiters the sniffer chooses from, most likely first on a tie.
+SNIFF_DELIMITERS = (",", ";", "\t", "|")
+
+#: Encoding names accepted in a job's options (lower case, without ``-``/``_``) ->
+#: (PostgreSQL client encoding, Python codec). Only ASCII-compatible encodings: the record
+#: scanner relies on ``"`` and ``\n`` never being part of a multi-byte character.
+ENCODINGS: dict[str, tuple[str, str]] = {
+    "utf8": ("UTF8", "utf-8"), "latin1": ("LATIN1", "latin-1"), "iso88591": ("LATIN1", "latin-1"),
+    "latin9": ("LATIN9", "iso8859-15"), "iso885915": ("LATIN9", "iso8859-15"),
+    "latin2": ("LATIN2", "iso8859-2"), "iso88592": ("LATIN2", "iso8859-2"),
+    "cp1252": ("WIN1252", "cp1252"), "win1252": ("WIN1252", "cp1252"), "windows1252": ("WIN1252", "cp1252"),
+    "cp1251": ("WIN1251", "cp1251"), "win1251": ("WIN1251", "cp1251"), "windows1251": ("WIN1251", "cp1251"),
+    "cp1250": ("WIN1250", "cp1250"), "win1250": ("WIN1250", "cp1250"), "windows1250": ("WIN1250", "cp1250"),
+    "koi8r": ("KOI8R", "koi8-r"), "sjis": ("SJIS", "shift_jis"), "shiftjis": ("SJIS", "shift_jis"),
+    "eucjp": ("EUC_JP", "euc_jp"), "gbk": ("GBK", "gbk"), "big5": ("BIG5", "big5"),
+    "euckr": ("EUC_KR", "euc_kr"), "ascii": ("SQL_ASCII", "ascii"),
+}
+
+
+class CsvFormatError(ValueError):
+    """The file cannot be read as CSV at all (no header, unclosed quote running away, ...)."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    pg: str
+    python: str
+
+    @property
+    def is_utf8(self) -> bool:
+        return self.pg == "UTF8"
+
+
+def encoding(name: str | None) -> Encoding:
+    """The encoding named in a job's options (default UTF-8); ValueError if unsupported."""
+    key = (name or "utf-8").lower().replace("-", "").replace("_", "")
+    if key not in ENCODINGS:
+        raise ValueError(f"unsupported encoding {name!r} (supported: utf-8, latin1, cp1252, ...)")
+    return Encoding(*ENCODINGS[key])
+
+
+def last_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
+    """Offset just after the last newline in ``buf[start:end]`` that ends a record, or -1.
+
+    ``start`` must be the start of a record.
+    """
+    end = len(buf) if end is None else end
+    pos = buf.rfind(NL, start, end)
+    if pos < 0:
+        return -1
+    quotes = buf.count(QUOTE, start, pos)
+    while quotes & 1:
+        prev = buf.rfind(NL, start, pos)
+        if prev < 0:
+            return -1
+        quotes -= buf.count(QUOTE, prev, pos)
+        pos = prev
+    return pos + 1
+
+
+def record_ends(buf: bytes, start: int = 0, end: int | None = None) -> list[int]:
+    """End offsets (after the newline) of every record in ``buf[start:end]``; the last record
+    may end without a newline (or inside an unclosed quote) at ``end``."""
+    end = len(buf) if end is None else end
+    ends: list[int] = []
+    pos = start
+    while pos < end:
+        nl = buf.find(NL, pos, end)
+        if nl < 0:
+            ends.append(end)
+            break
+        quotes = buf.count(QUOTE, pos, nl)
+        while quotes & 1:
+            nxt = buf.find(NL, nl + 1, end)
+            if nxt < 0:
+                nl = end - 1
+                break
+            quotes += buf.count(QUOTE, nl, nxt)
+            nl = nxt
+        ends.append(nl + 1)
+        pos = nl + 1
+    return ends
+
+
+def has_long_run(buf: bytes, limit: int, stops: bytes = NL) -> bool:
+    """True if ``buf`` may hold more than ``limit`` bytes in a row without a byte of ``stops``.
+
+    Looks at aligned blocks of ``limit // 2 + 1`` bytes (a run longer than ``limit`` covers
+    one whole block), so it costs a few C-level finds per batch; a block with no stop byte
+    is measured exactly.
+    """
+    size = len(buf)
+    block = limit // 2 + 1
+    for begin in range(0, size - block + 1, block):
+        if any(buf.find(bytes([s]), begin, begin + block) >= 0 for s in stops):
+            continue
+        left = max(buf.rfind(bytes([s]), 0, begin) for s in stops) + 1
+        rights = [r for r in (buf.find(bytes([s]), begin + block) for s in stops) if r >= 0]
+        right = min(rights) if rights else size
+        if right - left > limit:
+            return True
+    return False
+
+
+def has_end_marker(buf: bytes) -> bool:
+    """True if a line of ``buf`` is ``\\.``: PostgreSQL's end-of-data marker, which would end
+    COPY early and drop the rows after it."""
+    if b"\\." not in buf:
+        return False
+    return (buf.startswith((b"\\.\n", b"\\.\r\n")) or buf in (b"\\.", b"\\.\r") or b"\n\\.\n" in buf
+            or b"\n\\.\r\n" in buf or buf.endswith((b"\n\\.", b"\n\\.\r")))
+
+
+def strip_eol(record: bytes) -> bytes:
+    if record.endswith(b"\r\n"):
+        return record[:-2]
+    return record[:-1] if record.endswith((b"\n", b"\r")) else record
+
+
+@dataclass(frozen=True)
+class Header:
+    """The first record of a file: its fields, where the data starts, and the dialect."""
+
+    fields: list[str]
+    data_offset: int
+    delimiter: str
+    lines: int  # physical lines the header spans (usually 1)
+
+
+def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
+    """Parse the header record of ``f`` (positioned at 0); raise CsvFormatError if none."""
+    head = f.read(max_line_bytes + len(BOM_UTF8) + 1)
+    skip = len(BOM_UTF8) if enc.is_utf8 and head.startswith(BOM_UTF8) else 0
+    if len(head) <= skip:
+        raise CsvFormatError("the file is empty: no header line")
+    ends = record_ends(head, skip, min(len(head), skip + max_line_bytes + 1))
+    end = ends[0]
+    if end - skip > max_line_bytes and not head[skip:end].endswith(NL):
+        raise CsvFormatError(f"the header line is longer than {max_line_bytes} bytes")
+    raw = head[skip:end]
+    try:
+        text = strip_eol(raw).decode(enc.python)
+    except UnicodeDecodeError as exc:
+        raise CsvFormatError(f"the header is not valid {enc.pg}: byte 0x{raw[exc.start]:02x} "
+                             f"at byte offset {skip + exc.start}") from exc
+    if "\x00" in text:
+        raise CsvFormatError(f"the header contains a NUL byte at byte offset {skip + raw.index(0)}")
+    if not text.strip():
+        raise CsvFormatError("the header line is empty")
+    delim = delimiter or sniff_delimiter(text)
+    if len(delim) != 1 or delim in '"\r\n' or ord(delim) > 127:
+        raise CsvFormatError(f"bad delimiter {delim!r}: one ASCII character other than a quote or newline")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True))
+    fields = rows[0] if rows else []
+    return Header(fields=fields, data_offset=end, delimiter=delim, lines=raw.count(NL) or 1)
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The candidate delimiter seen most often in the header line outside quotes (``,`` if none)."""
+    outside = "".join(part for i, part in enumerate(header_line.split('"')) if i % 2 == 0)
+    counts = {d: outside.count(d) for d in SNIFF_DELIMITERS}
+    best = max(SNIFF_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","

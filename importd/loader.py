@@ -1,0 +1,318 @@
+"""The COPY engine: raw file bytes to ``COPY ... FROM STDIN`` in record-aligned batches.
+
+Clean path: read a batch of about ``batch_bytes``, cut it after the last record that ends in
+it (:func:`importd.csvscan.last_record_end`), send the bytes unchanged to COPY inside a
+savepoint. PostgreSQL does all per-field work (encoding, NUL bytes, types, ragged rows,
+constraints); Python never touches a field. So every path follows PostgreSQL's CSV rules,
+including NULLs: an unquoted empty field is NULL, a quoted empty field (``""``) is ''.
+
+Salvage path: a batch PostgreSQL rejects is rolled back to its savepoint, split into records
+(quote-aware, still without parsing fields) and sent again in sub-batches of
+:data:`SALVAGE_RECORDS` records, each in its own savepoint. When a sub-batch fails, the line
+in the error's context (``COPY t, line N, column c: ...``; PostgreSQL numbers physical
+lines and names the *last* line of a multi-line record) designates the bad record; it is
+reported and the sub-batch is sent again without it, until it loads. An error without a
+line (a constraint checked after the rows were staged) falls back to one record at a time.
+After a batch needed salvage, the next batch goes straight to salvage (a file with many
+bad rows does not pay for a failed full-batch COPY each time).
+
+Line numbers reported are the physical line (1-based, the header is line 1) where the bad
+record starts in the file.
+
+``on_conflict`` ``skip``/``update`` COPY into a temporary staging table with the target's
+column types, then ``INSERT ... SELECT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import psycopg
+from psycopg import sql
+
+from importd import csvscan
+from importd.csvscan import NL, Encoding
+from importd.store import Reject
+from importd.targets import Target
+
+#: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
+#: statements when ~1% of rows are bad).
+SALVAGE_RECORDS = 100
+#: Longest value kept in a rejected-row report (characters).
+MAX_REPORTED_VALUE = 1000
+#: Savepoint names.
+BATCH_SP, SUB_SP = sql.Identifier("importd_batch"), sql.Identifier("importd_sub")
+#: SQLSTATE classes/codes that mean "this data is bad", not "the database is in trouble".
+DATA_ERROR_CLASSES = ("22", "23", "21")
+DATA_ERROR_CODES = ("54000",)
+STAGE = sql.Identifier("importd_stage")
+
+_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
+
+
+def is_data_error(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in DATA_ERROR_CLASSES or state in DATA_ERROR_CODES
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    delimiter: str
+    encoding: Encoding
+    batch_bytes: int = 8 * 1024 * 1024
+    max_line_bytes: int = 4 * 1024 * 1024
+    max_field_bytes: int = 1024 * 1024
+    on_conflict: str = "error"  # error | skip | update
+    conflict_key: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Batch:
+    offset: int  # file offset of the first byte
+    line: int  # physical line number of the first record
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+    @property
+    def next_line(self) -> int:
+        return self.line + self.data.count(NL)
+
+
+@dataclass
+class BatchResult:
+    rows: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
+    """Record-aligned batches from ``offset`` (a record start at physical line ``line``).
+
+    Memory stays within ``batch_bytes + max_line_bytes``: a record that does not end within
+    ``max_line_bytes`` after a batch's start (an unclosed quote) raises CsvFormatError.
+    """
+    f.seek(offset)
+    buf = b""
+    while True:
+        chunk = f.read(opts.batch_bytes)
+        if not chunk:
+            if buf:
+                yield Batch(offset, line, buf)
+            return
+        buf = buf + chunk if buf else chunk
+        cut = csvscan.last_record_end(buf)
+        if cut <= 0:
+            if len(buf) > opts.max_line_bytes + opts.batch_bytes:
+                raise csvscan.CsvFormatError(
+                    f"line {line}: a quoted field is not closed within {opts.max_line_bytes} bytes"
+                    f" (byte offset {offset}); the rest of the file cannot be read")
+            continue
+        batch = Batch(offset, line, buf[:cut] if cut < len(buf) else buf)
+        buf = buf[cut:]
+        yield batch
+        offset, line = batch.end, batch.next_line
+
+
+class Loader:
+    """Loads batches of one file into one table on ``conn`` (inside the caller's transaction)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], target: Target, columns: list[str],
+                 opts: LoadOptions) -> None:
+        self.conn = conn
+        self.target = target
+        self.columns = columns
+        self.opts = opts
+        self.salvage_next = False
+        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+        options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
+            sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
+        staged = opts.on_conflict != "error"
+        into = STAGE if staged else target.ident()
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(into, cols, options)
+        self.insert_sql: sql.Composed | None = None
+        if staged:
+            conflict: sql.Composable = sql.SQL("ON CONFLICT DO NOTHING")
+            if opts.on_conflict == "update":
+                key = sql.SQL(", ").join(map(sql.Identifier, opts.conflict_key))
+                sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
+                        if c not in opts.conflict_key]
+                conflict = (sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(key, sql.SQL(", ").join(sets))
+                            if sets else sql.SQL("ON CONFLICT ({}) DO NOTHING").format(key))
+            self.insert_sql = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
+                target.ident(), cols, cols, STAGE, conflict)
+
+    def prepare(self) -> None:
+        """Create the staging table (on_conflict skip/update); commits, so call it first."""
+        if self.insert_sql is None:
+            return
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+            STAGE, cols, self.target.ident()))
+        self.conn.commit()
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def load(self, batch: Batch) -> BatchResult:
+        """Load ``batch`` in a savepoint; bad records are salvaged around and reported."""
+        self.conn.execute(sql.SQL("SAVEPOINT {}").format(BATCH_SP))
+        if not self.salvage_next and not self._needs_salvage(batch.data):
+            try:
+                rows = self._copy(batch.data)
+                self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(BATCH_SP))
+                return BatchResult(rows=rows)
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(BATCH_SP))
+        result = self._salvage(batch)
+        self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(BATCH_SP))
+        self.salvage_next = bool(result.rejects)
+        return result
+
+    def _needs_salvage(self, data: bytes) -> bool:
+        """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
+        return (csvscan.has_end_marker(data)
+                or csvscan.has_long_run(data, self.opts.max_field_bytes, NL + self.opts.delimiter.encode()))
+
+    def _copy(self, data: bytes) -> int:
+        with self.conn.cursor() as cur:
+            if self.insert_sql is not None:
+                cur.execute(sql.SQL("TRUNCATE {}").format(STAGE))
+            with cur.copy(self.copy_sql) as copy:
+                copy.write(data)
+            if self.insert_sql is None:
+                return cur.rowcount
+            cur.execute(self.insert_sql)
+            return cur.rowcount
+
+    # -- salvage -----------------------------------------------------------------------
+
+    def _salvage(self, batch: Batch) -> BatchResult:
+        data = batch.data
+        result = BatchResult()
+        records: list[_Record] = []
+        start, line = 0, batch.line
+        for end in csvscan.record_ends(data):
+            raw = data[start:end]
+            rec = _Record(raw=raw, line=line, offset=batch.offset + start)
+            problem = self._precheck(rec)
+            if problem:
+                result.rejects.append(problem)
+            else:
+                records.append(rec)
+            line += raw.count(NL)
+            start = end
+        for i in range(0, len(records), SALVAGE_RECORDS):
+            self._load_records(records[i:i + SALVAGE_RECORDS], result)
+        result.rejects.sort(key=lambda r: r[0])
+        return result
+
+    def _precheck(self, rec: _Record) -> Reject | None:
+        """Reject what COPY would accept wrongly or too late (limits); quote an end marker."""
+        body = csvscan.strip_eol(rec.raw)
+        if len(body) > self.opts.max_line_bytes:
+            return (rec.line, None, self._text(body[:MAX_REPORTED_VALUE]),
+                    f"line longer than {self.opts.max_line_bytes} bytes ({len(body)} bytes)")
+        if len(body) > self.opts.max_field_bytes:
+            for index, value in enumerate(self._fields(body)):
+                size = len(value.encode(self.opts.encoding.python, errors="replace"))
+                if size > self.opts.max_field_bytes:
+                    return (rec.line, self._column(index), value[:MAX_REPORTED_VALUE],
+                            f"field longer than {self.opts.max_field_bytes} bytes ({size} bytes)")
+        if body == b"\\.":
+            rec.raw = b'"\\."' + rec.raw[len(body):]
+        return None
+
+    def _load_records(self, pending: list[_Record], result: BatchResult) -> None:
+        while pending:
+            payload = b"".join(r.raw for r in pending)
+            self.conn.execute(sql.SQL("SAVEPOINT {}").format(SUB_SP))
+            try:
+                result.rows += self._copy(payload)
+                self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(SUB_SP))
+                return
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(SUB_SP))
+                bad = self._culprit(pending, exc)
+                if bad is None:
+                    if len(pending) == 1:
+                        result.rejects.append(self._describe(pending[0], exc))
+                        return
+                    for rec in pending:  # no line to go by: one record at a time
+                        self._load_records([rec], result)
+                    return
+                result.rejects.append(self._describe(pending[bad], exc))
+                pending = pending[:bad] + pending[bad + 1:]
+
+    @staticmethod
+    def _culprit(pending: list[_Record], exc: psycopg.Error) -> int | None:
+        """Index of the record the error's ``line N`` designates (lines of this payload)."""
+        match = _CONTEXT.search(exc.diag.context or "")
+        if not match:
+            return None
+        line = int(match.group(1))
+        first = 1
+        for index, rec in enumerate(pending):
+            inner = rec.raw.count(NL) - (1 if rec.raw.endswith(NL) else 0)
+            if first <= line <= first + inner:
+                return index
+            first += inner + (1 if rec.raw.endswith(NL) else 0)
+        return None
+
+    def _describe(self, rec: _Record, exc: psycopg.Error) -> Reject:
+        """(line, column, value, reason) of a record PostgreSQL refused."""
+        reason = exc.diag.message_primary or str(exc).splitlines()[0]
+        match = _CONTEXT.search(exc.diag.context or "")
+        column = (match.group(2) if match and match.group(2) else None) or exc.diag.column_name
+        body = csvscan.strip_eol(rec.raw)
+        if exc.sqlstate in ("22021", "22P05"):  # invalid byte sequence / untranslatable character
+            position = self._bad_byte(body)
+            if position is not None:
+                reason += f" at byte offset {rec.offset + position}"
+            return rec.line, None, self._text(body), reason
+        value: str | None = self._text(body)
+        if column is not None and column in self.columns:
+            fields = self._fields(body)
+            index = self.columns.index(column)
+            value = fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None
+            if exc.sqlstate == "23502":
+                value = None
+        return rec.line, column, value, reason
+
+    def _bad_byte(self, body: bytes) -> int | None:
+        nul = body.find(b"\x00")
+        try:
+            body.decode(self.opts.encoding.python)
+        except UnicodeDecodeError as exc:
+            return exc.start if nul < 0 else min(nul, exc.start)
+        return nul if nul >= 0 else None
+
+    def _fields(self, body: bytes) -> list[str]:
+        text = body.decode(self.opts.encoding.python, errors="replace").replace("\x00", "\ufffd")
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.opts.delimiter))
+        except csv.Error:
+            return [text]
+        return rows[0] if rows else [""]
+
+    def _text(self, body: bytes) -> str:
+        return body.decode(self.opts.encoding.python, errors="replace")[:MAX_REPORTED_VALUE]
+
+    def _column(self, index: int) -> str | None:
+        return self.columns[index] if index < len(self.columns) else None
+
+
+@dataclass
+class _Record:
+    raw: bytes
+    line: int
+    offset: int

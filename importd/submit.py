@@ -1,0 +1,148 @@
+"""Submitting an import: copy the file into the upload directory, check it, record, publish.
+
+Shared by the API (an upload stream) and ``importd submit`` (a path). The header is checked
+against the table before anything is queued, so a file that cannot load is refused at once
+(:class:`SubmitError` lists every problem) instead of failing later in a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+
+from importd import csvscan, store, targets
+from importd.config import Settings
+from importd.errors import PermanentError
+from importd.importopts import MODES, JobArgsError, normalize
+from importd.messages import Job
+from importd.progress import Progress
+from importd.store import JobRecord
+
+#: Bytes copied per read while storing an upload.
+COPY_CHUNK = 1024 * 1024
+#: Task name of imports.
+TASK = "import.csv"
+
+
+class SubmitError(PermanentError):
+    """The request cannot become a job; ``problems`` says why (HTTP 400/413/422)."""
+
+    def __init__(self, problems: list[str], status: int = 422) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.status = status
+
+
+def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table: str, *,
+           priority: int | None = None, mode: str = "atomic", max_errors: int = 0,
+           validate_only: bool = False, options: dict[str, Any] | None = None,
+           idempotency_key: str | None = None, publisher: Any) -> JobRecord:
+    """Store ``source`` as a new job on ``table`` and publish it; return the PENDING job.
+
+    With ``idempotency_key`` a second submit returns the first job and stores nothing.
+    """
+    from importd import tasks
+
+    if mode not in MODES:
+        raise SubmitError([f"mode must be one of {', '.join(MODES)}"], 400)
+    spec = tasks.get(TASK)
+    priority = spec.default_priority if priority is None and spec else (priority or 0)
+    if not 0 <= int(priority) <= 10:
+        raise SubmitError(["priority must be between 0 and 10"], 400)
+    try:
+        opts = normalize(options, max_errors=max_errors, validate_only=validate_only)
+        targets.allowed(settings, table)
+    except (JobArgsError, targets.TargetError) as exc:
+        raise SubmitError(getattr(exc, "problems", [str(exc)]), 400) from exc
+    with store.connect(settings) as conn:
+        if idempotency_key:
+            found = store.get_job_by_idempotency_key(conn, idempotency_key)
+            if found is not None:
+                return found
+        job_id = uuid.uuid4().hex
+        path, size, checksum = _store_file(settings, source, job_id)
+        try:
+            _check_header(conn, settings, path, table, opts)
+            rec = JobRecord(id=job_id, task=TASK, target_table=table, file_path=str(path), file_size=size,
+                            checksum=checksum, state="PENDING", priority=int(priority), mode=mode,
+                            options=opts, idempotency_key=idempotency_key)
+            try:
+                rec = store.create_job(conn, rec)
+            except psycopg.errors.UniqueViolation:
+                found = store.get_job_by_idempotency_key(conn, idempotency_key or "")
+                if found is None:
+                    raise
+                path.unlink(missing_ok=True)
+                return found
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        args = {"file": str(path), "table": table, "mode": mode, "max_errors": opts["max_errors"],
+                "validate_only": opts["validate_only"],
+                "options": {k: v for k, v in opts.items() if k not in ("max_errors", "validate_only")}}
+        try:
+            publisher.publish(Job(job_id=job_id, task=TASK, args=args, priority=int(priority)))
+        except Exception as exc:
+            store.update_job(conn, job_id, state="FAILURE", error=f"could not queue the job: {exc}",
+                             finished_at=store.NOW)
+            raise
+    progress = Progress(settings)
+    try:
+        progress.set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0, percent=0)
+    finally:
+        progress.close()
+    return rec
+
+
+def _store_file(settings: Settings, source: str | os.PathLike[str] | BinaryIO,
+                job_id: str) -> tuple[Path, int, str]:
+    """Copy ``source`` to ``upload_dir/<job_id>.csv`` (size limit, sha256); return path, size, sum."""
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    final = settings.upload_dir / f"{job_id}.csv"
+    partial = settings.upload_dir / f".{job_id}.part"
+    digest = hashlib.sha256()
+    size = 0
+    opened = None
+    if isinstance(source, str | os.PathLike):
+        try:
+            opened = open(source, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
+    stream: BinaryIO = opened or source  # type: ignore[assignment]
+    try:
+        with partial.open("wb") as out:
+            while chunk := stream.read(COPY_CHUNK):
+                size += len(chunk)
+                if size > settings.max_upload_bytes:
+                    raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
+                digest.update(chunk)
+                out.write(chunk)
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        if opened is not None:
+            opened.close()
+    return final, size, f"sha256:{digest.hexdigest()}"
+
+
+def _check_header(conn: psycopg.Connection[Any], settings: Settings, path: Path, table: str,
+                  opts: dict[str, Any]) -> None:
+    """Refuse a file whose header cannot load into ``table`` (every problem listed)."""
+    try:
+        target = targets.load(conn, settings, table)
+        enc = csvscan.encoding(opts.get("encoding"))
+        with path.open("rb") as f:
+            header = csvscan.read_header(f, enc, opts.get("delimiter"),
+                                         int(opts.get("max_line_bytes", settings.max_line_bytes)))
+        targets.map_header(target, header.fields, opts.get("columns"))
+    except targets.TargetError as exc:
+        raise SubmitError(exc.problems) from exc
+    except (csvscan.CsvFormatError, ValueError) as exc:
+        raise SubmitError([str(exc)]) from exc

@@ -1,0 +1,200 @@
+"""Import modes and job outcomes: atomic vs resumable, resume from a checkpoint, conflicts,
+exactly-once guards (advisory lock, finished jobs), permanent and transient failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from importd import store
+from importd.errors import Deferred, PermanentError, SoftTimeLimitExceeded, TransientError
+from importd.importer import on_import_give_up, on_import_retry, run_import_task
+from importd.progress import Progress
+from tests.support.importing import (  # noqa: F401
+    context,
+    db,
+    isettings,
+    migrated,
+    rejected,
+    rows,
+    run_import,
+    write,
+)
+from tests.support.infra import wait_for
+
+HEADER = b"id,name,age,note\n"
+SMALL_BATCHES = {"batch_bytes": 64}
+
+
+def numbered(n: int, start: int = 1) -> bytes:
+    return b"".join(b"%d,name %d,%d,\n" % (i, i, i % 90) for i in range(start, start + n))
+
+
+def test_atomic_mode_loads_nothing_when_a_late_batch_has_too_many_errors(isettings, db):
+    data = HEADER + numbered(20) + b"21,bad,x,\n" + numbered(5, 22)
+    rec, raised = run_import(isettings, data, options=SMALL_BATCHES)
+    assert isinstance(raised, PermanentError)
+    assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("FAILURE", 0, 1)
+    assert rows(db) == []
+
+
+def test_resumable_mode_keeps_the_batches_committed_before_the_failure(isettings, db):
+    data = HEADER + numbered(20) + b"21,bad,x,\n" + numbered(5, 22)
+    rec, raised = run_import(isettings, data, mode="resumable", options=SMALL_BATCHES)
+    assert isinstance(raised, PermanentError)
+    assert rec.state == "FAILURE" and rec.rows_rejected == 1
+    loaded = [r[0] for r in rows(db)]
+    assert loaded == list(range(1, len(loaded) + 1)) and 0 < len(loaded) <= 20
+    assert rec.rows_imported == rec.checkpoint_rows == len(loaded)
+    assert rejected(isettings, rec.id)[0][:2] == (22, "age")
+
+
+def test_resumable_import_stopped_mid_way_resumes_from_its_checkpoint_without_duplicates(isettings, db):
+    n = 6000
+    path = write(isettings, HEADER + numbered(n))
+    job_id = uuid.uuid4().hex
+    args = {"file": str(path), "table": "people", "mode": "resumable", "options": {"batch_bytes": 256}}
+    ctx = context(isettings, job_id, args, attempt=1)
+
+    def stop_after_first_checkpoint() -> None:
+        with store.connect(isettings) as conn:
+            wait_for(lambda: (store.get_job(conn, job_id) or store.JobRecord(id="")).checkpoint_rows > 0, 20)
+        ctx.request_stop("test stop")
+
+    stopper = threading.Thread(target=stop_after_first_checkpoint)
+    stopper.start()
+    with pytest.raises(SoftTimeLimitExceeded):
+        run_import_task(ctx)
+    stopper.join()
+    on_import_retry(ctx, SoftTimeLimitExceeded("test stop"))
+    with store.connect(isettings) as conn:
+        first = store.get_job(conn, job_id)
+    assert first is not None and first.state == "RETRY" and 0 < first.checkpoint_rows < n
+    assert db.execute("SELECT count(*) FROM people").fetchone() == (first.checkpoint_rows,)
+
+    run_import_task(context(isettings, job_id, args, attempt=2))
+    with store.connect(isettings) as conn:
+        final = store.get_job(conn, job_id)
+    assert final is not None
+    assert (final.state, final.rows_imported, final.rows_rejected, final.attempts) == ("SUCCESS", n, 0, 2)
+    assert db.execute("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM people").fetchone() == (n, n, 1, n)
+
+
+def test_on_conflict_skip_keeps_existing_rows_and_update_upserts_on_the_key(isettings, db):
+    db.execute("INSERT INTO items VALUES ('a', 1, 'old a'), ('b', 2, 'old b')")
+    data = b"sku,qty,label\na,10,new a\nc,30,new c\n"
+    rec, _ = run_import(isettings, data, "items", options={"on_conflict": "skip"})
+    assert (rec.state, rec.rows_imported) == ("SUCCESS", 1)
+    assert rows(db, "SELECT * FROM items ORDER BY sku") == [("a", 1, "old a"), ("b", 2, "old b"), ("c", 30, "new c")]
+    data = b"sku,qty,label\nb,20,new b\nd,40,\nd,41,again\nx,,no qty\n"
+    rec, _ = run_import(isettings, data, "items", max_errors=1,
+                        options={"on_conflict": "update", "conflict_key": ["sku"]})
+    assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 3, 1)
+    assert rows(db, "SELECT * FROM items ORDER BY sku") == [
+        ("a", 1, "old a"), ("b", 20, "new b"), ("c", 30, "new c"), ("d", 41, "again")]
+    assert rejected(isettings, rec.id) == [
+        (5, "qty", None, 'null value in column "qty" of relation "items" violates not-null constraint')]
+
+
+def test_a_finished_job_is_a_no_op_when_delivered_again(isettings, db):
+    rec, _ = run_import(isettings, HEADER + numbered(3))
+    assert rec.state == "SUCCESS"
+    again, raised = run_import(isettings, HEADER + numbered(3), job_id=rec.id, attempt=2)
+    assert raised is None
+    assert (again.state, again.attempts, again.rows_imported) == ("SUCCESS", 1, 3)
+    assert db.execute("SELECT count(*) FROM people").fetchone() == (3,)
+
+
+def test_a_second_delivery_of_a_running_job_is_deferred_by_the_advisory_lock(isettings, db):
+    job_id = uuid.uuid4().hex
+    path = write(isettings, HEADER + numbered(2))
+    with store.connect(isettings) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"importd.job:{job_id}",))
+        with pytest.raises(Deferred) as info:
+            run_import_task(context(isettings, job_id, {"file": str(path), "table": "people"}))
+        assert info.value.reason == "locked"
+    rec, _ = run_import(isettings, path, job_id=job_id)
+    assert rec.state == "SUCCESS" and rec.rows_imported == 2
+
+
+@pytest.mark.parametrize(("table", "file", "reason"), [
+    ("people", "missing.csv", "file not found: {path}"),
+    ("people", "/etc/passwd", "file path '/etc/passwd' is outside the upload directory"),
+    ("people", "link.csv", "file path '{path}' is outside the upload directory"),
+    ("pg_authid", "ok.csv", "table 'pg_authid' is not on the allowlist (IMPORTD_TABLES)"),
+    ("public.wide", "ok.csv", "table public.wide does not exist"),
+])
+def test_permanent_problems_record_failure_with_the_reason(isettings, db, tmp_path, table, file, reason):
+    outside = tmp_path / "secret.csv"
+    outside.write_bytes(HEADER + numbered(1))
+    link = isettings.upload_dir / f"link-{uuid.uuid4().hex}.csv"
+    os.symlink(outside, link)
+    ok = write(isettings, HEADER + numbered(1))
+    path = {"missing.csv": str(isettings.upload_dir / "missing.csv"), "link.csv": str(link),
+            "ok.csv": str(ok)}.get(file, file)
+    job_id = uuid.uuid4().hex
+    with pytest.raises(PermanentError):
+        run_import_task(context(isettings, job_id, {"file": path, "table": table}))
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None
+    assert (rec.state, rec.error) == ("FAILURE", reason.format(path=path))
+    assert Progress(isettings).read(job_id)["state"] == "FAILURE"
+
+
+def test_a_message_without_job_row_and_with_bad_args_fails_without_a_record(isettings, db):
+    job_id = uuid.uuid4().hex
+    with pytest.raises(PermanentError, match="invalid arguments: args.table must be a table name"):
+        run_import_task(context(isettings, job_id, {"file": "x.csv"}))
+    with store.connect(isettings) as conn:
+        assert store.get_job(conn, job_id) is None
+
+
+def test_a_cancelled_job_is_not_run(isettings, db):
+    path = write(isettings, HEADER + numbered(2))
+    job_id = uuid.uuid4().hex
+    with store.connect(isettings) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id, target_table="people", file_path=str(path)))
+        assert store.request_cancel(conn, job_id).state == "CANCELLED"  # type: ignore[union-attr]
+    rec, raised = run_import(isettings, path, job_id=job_id)
+    assert raised is None and rec.state == "CANCELLED"
+    assert rows(db) == []
+
+
+def test_connection_killed_mid_import_is_a_transient_error_and_rolls_back(isettings, db):
+    path = write(isettings, HEADER + numbered(20000))
+    job_id = uuid.uuid4().hex
+    ctx = context(isettings, job_id, {"file": str(path), "table": "people", "options": {"batch_bytes": 512}})
+
+    def kill_backend() -> None:
+        with psycopg.connect(isettings.database_url, autocommit=True) as admin:
+            wait_for(lambda: admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'importd-worker'"
+                " AND datname = current_database() AND state <> 'idle'").fetchall(), 20)
+
+    killer = threading.Thread(target=kill_backend)
+    killer.start()
+    with pytest.raises(TransientError):
+        run_import_task(ctx)
+    killer.join()
+    assert rows(db) == []
+    on_import_give_up(ctx, TransientError("connection lost"))
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and rec.state == "FAILURE"
+    assert rec.error == "gave up after 1 attempts: TransientError: connection lost"
+
+
+def test_give_up_hook_does_not_touch_a_job_that_already_succeeded(isettings, db):
+    rec, _ = run_import(isettings, HEADER + numbered(1))
+    ctx = context(isettings, rec.id, {}, attempt=4)
+    on_import_give_up(ctx, TransientError("late"))
+    on_import_retry(ctx, TransientError("late"))
+    with store.connect(isettings) as conn:
+        after = store.get_job(conn, rec.id)
+    assert after is not None and dataclasses.astuple(after) == dataclasses.astuple(rec)

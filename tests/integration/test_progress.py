@@ -1,0 +1,63 @@
+"""Progress in Redis: state hash, resumable event stream, throttling, expiry, Redis down."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+import redis
+
+from importd import keys
+from importd.config import Settings
+from importd.progress import MIN_INTERVAL_S, TTL_AFTER_END_S, Progress
+
+
+def test_states_progress_and_final_event_are_written_and_resumable_by_event_id(settings: Settings):
+    progress = Progress(settings)
+    job_id = uuid.uuid4().hex
+    progress.set_state(job_id, "PENDING", table="people")
+    progress.set_state(job_id, "STARTED", attempt=1, total_bytes=1000)
+    assert progress.update(job_id, rows=10, bytes=250, total_bytes=1000, rejected=1)
+    progress.set_state(job_id, "SUCCESS", rows=40, rejected=1)
+    state = progress.read(job_id)
+    assert state is not None
+    assert {k: state[k] for k in ("state", "rows", "rejected", "percent", "attempt", "table")} == {
+        "state": "SUCCESS", "rows": "40", "rejected": "1", "percent": "100", "attempt": "1", "table": "people"}
+    assert state["started_at"] <= state["finished_at"]
+    events = progress.events(job_id)
+    assert [e["type"] for _, e in events] == ["state", "state", "progress", "final"]
+    assert events[2][1]["percent"] == "25.0"
+    assert events[-1][1]["state"] == "SUCCESS"
+    assert progress.events(job_id, after_id=events[1][0]) == events[2:]
+    client = redis.Redis.from_url(settings.redis_url)
+    for key in (keys.job_state(settings.redis_prefix, job_id), keys.job_events(settings.redis_prefix, job_id)):
+        assert TTL_AFTER_END_S - 5 <= client.ttl(key) <= TTL_AFTER_END_S
+
+
+def test_progress_updates_are_throttled_to_a_few_per_second(settings: Settings):
+    progress = Progress(settings)
+    job_id = uuid.uuid4().hex
+    written = sum(progress.update(job_id, rows=i, bytes=i, total_bytes=100) for i in range(100))
+    assert written == 1
+    time.sleep(MIN_INTERVAL_S)
+    assert progress.update(job_id, rows=100, bytes=100, total_bytes=100)
+
+
+def test_blocking_events_read_returns_new_events(settings: Settings):
+    progress = Progress(settings)
+    job_id = uuid.uuid4().hex
+    assert progress.events(job_id, block_ms=100) == []
+    progress.set_state(job_id, "STARTED")
+    assert [e["state"] for _, e in progress.events(job_id, block_ms=100)] == ["STARTED"]
+
+
+def test_redis_down_costs_one_short_timeout_then_calls_are_skipped(settings: Settings):
+    down = Progress(dataclasses.replace(settings, redis_url="redis://127.0.0.1:6390/0"))
+    started = time.monotonic()
+    for i in range(200):
+        down.set_state("j", "STARTED")
+        down.update("j", rows=i, bytes=i, total_bytes=200, force=True)
+    assert down.read("j") is None and down.events("j") == []
+    assert time.monotonic() - started < 2.0
+    assert not down.available()
