@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from importd.config import Settings
+from importd.progress import Progress
 from importd.publisher import Publisher
 
 #: Seconds a Redis call from the API may take before Redis counts as down.
@@ -37,7 +38,7 @@ class Services:
     db: ConnectionPool
     redis: aioredis.Redis
     publisher: Publisher
-    progress: Any  # importd.progress.Progress (synchronous, best effort)
+    progress: Progress  # synchronous and best effort: used from the threadpool
 
     async def with_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args)`` on a pooled connection in the threadpool."""
@@ -54,17 +55,12 @@ def redis_client(settings: Settings, **kwargs: Any) -> aioredis.Redis:
 
 
 async def open_services(settings: Settings) -> Services:
-    try:  # TODO(api): plain import once the engine's progress module is merged
-        from importd.progress import Progress
-    except ImportError:
-        Progress = None  # type: ignore[assignment,misc]  # noqa: N806
-
     db = ConnectionPool(settings.database_url, min_size=1, max_size=settings.api_db_pool_size, open=False,
                         kwargs={"autocommit": True, "application_name": "importd-api", "connect_timeout": 5},
                         name="importd-api")
     db.open(wait=False)
     publisher = await run_in_threadpool(Publisher, settings)
-    progress = Progress(settings) if Progress is not None else None
+    progress = Progress(settings)
     return Services(settings, db, redis_client(settings), publisher, progress)
 
 
@@ -72,8 +68,7 @@ async def close_services(services: Services) -> None:
     await services.redis.aclose()
     await run_in_threadpool(services.publisher.close)
     await run_in_threadpool(services.db.close, 5.0)
-    if services.progress is not None:
-        services.progress.close()
+    services.progress.close()
 
 
 def lifespan_for(settings: Settings) -> Callable[[Starlette], Any]:

@@ -14,14 +14,13 @@ from starlette.responses import JSONResponse, Response
 from api import views
 from api.errors import ApiError
 from api.services import Services, services
-from importd import keys, logs
+from importd import keys, logs, store
 from importd.messages import JOB_ID
 
 log = logs.get("api.jobs")
 
-#: Job states a list may filter on.
-STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+STATES = store.STATES
+FINAL_STATES = store.FINAL_STATES
 #: Largest page of the job list.
 MAX_LIMIT = 1000
 
@@ -33,9 +32,7 @@ def job_id_of(request: Request) -> str:
     return str(job_id)
 
 
-async def load_record(svc: Services, job_id: str) -> Any:
-    from importd import store
-
+async def load_record(svc: Services, job_id: str) -> store.JobRecord:
     rec = await svc.with_db(store.get_job, job_id)
     if rec is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
@@ -74,8 +71,6 @@ def _limit(raw: str | None) -> int:
 
 
 async def list_jobs(request: Request) -> Response:
-    from importd import store
-
     svc = services(request)
     state = request.query_params.get("state") or None
     if state is not None and state not in STATES:
@@ -90,8 +85,6 @@ async def list_jobs(request: Request) -> Response:
 
 
 def _errors_csv(svc: Services, job_id: str) -> str | None:
-    from importd import store
-
     with svc.db.connection(timeout=10) as conn:
         if store.get_job(conn, job_id) is None:
             return None
@@ -116,8 +109,6 @@ async def job_errors(request: Request) -> Response:
 async def cancel_job(request: Request) -> Response:
     """A queued job is cancelled at once (the worker skips it); a running one is asked to stop
     between batches. 409 for a job that already ended."""
-    from importd import store
-
     svc = services(request)
     job_id = job_id_of(request)
     before = await load_record(svc, job_id)
@@ -126,7 +117,7 @@ async def cancel_job(request: Request) -> Response:
     rec = await svc.with_db(store.request_cancel, job_id)
     if rec is None:
         raise ApiError(404, "job_not_found", f"no job {job_id}")
-    if rec.state == "CANCELLED" and svc.progress is not None:
+    if rec.state == "CANCELLED":
         await run_in_threadpool(svc.progress.set_state, job_id, "CANCELLED", error="cancelled")
     body = views.from_record(rec)
     return JSONResponse(body, status_code=200 if rec.state == "CANCELLED" else 202)

@@ -1,7 +1,7 @@
 """``POST /api/upload``: receive the CSV, check it, create and publish the job, answer 202.
 
 The header row is checked against the table by ``importd.submit.submit`` before anything is
-queued; its problems come back as 400 ``bad_csv_header`` with the list. With an
+queued; its problems come back as 400 ``bad_upload`` with the list in ``problems``. With an
 ``Idempotency-Key`` header the same key returns the same job: a key already used answers
 before the body is read (nothing stored twice); two requests racing with one key meet at the
 unique index and the loser answers with the winner's job.
@@ -18,7 +18,9 @@ from starlette.responses import JSONResponse, Response
 from api import upload, views
 from api.errors import ApiError
 from api.services import Services, services
-from importd import logs
+from importd import logs, store
+from importd.errors import PublishError
+from importd.submit import SubmitError, submit
 
 log = logs.get("api.upload")
 
@@ -26,7 +28,7 @@ log = logs.get("api.upload")
 MAX_IDEMPOTENCY_KEY = 200
 MODES = ("atomic", "resumable")
 #: CSV options passed through to the importer (``options``), from form fields or the query.
-CSV_OPTIONS = ("delimiter", "encoding")
+CSV_OPTIONS = ("delimiter", "encoding", "on_conflict")
 
 
 def _int(params: dict[str, str], name: str, low: int, high: int) -> int | None:
@@ -80,17 +82,13 @@ def accepted(rec: Any, replayed: bool = False) -> Response:
     return JSONResponse(body, status_code=202, headers=headers)
 
 
-async def _by_key(svc: Services, key: str | None) -> Any:
+async def _by_key(svc: Services, key: str | None) -> store.JobRecord | None:
     if key is None:
         return None
-    from importd import store
-
     return await svc.with_db(store.get_job_by_idempotency_key, key)
 
 
 def _submit(svc: Services, received: upload.Upload, key: str | None, kwargs: dict[str, Any]) -> Any:
-    from importd.submit import submit
-
     return submit(svc.settings, received.path, kwargs.pop("table"), idempotency_key=key,
                   publisher=svc.publisher, **kwargs)
 
@@ -111,30 +109,20 @@ async def upload_csv(request: Request) -> Response:
         kwargs = parse_options({**params, **received.fields})
         rec = await run_in_threadpool(_submit, svc, received, key, kwargs)
     except Exception as exc:
-        received.path.unlink(missing_ok=True)
-        raced = await _raced(svc, key, exc)
-        if raced is not None:
-            return accepted(raced, replayed=True)
         raise _translate(exc) from exc
-    if rec.file_path and rec.file_path != str(received.path):
-        received.path.unlink(missing_ok=True)  # submit kept its own copy
+    finally:
+        received.path.unlink(missing_ok=True)  # submit keeps its own copy under the job's id
     log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=received.size, priority=rec.priority)
     return accepted(rec)
-
-
-async def _raced(svc: Services, key: str | None, exc: Exception) -> Any:
-    """The job another request created with the same key, when that is why we failed."""
-    if key is None or type(exc).__name__ != "UniqueViolation":
-        return None
-    return await _by_key(svc, key)
 
 
 def _translate(exc: Exception) -> Exception:
     if isinstance(exc, ApiError):
         return exc
-    if type(exc).__name__ == "SubmitError":
-        problems = [str(p) for p in getattr(exc, "problems", None) or [str(exc)]]
-        return ApiError(400, "bad_csv", "; ".join(problems), problems=problems)
-    if type(exc).__name__ == "PublishError":
+    if isinstance(exc, SubmitError):
+        if exc.status == 413:
+            return ApiError(413, "payload_too_large", "; ".join(exc.problems))
+        return ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems)
+    if isinstance(exc, PublishError):
         return ApiError(503, "broker_unavailable", "the job could not be queued; try again")
     return exc

@@ -17,8 +17,23 @@ import httpx
 import pytest
 
 from api.app import create_app
+from importd import store
 from importd.config import Settings
 from tests.support import infra
+
+#: Tables the API tests import into (no primary key: uploads may repeat rows).
+TABLES = "public.api_people"
+PEOPLE_DDL = "CREATE TABLE IF NOT EXISTS api_people (id bigint, name text NOT NULL, age integer CHECK (age >= 0))"
+HEADER = b"id,name,age\n"
+
+
+@pytest.fixture(scope="session")
+def api_settings(settings: Settings) -> Settings:
+    """The run's settings, migrated, with the API's test table allowlisted and a 1 s keepalive."""
+    store.migrate(settings)
+    with store.connect(settings) as conn:
+        conn.execute(PEOPLE_DDL)
+    return replace(settings, tables=TABLES, rate_limit="none", sse_keepalive_s=1.0)
 
 
 @pytest.fixture
@@ -38,10 +53,10 @@ async def _client(settings: Settings, client_addr: str = "127.0.0.1", headers: d
 
 
 @pytest.fixture
-def api_client(settings: Settings) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:
+def api_client(api_settings: Settings) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:
     """Factory: ``async with api_client(max_upload_bytes=10) as c:`` (overrides settings)."""
     def make(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        return _client(settings, **overrides)
+        return _client(api_settings, **overrides)
     return make
 
 
@@ -96,8 +111,8 @@ def api_process(settings: Settings, tmp: Path, **env: str) -> Iterator[ApiProces
 
 
 @pytest.fixture
-def start_api(settings: Settings, tmp_path: Path) -> Callable[..., Any]:
+def start_api(api_settings: Settings, tmp_path: Path) -> Callable[..., Any]:
     """Factory: ``with start_api(max_upload_bytes=...) as api:`` runs uvicorn on the run's services."""
     def start(env: dict[str, str] | None = None, **overrides: Any) -> Any:
-        return api_process(replace(settings, **overrides), tmp_path, **(env or {}))
+        return api_process(replace(api_settings, **overrides), tmp_path, **(env or {}))
     return start
