@@ -26,6 +26,8 @@ from importd.publisher import Publisher
 
 #: Seconds a Redis call from the API may take before Redis counts as down.
 REDIS_TIMEOUT_S = 0.5
+#: Connections in the shared Redis pool (SSE streams have their own).
+REDIS_POOL_SIZE = 10
 #: Seconds a request waits for a free PostgreSQL connection.
 DB_ACQUIRE_TIMEOUT_S = 10.0
 
@@ -54,6 +56,14 @@ def redis_client(settings: Settings, **kwargs: Any) -> aioredis.Redis:
     return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, **kwargs)
 
 
+def shared_redis(settings: Settings) -> aioredis.Redis:
+    """The bounded pool for short reads (a burst of requests does not grow it past the bound)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=REDIS_TIMEOUT_S, decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    return aioredis.Redis(connection_pool=pool)
+
+
 async def open_services(settings: Settings) -> Services:
     db = ConnectionPool(settings.database_url, min_size=1, max_size=settings.api_db_pool_size, open=False,
                         kwargs={"autocommit": True, "application_name": "importd-api", "connect_timeout": 5},
@@ -61,11 +71,11 @@ async def open_services(settings: Settings) -> Services:
     db.open(wait=False)
     publisher = await run_in_threadpool(Publisher, settings)
     progress = Progress(settings)
-    return Services(settings, db, redis_client(settings), publisher, progress)
+    return Services(settings, db, shared_redis(settings), publisher, progress)
 
 
 async def close_services(services: Services) -> None:
-    await services.redis.aclose()
+    await services.redis.aclose(close_connection_pool=True)
     await run_in_threadpool(services.publisher.close)
     await run_in_threadpool(services.db.close, 5.0)
     services.progress.close()

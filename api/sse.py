@@ -26,15 +26,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import redis.asyncio as aioredis
 import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.errors import ApiError
-from api.routes.jobs import FINAL_STATES, job_id_of, load_record, read_live
+from api.routes.jobs import FINAL_STATES, job_id_of, load_record
 from api.services import Services, redis_client, services
 from importd import keys, logs
+from importd.config import Settings
 
 log = logs.get("api.sse")
 
@@ -91,12 +93,27 @@ async def _ended_in_database(svc: Services, job_id: str) -> dict[str, Any] | Non
             "rejected": str(rec.rows_rejected), "error": rec.error or "", "source": "database"}
 
 
-async def event_stream(svc: Services, job_id: str, after: str) -> AsyncIterator[str]:
+def stream_client(settings: Settings) -> aioredis.Redis:
+    """The stream's own connection: blocking XREAD needs one per client."""
+    return redis_client(settings, socket_timeout=settings.sse_keepalive_s + 5, single_connection_client=True,
+                        client_name=f"{settings.redis_prefix}:sse")
+
+
+async def _job_known(svc: Services, client: aioredis.Redis, job_id: str) -> bool:
+    try:
+        if await client.exists(keys.job_state(svc.settings.redis_prefix, job_id)):
+            return True
+    except (redis.exceptions.RedisError, OSError):
+        pass
+    await load_record(svc, job_id)  # raises 404 for a job that does not exist
+    return True
+
+
+async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after: str) -> AsyncIterator[str]:
+    """Events after ``after``; owns ``client`` and closes it however the stream ends."""
     settings = svc.settings
     key = keys.job_events(settings.redis_prefix, job_id)
     block_ms = max(1, int(settings.sse_keepalive_s * 1000))
-    client = redis_client(settings, socket_timeout=settings.sse_keepalive_s + 5, single_connection_client=True,
-                          client_name=f"{settings.redis_prefix}:sse")
     try:
         yield f"retry: {RETRY_MS}\n\n"
         check_db = after == "0"
@@ -138,8 +155,13 @@ async def job_events(request: Request) -> Response:
     after = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
     if not EVENT_ID.match(after):
         raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id this stream sent")
-    if await read_live(svc, job_id) is None:
-        await load_record(svc, job_id)  # 404 for a job that does not exist
-    return EventStreamResponse(event_stream(svc, job_id, after), headers=HEADERS)
+    client = stream_client(svc.settings)
+    try:
+        await _job_known(svc, client, job_id)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+        raise
+    return EventStreamResponse(event_stream(svc, client, job_id, after), headers=HEADERS)
 
 
