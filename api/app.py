@@ -25,6 +25,7 @@ ROUTES = [
     Route("/api/session", session.create_session, methods=["POST"]),
     Route("/api/session", session.delete_session, methods=["DELETE"]),
     Route("/api/upload", upload.upload_csv, methods=["POST"]),
+    Route("/api/tables", jobs.list_tables, methods=["GET"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/api/jobs/{job_id}/errors", jobs.job_errors, methods=["GET"]),

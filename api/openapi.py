@@ -102,6 +102,11 @@ SCHEMA: dict[str, Any] = {
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
                 "415": _err("neither multipart/form-data nor text/csv"),
                 "503": _err("the job could not be queued"), **UNAUTHORIZED}}},
+        "/api/tables": {"get": {
+            "summary": "tables uploads may target (IMPORTD_TABLES)", "security": [{"bearer": []}],
+            "responses": {"200": _json("the allowlist", {
+                "type": "object", "required": ["tables"],
+                "properties": {"tables": {"type": "array", "items": {"type": "string"}}}}), **UNAUTHORIZED}}},
         "/api/jobs": {"get": {
             "summary": "jobs, newest first", "security": [{"bearer": []}],
             "parameters": [

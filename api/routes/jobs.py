@@ -58,6 +58,11 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(views.from_record(await load_record(svc, job_id)))
 
 
+async def list_tables(request: Request) -> Response:
+    """The allowlisted tables (``IMPORTD_TABLES``), for the page's table picker."""
+    return JSONResponse({"tables": services(request).settings.table_list})
+
+
 def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return 50
