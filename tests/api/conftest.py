@@ -83,7 +83,7 @@ class ApiProcess:
 
 
 @contextmanager
-def api_process(settings: Settings, tmp: Path, **env: str) -> Iterator[ApiProcess]:
+def api_process(settings: Settings, tmp: Path, access_log: bool = False, **env: str) -> Iterator[ApiProcess]:
     """``uvicorn api.app:app`` as a real subprocess on a free loopback port."""
     port = free_port()
     log_path = tmp / f"api-{port}.log"
@@ -92,7 +92,7 @@ def api_process(settings: Settings, tmp: Path, **env: str) -> Iterator[ApiProces
                             IMPORTD_SSE_KEEPALIVE_S=str(settings.sse_keepalive_s),
                             IMPORTD_API_TOKENS=settings.api_tokens, **env)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-access-log"],
+                             "--port", str(port), *([] if access_log else ["--no-access-log"])],
                             env=environ, stdout=log, stderr=subprocess.STDOUT, cwd=infra.ROOT)
     api = ApiProcess(proc, f"http://127.0.0.1:{port}", log_path)
     try:
@@ -113,6 +113,6 @@ def api_process(settings: Settings, tmp: Path, **env: str) -> Iterator[ApiProces
 @pytest.fixture
 def start_api(api_settings: Settings, tmp_path: Path) -> Callable[..., Any]:
     """Factory: ``with start_api(max_upload_bytes=...) as api:`` runs uvicorn on the run's services."""
-    def start(env: dict[str, str] | None = None, **overrides: Any) -> Any:
-        return api_process(replace(api_settings, **overrides), tmp_path, **(env or {}))
+    def start(env: dict[str, str] | None = None, access_log: bool = False, **overrides: Any) -> Any:
+        return api_process(replace(api_settings, **overrides), tmp_path, access_log, **(env or {}))
     return start
