@@ -47,7 +47,8 @@ def driver() -> Any:
 
 
 def test_the_page_uploads_a_csv_and_its_progress_bar_reaches_100_percent_with_the_row_count(
-        driver: Any, start_api: Any, start_worker: Any, api_settings: Settings, tmp_path: Path) -> None:
+        driver: Any, start_api: Any, start_worker: Any, api_settings: Settings, broker: Any,
+        tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
