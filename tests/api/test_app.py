@@ -118,3 +118,40 @@ def test_importd_api_refuses_a_public_address_without_tokens(monkeypatch: Any, c
     monkeypatch.delenv("IMPORTD_API_TOKENS", raising=False)
     assert cli.main(["api", "--host", "0.0.0.0", "--port", "1"]) == cli.EXIT_CONFIG
     assert "--insecure-no-auth" in capsys.readouterr().err
+
+
+def test_importd_api_serves_on_loopback_and_stops_promptly_with_an_sse_client_connected(
+        api_settings: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import httpx
+
+    from importd import store
+    from tests.api.conftest import free_port
+    from tests.support import infra
+
+    with store.connect(api_settings) as conn:
+        job_id = store.create_job(conn, store.JobRecord(id=uuid.uuid4().hex, state="STARTED")).id
+    port = free_port()
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "importd", "api", "--port", str(port)],
+                            env=infra.env_for(api_settings), stdout=log, stderr=subprocess.STDOUT, cwd=infra.ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        infra.wait_for(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, timeout=30,
+                       what="importd api answering")
+        with httpx.stream("GET", f"{url}/api/jobs/{job_id}/events", timeout=30) as r:
+            assert r.status_code == 200
+            next(r.iter_lines())
+            started = time.monotonic()
+            proc.terminate()
+            proc.wait(30)
+        assert proc.returncode in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+        assert time.monotonic() - started < 25  # bounded by SHUTDOWN_GRACE_S, not by the client
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
