@@ -26,6 +26,8 @@ from importd.publisher import Publisher
 
 #: Seconds a Redis call from the API may take before Redis counts as down.
 REDIS_TIMEOUT_S = 0.5
+#: Seconds one publish attempt may spend connecting to RabbitMQ from a request.
+PUBLISH_CONNECT_S = 2.0
 #: Connections in the shared Redis pool (SSE streams have their own).
 REDIS_POOL_SIZE = 10
 #: Seconds a request waits for a free PostgreSQL connection.
@@ -70,6 +72,11 @@ async def open_services(settings: Settings) -> Services:
                         name="importd-api")
     db.open(wait=False)
     publisher = await run_in_threadpool(Publisher, settings)
+    # A request should fail fast when RabbitMQ is down (503, the client retries) rather than
+    # sit through kombu's reconnect loop (connect_timeout per try, ~1 min with the publisher's
+    # own retries). The pool clones this connection, options included.
+    publisher._connection.transport_options.update(max_retries=1, interval_start=0, interval_step=0.2,
+                                                   connect_retries_timeout=PUBLISH_CONNECT_S)
     progress = Progress(settings)
     return Services(settings, db, shared_redis(settings), publisher, progress)
 

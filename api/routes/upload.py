@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -123,6 +124,6 @@ def _translate(exc: Exception) -> Exception:
         if exc.status == 413:
             return ApiError(413, "payload_too_large", "; ".join(exc.problems))
         return ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems)
-    if isinstance(exc, PublishError):
+    if isinstance(exc, PublishError | OperationalError | ConnectionError):
         return ApiError(503, "broker_unavailable", "the job could not be queued; try again")
     return exc

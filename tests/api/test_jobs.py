@@ -120,3 +120,23 @@ async def test_cancel_of_a_running_job_asks_it_to_stop_with_202(api_client: Any,
     assert (r.json()["state"], r.json()["cancel_requested"]) == ("STARTED", True)
     with store.connect(api_settings) as conn:
         assert store.get_job(conn, rec.id).cancel_requested is True  # type: ignore[union-attr]
+
+
+async def test_postgresql_unreachable_is_503_json(api_client: Any, monkeypatch: Any) -> None:
+    from api import services
+
+    monkeypatch.setattr(services, "DB_ACQUIRE_TIMEOUT_S", 1.0)
+    async with api_client(database_url="postgresql://postgres@127.0.0.1:1/x") as c:
+        r = await c.get("/api/jobs")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "database_unavailable"
+
+
+async def test_the_session_cookie_can_be_dropped(api_client: Any) -> None:
+    token = "t0ken"
+    async with api_client(api_tokens=token) as c:
+        await c.post("/api/session", headers={"Authorization": f"Bearer {token}"})
+        assert (await c.get("/api/jobs/none")).status_code == 404
+        r = await c.delete("/api/session", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 204
+        assert (await c.get("/api/jobs/none")).status_code == 401
