@@ -75,8 +75,9 @@ async def open_services(settings: Settings) -> Services:
     # A request should fail fast when RabbitMQ is down (503, the client retries) rather than
     # sit through kombu's reconnect loop (connect_timeout per try, ~1 min with the publisher's
     # own retries). The pool clones this connection, options included.
-    publisher._connection.transport_options.update(max_retries=1, interval_start=0, interval_step=0.2,
-                                                   connect_retries_timeout=PUBLISH_CONNECT_S)
+    options = publisher._connection.transport_options
+    assert options is not None  # broker_connection always sets them
+    options.update(max_retries=1, interval_start=0, interval_step=0.2, connect_retries_timeout=PUBLISH_CONNECT_S)
     progress = Progress(settings)
     return Services(settings, db, shared_redis(settings), publisher, progress)
 
