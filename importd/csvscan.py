@@ -83,6 +83,22 @@ def last_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
     return pos + 1
 
 
+def first_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
+    """End offset of the record starting at ``start`` (``end`` if it does not end in ``buf``)."""
+    end = len(buf) if end is None else end
+    nl = buf.find(NL, start, end)
+    if nl < 0:
+        return end
+    quotes = buf.count(QUOTE, start, nl)
+    while quotes & 1:
+        nxt = buf.find(NL, nl + 1, end)
+        if nxt < 0:
+            return end
+        quotes += buf.count(QUOTE, nl, nxt)
+        nl = nxt
+    return nl + 1
+
+
 def record_ends(buf: bytes, start: int = 0, end: int | None = None) -> list[int]:
     """End offsets (after the newline) of every record in ``buf[start:end]``; the last record
     may end without a newline (or inside an unclosed quote) at ``end``."""
@@ -130,7 +146,7 @@ def has_long_run(buf: bytes, limit: int, stops: bytes = NL) -> bool:
 def has_end_marker(buf: bytes) -> bool:
     """True if a line of ``buf`` is ``\\.``: PostgreSQL's end-of-data marker, which would end
     COPY early and drop the rows after it."""
-    if b"\\." not in buf:
+    if buf.find(b"\\") < 0 or b"\\." not in buf:  # memchr first: most files have no backslash
         return False
     return (buf.startswith((b"\\.\n", b"\\.\r\n")) or buf in (b"\\.", b"\\.\r") or b"\n\\.\n" in buf
             or b"\n\\.\r\n" in buf or buf.endswith((b"\n\\.", b"\n\\.\r")))
@@ -158,8 +174,7 @@ def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_byte
     skip = len(BOM_UTF8) if enc.is_utf8 and head.startswith(BOM_UTF8) else 0
     if len(head) <= skip:
         raise CsvFormatError("the file is empty: no header line")
-    ends = record_ends(head, skip, min(len(head), skip + max_line_bytes + 1))
-    end = ends[0]
+    end = first_record_end(head, skip, min(len(head), skip + max_line_bytes + 1))
     if end - skip > max_line_bytes and not head[skip:end].endswith(NL):
         raise CsvFormatError(f"the header line is longer than {max_line_bytes} bytes")
     raw = head[skip:end]

@@ -27,37 +27,34 @@ from __future__ import annotations
 
 import csv
 import io
-import re
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from importd import csvscan
+from importd import csvscan, salvage
 from importd.csvscan import NL, Encoding
+from importd.salvage import CONTEXT_LINE, Failure
 from importd.store import Reject
 from importd.targets import Target
 
 #: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
 #: statements when ~1% of rows are bad).
 SALVAGE_RECORDS = 100
+#: Batches read ahead of the one being sent to COPY.
+PREFETCH = 1
 #: Longest value kept in a rejected-row report (characters).
 MAX_REPORTED_VALUE = 1000
 #: Savepoint names.
 BATCH_SP, SUB_SP = sql.Identifier("importd_batch"), sql.Identifier("importd_sub")
-#: SQLSTATE classes/codes that mean "this data is bad", not "the database is in trouble".
-DATA_ERROR_CLASSES = ("22", "23", "21")
-DATA_ERROR_CODES = ("54000",)
 STAGE = sql.Identifier("importd_stage")
 
-_CONTEXT = re.compile(r"line (\d+)(?:, column ([^:]+))?")
-
-
 def is_data_error(exc: BaseException) -> bool:
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in DATA_ERROR_CLASSES or state in DATA_ERROR_CODES
+    return salvage.is_data_state(getattr(exc, "sqlstate", None))
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,7 @@ class Batch:
     offset: int  # file offset of the first byte
     line: int  # physical line number of the first record
     data: bytes
+    suspicious: bool = False  # may hold what COPY would not catch (limits, end marker)
 
     @property
     def end(self) -> int:
@@ -93,18 +91,23 @@ class BatchResult:
 
 
 def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
-    """Record-aligned batches from ``offset`` (a record start at physical line ``line``).
+    """Record-aligned batches from ``offset`` (a record start at physical line ``line``),
+    read one batch ahead in a thread so that reading and scanning overlap the COPY.
 
-    Memory stays within ``batch_bytes + max_line_bytes``: a record that does not end within
-    ``max_line_bytes`` after a batch's start (an unclosed quote) raises CsvFormatError.
+    Memory stays within a few ``batch_bytes + max_line_bytes``: a record that does not end
+    within ``max_line_bytes`` after a batch's start (an unclosed quote) raises CsvFormatError.
     """
+    return prefetch(_batches(f, offset, line, opts))
+
+
+def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
     f.seek(offset)
     buf = b""
     while True:
         chunk = f.read(opts.batch_bytes)
         if not chunk:
             if buf:
-                yield Batch(offset, line, buf)
+                yield Batch(offset, line, buf, _suspicious(buf, opts))
             return
         buf = buf + chunk if buf else chunk
         cut = csvscan.last_record_end(buf)
@@ -114,10 +117,62 @@ def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[
                     f"line {line}: a quoted field is not closed within {opts.max_line_bytes} bytes"
                     f" (byte offset {offset}); the rest of the file cannot be read")
             continue
-        batch = Batch(offset, line, buf[:cut] if cut < len(buf) else buf)
+        data = buf[:cut] if cut < len(buf) else buf
+        batch = Batch(offset, line, data, _suspicious(data, opts))
         buf = buf[cut:]
         yield batch
         offset, line = batch.end, batch.next_line
+
+
+def _suspicious(data: bytes, opts: LoadOptions) -> bool:
+    """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
+    return (csvscan.has_end_marker(data)
+            or csvscan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode()))
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Iterator[T]:
+    """Iterate ``items`` in a thread, ``depth`` items ahead; errors are re-raised here.
+
+    The producer stops (and is joined) when the consumer stops early, before the caller
+    closes what the producer reads.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put((kind, value), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("end", None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put("error", exc)
+
+    thread = threading.Thread(target=produce, name="importd-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 class Loader:
@@ -130,6 +185,7 @@ class Loader:
         self.columns = columns
         self.opts = opts
         self.salvage_next = False
+        self.chunk = salvage.START_CHUNK
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
             sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
@@ -137,6 +193,7 @@ class Loader:
         into = STAGE if staged else target.ident()
         self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(into, cols, options)
         self.insert_sql: sql.Composed | None = None
+        self.raw: salvage.RawCopy | None = None
         if staged:
             conflict: sql.Composable = sql.SQL("ON CONFLICT DO NOTHING")
             if opts.on_conflict == "update":
@@ -162,7 +219,7 @@ class Loader:
     def load(self, batch: Batch) -> BatchResult:
         """Load ``batch`` in a savepoint; bad records are salvaged around and reported."""
         self.conn.execute(sql.SQL("SAVEPOINT {}").format(BATCH_SP))
-        if not self.salvage_next and not self._needs_salvage(batch.data):
+        if not self.salvage_next and not batch.suspicious:
             try:
                 rows = self._copy(batch.data)
                 self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(BATCH_SP))
@@ -171,15 +228,12 @@ class Loader:
                 if not is_data_error(exc):
                     raise
                 self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(BATCH_SP))
-        result = self._salvage(batch)
+        result = self._salvage_fast(batch) if self.insert_sql is None and not batch.suspicious else None
+        if result is None:
+            result = self._salvage(batch)
         self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(BATCH_SP))
         self.salvage_next = bool(result.rejects)
         return result
-
-    def _needs_salvage(self, data: bytes) -> bool:
-        """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
-        return (csvscan.has_end_marker(data)
-                or csvscan.has_long_run(data, self.opts.max_field_bytes, NL + self.opts.delimiter.encode()))
 
     def _copy(self, data: bytes) -> int:
         with self.conn.cursor() as cur:
@@ -193,6 +247,26 @@ class Loader:
             return cur.rowcount
 
     # -- salvage -----------------------------------------------------------------------
+
+    def _salvage_fast(self, batch: Batch) -> BatchResult | None:
+        """Byte-range salvage (:mod:`importd.salvage`); None if it cannot tell the bad records."""
+        if self.raw is None:
+            self.raw = salvage.RawCopy(self.conn, self.copy_sql.as_bytes(self.conn))
+        try:
+            got, self.chunk = salvage.salvage(self.raw, batch.data, self.chunk)
+        except psycopg.Error as exc:
+            if not is_data_error(exc):
+                raise
+            self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(BATCH_SP))
+            return None
+        result = BatchResult(rows=got.rows)
+        line, counted = batch.line, 0
+        for start, stop, failure in sorted(got.bad, key=lambda b: b[0]):
+            line += batch.data.count(NL, counted, start)
+            counted = start
+            rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)
+            result.rejects.append(self._describe(rec, failure))
+        return result
 
     def _salvage(self, batch: Batch) -> BatchResult:
         data = batch.data
@@ -242,39 +316,42 @@ class Loader:
                 if not is_data_error(exc):
                     raise
                 self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(SUB_SP))
-                bad = self._culprit(pending, exc)
+                failure = Failure.from_exception(exc)
+                bad = self._culprit(pending, failure)
                 if bad is None:
                     if len(pending) == 1:
-                        result.rejects.append(self._describe(pending[0], exc))
+                        result.rejects.append(self._describe(pending[0], failure))
                         return
                     for rec in pending:  # no line to go by: one record at a time
                         self._load_records([rec], result)
                     return
-                result.rejects.append(self._describe(pending[bad], exc))
+                result.rejects.append(self._describe(pending[bad], failure))
                 pending = pending[:bad] + pending[bad + 1:]
 
     @staticmethod
-    def _culprit(pending: list[_Record], exc: psycopg.Error) -> int | None:
-        """Index of the record the error's ``line N`` designates (lines of this payload)."""
-        match = _CONTEXT.search(exc.diag.context or "")
+    def _culprit(pending: list[_Record], failure: Failure) -> int | None:
+        """Index of the record the error's ``line N`` designates (see :func:`salvage.locate`)."""
+        match = CONTEXT_LINE.search(failure.context)
         if not match:
             return None
-        line = int(match.group(1))
-        first = 1
+        payload = b"".join(r.raw for r in pending)
+        found = salvage.locate(payload, [(0, len(payload))], int(match.group(1)))
+        if found is None:
+            return None
+        offset = 0
         for index, rec in enumerate(pending):
-            inner = rec.raw.count(NL) - (1 if rec.raw.endswith(NL) else 0)
-            if first <= line <= first + inner:
+            if offset == found[0]:
                 return index
-            first += inner + (1 if rec.raw.endswith(NL) else 0)
+            offset += len(rec.raw)
         return None
 
-    def _describe(self, rec: _Record, exc: psycopg.Error) -> Reject:
+    def _describe(self, rec: _Record, failure: Failure) -> Reject:
         """(line, column, value, reason) of a record PostgreSQL refused."""
-        reason = exc.diag.message_primary or str(exc).splitlines()[0]
-        match = _CONTEXT.search(exc.diag.context or "")
-        column = (match.group(2) if match and match.group(2) else None) or exc.diag.column_name
+        reason = failure.message_primary
+        match = CONTEXT_LINE.search(failure.context)
+        column = (match.group(2) if match and match.group(2) else None) or failure.column_name
         body = csvscan.strip_eol(rec.raw)
-        if exc.sqlstate in ("22021", "22P05"):  # invalid byte sequence / untranslatable character
+        if failure.sqlstate in ("22021", "22P05"):  # invalid byte sequence / untranslatable character
             position = self._bad_byte(body)
             if position is not None:
                 reason += f" at byte offset {rec.offset + position}"
@@ -284,7 +361,7 @@ class Loader:
             fields = self._fields(body)
             index = self.columns.index(column)
             value = fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None
-            if exc.sqlstate == "23502":
+            if failure.sqlstate == "23502":
                 value = None
         return rec.line, column, value, reason
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 
 from importd.errors import PermanentError
-from tests.support.importing import db, isettings, migrated, rejected, rows, run_import  # noqa: F401
+from tests.support.importing import rejected, rows, run_import
 
 HEADER = b"id,name,age,note\n"
+
+pytest_plugins = ["tests.support.importing"]
 
 
 def test_clean_utf8_file_with_bom_crlf_and_quoted_fields_loads_every_row_exactly(isettings, db):

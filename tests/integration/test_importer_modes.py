@@ -15,20 +15,13 @@ from importd import store
 from importd.errors import Deferred, PermanentError, SoftTimeLimitExceeded, TransientError
 from importd.importer import on_import_give_up, on_import_retry, run_import_task
 from importd.progress import Progress
-from tests.support.importing import (  # noqa: F401
-    context,
-    db,
-    isettings,
-    migrated,
-    rejected,
-    rows,
-    run_import,
-    write,
-)
+from tests.support.importing import context, rejected, rows, run_import, write
 from tests.support.infra import wait_for
 
 HEADER = b"id,name,age,note\n"
 SMALL_BATCHES = {"batch_bytes": 64}
+
+pytest_plugins = ["tests.support.importing"]
 
 
 def numbered(n: int, start: int = 1) -> bytes:

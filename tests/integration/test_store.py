@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importd import store
 from importd.config import Settings
 from tests.support import infra
-from tests.support.importing import migrated  # noqa: F401
+
+pytest_plugins = ["tests.support.importing"]
 
 
 def test_migrate_from_two_hosts_at_once_and_again_applies_each_version_once(settings: Settings):

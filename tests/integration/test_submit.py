@@ -1,0 +1,67 @@
+"""Submitting imports: the file is copied, checked, recorded PENDING and published once."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from importd import store
+from importd.progress import Progress
+from importd.publisher import Publisher
+from importd.submit import SubmitError, submit
+
+DATA = b"id,name,age\n1,Ann,3\n"
+
+pytest_plugins = ["tests.support.importing"]
+
+
+@pytest.fixture
+def publisher(isettings):
+    p = Publisher(isettings)
+    yield p
+    p.close()
+
+
+def test_submit_copies_the_file_records_the_job_and_publishes_it(isettings, db, broker, publisher, tmp_path: Path):
+    source = tmp_path / "people.csv"
+    source.write_bytes(DATA)
+    rec = submit(isettings, source, "people", priority=7, mode="resumable", max_errors=3,
+                 options={"delimiter": ","}, publisher=publisher)
+    stored = Path(rec.file_path or "")
+    assert stored.parent == isettings.upload_dir and stored.read_bytes() == DATA and stored != source
+    assert (rec.state, rec.priority, rec.mode, rec.file_size) == ("PENDING", 7, "resumable", len(DATA))
+    assert rec.checksum == "sha256:" + hashlib.sha256(DATA).hexdigest()
+    assert rec.options == {"delimiter": ",", "max_errors": 3, "validate_only": False}
+    (message,) = broker.get_all("import_queue")
+    assert message.properties["message_id"] == rec.id and message.properties["priority"] == 7
+    assert message.headers["x-importd-task"] == "import.csv"
+    assert json.loads(message.body) == {"job_id": rec.id, "args": {
+        "file": str(stored), "table": "people", "mode": "resumable", "max_errors": 3, "validate_only": False,
+        "options": {"delimiter": ","}}}
+    assert Progress(isettings).read(rec.id)["state"] == "PENDING"  # type: ignore[index]
+
+
+def test_submit_refuses_a_header_that_cannot_load_and_queues_nothing(isettings, db, broker, publisher):
+    with pytest.raises(SubmitError) as info:
+        submit(isettings, io.BytesIO(b"id,shoe\n1,2\n"), "people", publisher=publisher)
+    assert info.value.problems == ["unknown header columns for public.people: shoe",
+                                   "NOT NULL columns without default missing from the header: name"]
+    with pytest.raises(SubmitError, match="not on the allowlist"):
+        submit(isettings, io.BytesIO(DATA), "pg_authid", publisher=publisher)
+    with pytest.raises(SubmitError, match="the file is empty"):
+        submit(isettings, io.BytesIO(b""), "people", publisher=publisher)
+    assert broker.depth("import_queue") == 0
+    assert not [p for p in isettings.upload_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_submit_with_the_same_idempotency_key_returns_the_first_job(isettings, db, broker, publisher):
+    first = submit(isettings, io.BytesIO(DATA), "people", idempotency_key="k-" + str(id(db)), publisher=publisher)
+    again = submit(isettings, io.BytesIO(DATA), "people", idempotency_key="k-" + str(id(db)), publisher=publisher)
+    assert again.id == first.id
+    assert broker.depth("import_queue") == 1
+    with store.connect(isettings) as conn:
+        assert store.get_job(conn, first.id) is not None
