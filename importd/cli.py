@@ -45,8 +45,8 @@ def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from importd.supervisor import Supervisor
     from importd import sdnotify
+    from importd.supervisor import Supervisor
 
     queues = [q.strip() for q in (args.queues or settings.queues).split(",") if q.strip()]
     for name in queues:

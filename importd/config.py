@@ -7,7 +7,7 @@ Each setting is documented here and nowhere else; README's table is generated fr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 

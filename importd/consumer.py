@@ -21,16 +21,19 @@ message, never a lost one; the import's exactly-once rule makes the duplicate ha
 from __future__ import annotations
 
 import ctypes
+import os
 import queue
+import select
 import signal
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Callable
+from typing import Any
 
-from kombu import Connection, Consumer as KombuConsumer, Message, Producer
+from kombu import Connection, Message, Producer
+from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
@@ -107,6 +110,8 @@ class Consumer:
         self._async_raised = False
         self._inbox: list[tuple[str, Message]] = []
         self._outcomes: queue.Queue[Outcome] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._generation = 0
         self._connection: Connection | None = None
         self._consumers: list[KombuConsumer] = []
@@ -231,11 +236,27 @@ class Consumer:
             queue_name, message = self._inbox.pop(0)
             self._dispatch(queue_name, message)
         self._enforce_soft_limit()
-        try:
-            self._connection.drain_events(timeout=self._drain_timeout)
-        except socket.timeout:
-            pass
+        if self._wait_readable():
+            try:
+                self._connection.drain_events(timeout=self._drain_timeout)
+            except TimeoutError:
+                pass
         self._connection.heartbeat_check()
+
+    def _wait_readable(self) -> bool:
+        """Sleep until the broker sends something or a job thread posts its outcome.
+
+        Without the wake-up pipe a finished job would wait for the next frame or the drain
+        timeout before its ack: up to a second per job, which caps small-file throughput.
+        """
+        assert self._connection is not None
+        sock = self._connection.connection.sock
+        if sock is None or getattr(sock, "pending", lambda: 0)():  # TLS may hold decrypted bytes
+            return True
+        readable, _, _ = select.select([sock, self._wake_r], [], [], self._drain_timeout)
+        if self._wake_r in readable:
+            os.read(self._wake_r, 4096)
+        return sock in readable
 
     def _receiver(self, queue_name: str) -> Callable[[Message], None]:
         def receive(message: Message) -> None:
@@ -291,6 +312,10 @@ class Consumer:
         except BaseException as exc:  # noqa: BLE001 - every other failure is retried
             self._fail(ctx, outcome, exc)
         self._outcomes.put(outcome)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full: the owner is awake anyway
+            pass
 
     def _fail(self, ctx: JobContext, outcome: Outcome, exc: BaseException) -> None:
         decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
@@ -323,6 +348,8 @@ class Consumer:
             self.current = None
             self.slot.set_deadline(0.0)
             self.done_tasks += 1
+            if self._limit_reached():
+                self._cancel_consuming()  # before the ack, or the broker sends one more
             self._carry_out(outcome)
             if not self._consuming and self._consumers and not self._limit_reached():
                 self._start_consuming()

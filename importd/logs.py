@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -34,7 +35,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     )
 
 
-def _add_pid(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_pid(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event.setdefault("pid", os.getpid())
     return event
 

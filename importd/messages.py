@@ -24,6 +24,8 @@ MAX_BODY_BYTES = 1024 * 1024
 #: A job id: what the API and CLI make (uuid4 hex) and what tests use.
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 CONTENT_TYPE = "application/json"
+#: Highest priority a job may carry (import_queue's x-max-priority).
+MAX_PRIORITY = 10
 
 
 @dataclass(frozen=True)
@@ -81,4 +83,7 @@ def decode(body: bytes | str, headers: dict[str, Any] | None, content_type: str 
         raise InvalidMessage("bad-attempt", repr(attempt)[:50]) from exc
     if attempt < 1:
         raise InvalidMessage("bad-attempt", str(attempt))
-    return Job(job_id=job_id, task=task, args=args, attempt=attempt, priority=int(priority or 0))
+    priority = int(priority or 0)
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidMessage("bad-priority", f"{priority} not in 0-{MAX_PRIORITY}")
+    return Job(job_id=job_id, task=task, args=args, attempt=attempt, priority=priority)

@@ -15,9 +15,10 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Callable
+from typing import Any
 
 from importd import logs, tasks, topology
 from importd.config import Settings
@@ -27,7 +28,8 @@ from importd.publisher import broker_connection
 
 #: Seconds between the supervisor's checks of its children.
 TICK_S = 0.5
-#: A child that dies sooner than this after its start counts as a start-up failure.
+#: A child that exits with an error sooner than this after its start counts as a start-up
+#: failure and delays the next respawn; one killed by a signal (OOM, an operator) does not.
 EARLY_DEATH_S = 5.0
 #: Largest wait before respawning a child that keeps dying at start-up.
 MAX_RESPAWN_DELAY_S = 30.0
@@ -64,7 +66,7 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
 def _extensions() -> list[Callable[..., None]]:
     """Optional consumer extensions (control channel for ping/inspect, events) if present."""
     try:
-        from importd import control
+        from importd import control  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return []
     return [control.attach]
@@ -79,12 +81,12 @@ class Supervisor:
     """
 
     def __init__(self, settings: Settings, queues: list[str], concurrency: int,
-                 max_tasks_per_child: int, notify: Callable[[str], None] | None = None) -> None:
+                 max_tasks_per_child: int, notify: Callable[[str], object] | None = None) -> None:
         self.settings = settings
         self.queues = queues
         self.concurrency = concurrency
         self.max_tasks_per_child = max_tasks_per_child
-        self.notify = notify or (lambda _: None)
+        self.notify: Callable[[str], object] = notify or (lambda _: None)
         self.log = logs.get("importd.supervisor")
         self.children: dict[int, Child] = {}
         self.stopping = False
@@ -173,7 +175,7 @@ class Supervisor:
                 self._respawn_delay = 0.0
             else:
                 self.log.warning("child died", child=index, exitcode=code, lived_s=round(lived, 1))
-                if lived < EARLY_DEATH_S:
+                if code is not None and code > 0 and lived < EARLY_DEATH_S:  # crashed, not killed
                     self._respawn_delay = min(MAX_RESPAWN_DELAY_S, max(1.0, self._respawn_delay * 2))
                     self._respawn_at = time.monotonic() + self._respawn_delay
                 else:

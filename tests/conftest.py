@@ -50,9 +50,20 @@ def broker(settings: Settings) -> Iterator[infra.Broker]:
     b.close()
 
 
+WorkerFactory = Callable[..., AbstractContextManager[infra.WorkerProcess]]
+
+
 @pytest.fixture
-def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., AbstractContextManager[infra.WorkerProcess]]]:
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Factory: ``with start_worker("-Q", "default", "-c", "1") as w:`` runs a real worker."""
     def start(*args: str, **env: str) -> AbstractContextManager[infra.WorkerProcess]:
         return infra.worker(settings, tmp_path, *args, **env)
     yield start
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support import report
+
+    if any(report.totals.values()):
+        terminalreporter.write_sep("=", "importd fault summary")
+        terminalreporter.write_line(report.summary())

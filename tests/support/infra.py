@@ -88,6 +88,14 @@ class Broker:
             self.conn = broker_connection(self.settings, heartbeat=0)
             return self.conn.default_channel
 
+    def reconnect(self) -> None:
+        """A fresh connection, after a test restarted the broker."""
+        try:
+            self.conn.release()
+        except Exception:  # noqa: BLE001 - the old connection is dead
+            pass
+        self.conn = broker_connection(self.settings, heartbeat=0)
+
     def depth(self, queue: str) -> int:
         return int(self.channel().queue_declare(queue, passive=True).message_count)
 
@@ -116,10 +124,10 @@ class Broker:
         return job.job_id
 
     def publish_raw(self, body: bytes, headers: dict[str, Any], queue: str = "default",
-                    content_type: str = "application/json") -> None:
+                    content_type: str = "application/json", priority: int = 0) -> None:
         spec = topology.queue_spec(queue)
         Producer(self.channel()).publish(body, exchange=spec.exchange, routing_key=spec.routing_key,
-                                         headers=headers, content_type=content_type,
+                                         headers=headers, content_type=content_type, priority=priority,
                                          content_encoding="binary", delivery_mode=2, serializer=None)
 
     def close(self) -> None:

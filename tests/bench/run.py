@@ -1,0 +1,208 @@
+"""`make bench`: importd against `psql \\copy`, measured in one run on this machine.
+
+Prints one table: rows/s, MB/s, the ratio to `psql \\copy` of the same file into the same
+kind of table, and the worker's peak RSS; the same with 1 % bad rows; the engine's peak RSS
+on a file twice as large; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
+noisy on a shared 2-core machine: compare ratios within one run. The import rate limit
+(10/min) is lifted for the run (IMPORTD_RATE_LIMIT=none), since it alone would cap the
+small-file case at 0.17 jobs/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from importd import store, topology
+from importd.config import Settings
+from importd.publisher import Publisher, broker_connection
+from importd.submit import submit
+from tests.bench.generate import TABLE_DDL, generate
+from tests.support import infra
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "bench-data"
+DB = "importd_bench"
+VHOST = "importd-bench"
+TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_dirty", "bench_double", "bench_small")
+
+
+@dataclass
+class Row:
+    name: str
+    rows: int
+    seconds: float
+    size: int
+    baseline_s: float | None = None
+    rss_mb: float | None = None
+    extra: str = ""
+
+    def line(self) -> str:
+        ratio = f"{self.baseline_s / self.seconds:5.2f} x" if self.baseline_s else "   1.00 x"
+        rss = f"{self.rss_mb:7.1f}" if self.rss_mb is not None else "      -"
+        return (f"| {self.name:<34} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
+                f"{self.size / 1e6 / self.seconds:6.1f} | {ratio:>8} | {rss} | {self.extra}")
+
+
+def settings() -> Settings:
+    return Settings(
+        broker_url=f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
+        database_url=f"postgresql://postgres@127.0.0.1:5432/{DB}",
+        redis_prefix="importd-bench",
+        upload_dir=DATA / "uploads",
+        tables=",".join(f"public.{t}" for t in TABLES),
+        rate_limit="none",
+        concurrency=1,
+    )
+
+
+def prepare(s: Settings) -> None:
+    infra.rabbitmqctl("delete_vhost", VHOST, check=False)
+    infra.create_vhost(VHOST)
+    infra.create_database(DB)
+    with broker_connection(s) as conn:
+        topology.declare(conn)
+    store.migrate(s)
+    s.upload_dir.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        reset_table(s, table)
+
+
+def reset_table(s: Settings, table: str) -> None:
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS public.{table}")
+        conn.execute(TABLE_DDL.format(name=f"public.{table}"))
+
+
+def psql_copy(s: Settings, path: Path, table: str) -> float:
+    reset_table(s, table)
+    started = time.perf_counter()
+    subprocess.run(["psql", s.database_url, "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    f"\\copy public.{table} FROM '{path}' WITH (FORMAT csv, HEADER true)"], check=True)
+    return time.perf_counter() - started
+
+
+def engine_alone(s: Settings, path: Path, table: str) -> tuple[float, float, dict[str, object]]:
+    """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job."""
+    reset_table(s, table)
+    staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
+    if not staged.exists():
+        os.link(path, staged)
+    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", str(staged), f"public.{table}"],
+                         env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning"), cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"engine run failed: {out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["seconds"]), float(result["rss_mb"]), result["job"]
+
+
+def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher) -> tuple[float, float, str]:
+    """Submit to SUCCESS with one worker running: seconds, the child's peak RSS, the state."""
+    reset_table(s, table)
+    with infra.worker(s, DATA, "-Q", "import_queue,bulk_ops_queue", "-c", "1") as w:
+        w.wait_consuming()
+        (child,) = w.child_pids()
+        started = time.perf_counter()
+        job = submit(s, path, f"public.{table}", publisher=publisher, max_errors=10**9)
+        state = wait_final(s, job.id, 600)
+        seconds = time.perf_counter() - started
+        rss = peak_rss_mb(child)
+    return seconds, rss, state
+
+
+def small_files(s: Settings, publisher: Publisher, count: int = 500, rows: int = 100) -> float:
+    """Jobs per second for ``count`` files of ``rows`` rows through 4 workers."""
+    reset_table(s, "bench_small")
+    files = []
+    lines = (DATA / "clean.csv").read_text().splitlines(keepends=True)
+    header, body = lines[0], [line for line in lines[1:200_000] if line.count('"') == 0]
+    for i in range(count):
+        f = DATA / "small" / f"s{i}.csv"
+        f.parent.mkdir(exist_ok=True)
+        chunk = body[i * rows:(i + 1) * rows]
+        f.write_text(header + "".join(chunk))
+        files.append(f)
+    ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in files]
+    with infra.worker(s, DATA, "-Q", "import_queue,bulk_ops_queue", "-c", "4") as w:
+        w.wait_consuming(4)
+        for job_id in ids:
+            wait_final(s, job_id, 600)
+    with psycopg.connect(s.database_url) as conn:
+        first, last = conn.execute("SELECT min(started_at), max(finished_at) FROM importd.jobs WHERE id = ANY(%s)",
+                                   (ids,)).fetchone() or (None, None)
+    assert first and last
+    return count / (last - first).total_seconds()
+
+
+def wait_final(s: Settings, job_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT state FROM importd.jobs WHERE id = %s", (job_id,)).fetchone()
+            if row and row[0] in ("SUCCESS", "FAILURE", "CANCELLED"):
+                return str(row[0])
+            time.sleep(0.02)
+    raise TimeoutError(job_id)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown cpu")
+    pg = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores, {cpu}; {pg}; Python {sys.version.split()[0]}"
+
+
+def main() -> int:
+    s = settings()
+    print("generating data (deterministic, cached in bench-data/) ...", flush=True)
+    clean = generate(DATA / "clean.csv")
+    dirty = generate(DATA / "dirty.csv", bad_every=100)
+    double = generate(DATA / "double.csv", rows=2_000_000, seed=8)
+    prepare(s)
+    publisher = Publisher(s)
+    rows = 1_000_000
+    size = clean.stat().st_size
+    print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
+    results = []
+    base = psql_copy(s, clean, "bench_psql")
+    results.append(Row("psql \\copy (clean)", rows, base, size))
+    secs, rss, job = engine_alone(s, clean, "bench_engine")
+    results.append(Row("importd engine alone (clean)", rows, secs, size, base, rss, str(job.get("state"))))
+    secs, rss, state = end_to_end(s, clean, "bench_e2e", publisher)
+    results.append(Row("importd end to end (clean)", rows, secs, size, base, rss, state))
+    secs, rss, job = engine_alone(s, dirty, "bench_dirty")
+    results.append(Row("importd engine alone (1% bad rows)", rows, secs, dirty.stat().st_size, base, rss,
+                       f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
+    secs, rss, job = engine_alone(s, double, "bench_double")
+    results.append(Row("importd engine alone (2x file)", 2 * rows, secs, double.stat().st_size, 2 * base, rss,
+                       str(job.get("state"))))
+    jobs_per_s = small_files(s, publisher)
+    publisher.close()
+    print(f"\nmachine: {machine()}")
+    print("| case                               |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(r.line())
+    print(f"\n500 files x 100 rows, 4 workers: {jobs_per_s:.0f} jobs/s")
+    print("(ratio = psql \\copy time / importd time on the same kind of table; for the 2x file the psql"
+          " time is doubled; RSS is the importing process's peak)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

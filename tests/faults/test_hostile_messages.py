@@ -1,0 +1,49 @@
+"""Hostile messages: each ends in failed_tasks with its reason, and the worker goes on."""
+
+from __future__ import annotations
+
+import json
+
+from importd import messages
+from tests.support import report
+from tests.support import tasks as test_tasks
+from tests.support.infra import Broker, wait_for
+
+TASK = {messages.TASK_HEADER: "test.record"}
+
+#: (body, headers, content type, priority, the reason expected in failed_tasks)
+HOSTILE = [
+    (b"not json at all", TASK, "application/json", 0, "not-json"),
+    (b'"a json string"', TASK, "application/json", 0, "bad-shape"),
+    (b'{"args": {}}', TASK, "application/json", 0, "bad-job-id"),
+    (b'{"job_id": "h1", "args": {}, "evil": true}', TASK, "application/json", 0, "bad-shape"),
+    (b'{"job_id": "h2", "args": "x"}', TASK, "application/json", 0, "bad-shape"),
+    (b'{"job_id": "h3"}', {messages.TASK_HEADER: "os.system"}, "application/json", 0, "unknown-task"),
+    (b'{"job_id": "h4"}', {}, "application/json", 0, "missing-task"),
+    (b'{"job_id": "h5"}', {**TASK, messages.ATTEMPT_HEADER: "many"}, "application/json", 0, "bad-attempt"),
+    (b'{"job_id": "h6"}', TASK, "application/x-python-serialize", 0, "bad-content-type"),
+    (b'{"job_id": "h7"}', TASK, "application/json", 200, "bad-priority"),
+    (json.dumps({"job_id": "h8", "args": {"pad": "x" * (10 * 1024 * 1024)}}).encode(), TASK,
+     "application/json", 0, "body-too-large"),
+]
+
+
+def test_hostile_messages_are_dead_lettered_with_their_reason_and_the_worker_goes_on(
+        broker: Broker, start_worker, tmp_path):
+    """Protection proved: validation before dispatch (messages.decode) and dead-lettering of
+    what fails it. Without it a bad body would crash the child or be requeued forever."""
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        for body, headers, ctype, priority, _ in HOSTILE:
+            broker.publish_raw(body, headers, content_type=ctype, priority=priority)
+        broker.publish_job("test.record", {"log": str(log)})
+        wait_for(lambda: len(test_tasks.runs(log)) == 1, 60, what="the good job after the hostile ones")
+        wait_for(lambda: broker.depth("failed_tasks") == len(HOSTILE), 20)
+        assert w.proc.poll() is None
+        assert "child died" not in w.output()
+    dead = broker.get_all("failed_tasks")
+    assert sorted(m.headers["x-importd-reason"] for m in dead) == sorted(h[-1] for h in HOSTILE)
+    big = next(m for m in dead if m.headers["x-importd-reason"] == "body-too-large")
+    assert len(big.body) > 10 * 1024 * 1024  # kept whole: nothing lost, only set aside
+    report.add(faults_injected=len(HOSTILE), jobs_run=1)

@@ -1,0 +1,40 @@
+"""Publishing: persistent, confirmed, mandatory; a publish nothing receives raises."""
+
+import pytest
+from kombu import Producer
+
+from importd import messages
+from importd.config import Settings
+from importd.errors import PublishError
+from importd.publisher import Publisher, broker_connection, send
+from tests.support.infra import Broker
+
+
+def test_published_job_is_persistent_with_id_headers_and_priority(settings: Settings, broker: Broker):
+    publisher = Publisher(settings)
+    try:
+        publisher.publish(messages.Job("job-1", "import.csv", {"file": "a.csv"}), priority=7)
+    finally:
+        publisher.close()
+    (msg,) = broker.get_all("import_queue")
+    assert msg.properties["delivery_mode"] == 2
+    assert msg.properties["message_id"] == "job-1"
+    assert msg.properties["priority"] == 7
+    assert msg.properties["content_type"] == "application/json"
+    assert msg.headers[messages.TASK_HEADER] == "import.csv"
+    assert msg.headers[messages.ATTEMPT_HEADER] == 1
+
+
+def test_unroutable_publish_raises_instead_of_vanishing(settings: Settings):
+    with broker_connection(settings) as conn:
+        with pytest.raises(PublishError, match="NO_ROUTE"):
+            send(Producer(conn.channel()), b"{}", exchange="import_tasks", routing_key="nobody.listens",
+                 headers={}, message_id="x")
+
+
+def test_publisher_pool_is_bounded_to_ten_connections(settings: Settings):
+    publisher = Publisher(settings)
+    try:
+        assert publisher._pool.limit == 10
+    finally:
+        publisher.close()

@@ -1,0 +1,135 @@
+"""The prefork supervisor with real children: kills, poison, limits, shutdown, broker restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.support import tasks as test_tasks
+from tests.support.infra import Broker, rabbitmqctl, wait_for
+
+
+def _events(log: Path) -> list[str]:
+    return [str(r["event"]) for r in test_tasks.runs(log)]
+
+
+def _others_empty(broker: Broker, but: str = "failed_tasks") -> bool:
+    return all(d == 0 for name, d in broker.depths().items() if name != but)
+
+
+def test_job_whose_process_is_sigkilled_mid_run_runs_again_and_completes(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.sleep", {"log": str(log), "seconds": 3})
+        wait_for(lambda: _events(log) == ["run"], 20)
+        (child,) = w.child_pids()
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: "done" in _events(log), 40, what="second run completes")
+        wait_for(lambda: _others_empty(broker, but=""), 10)
+    assert _events(log) == ["run", "run", "done"]
+    assert [r["attempt"] for r in test_tasks.runs(log)] == [1, 2, 2]
+    assert broker.depth("failed_tasks") == 0
+
+
+def test_poison_message_that_kills_its_worker_every_time_goes_to_dlq_after_max_retries(
+        broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        job_id = broker.publish_job("test.kill", {"log": str(log), "after": 0})
+        wait_for(lambda: broker.depth("failed_tasks") == 1, 90, what="poison message dead-lettered")
+        wait_for(lambda: w.output().count('"consuming"') >= 5, 20, what="worker still consuming")
+    assert len(test_tasks.runs(log)) == 4  # the first delivery and three retries, each killed
+    assert _others_empty(broker)
+    (dead,) = broker.get_all("failed_tasks")
+    assert dead.properties["message_id"] == job_id
+    assert dead.headers["x-importd-reason"] == "worker-lost"
+    assert dead.headers["x-importd-attempts"] == 4
+
+
+def test_sigterm_during_a_job_lets_it_finish_acks_and_exits_zero(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.sleep", {"log": str(log), "seconds": 3})
+        wait_for(lambda: _events(log) == ["run"], 20)
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(30) == 0
+    assert _events(log) == ["run", "done"]
+    assert _others_empty(broker, but="")
+
+
+def test_second_sigterm_exits_at_once_and_the_job_is_redelivered(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.sleep", {"log": str(log), "seconds": 30})
+        wait_for(lambda: _events(log) == ["run"], 20)
+        w.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "shutting down" in w.output(), 10)
+        w.proc.send_signal(signal.SIGTERM)
+        w.proc.wait(10)
+    wait_for(lambda: broker.depth("default") == 1, 10, what="job back in its queue")
+
+
+def test_soft_time_limit_stops_the_job_and_its_cleanup_runs(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.soft_limit", {"log": str(log)})
+        wait_for(lambda: broker.depth("failed_tasks") == 1, 30)
+    assert _events(log) == ["run", "cleanup"]
+    (dead,) = broker.get_all("failed_tasks")
+    assert dead.headers["x-importd-reason"] == "soft-time-limit"
+
+
+def test_hard_time_limit_kills_the_child_and_counts_as_an_attempt(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.hard_limit", {"log": str(log), "seconds": 60})
+        wait_for(lambda: broker.depth("failed_tasks") == 1, 60)
+        assert "hard time limit exceeded" in w.output()
+    assert _events(log) == ["run", "run"]  # max_retries=1: two runs, each killed
+
+
+def test_child_is_replaced_after_max_tasks_per_child(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1", "--max-tasks-per-child", "2") as w:
+        w.wait_consuming()
+        for _ in range(5):
+            broker.publish_job("test.record", {"log": str(log)})
+        wait_for(lambda: len(test_tasks.runs(log)) == 5, 30)
+    assert len({r["pid"] for r in test_tasks.runs(log)}) == 3
+
+
+def test_child_that_dies_is_respawned(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "2") as w:
+        w.wait_consuming(2)
+        victim = w.child_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(w.child_pids()) == 2 and victim not in w.child_pids(), 20)
+        broker.publish_job("test.record", {"log": str(log)})
+        wait_for(lambda: len(test_tasks.runs(log)) == 1, 20)
+
+
+def test_broker_restart_worker_reconnects_and_persistent_messages_survive(broker: Broker, start_worker, tmp_path):
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1", "--max-tasks-per-child", "0") as w:
+        w.wait_consuming()
+        # A message waiting in a queue no worker consumes must survive the restart.
+        broker.publish_job("import.csv", {"file": "x", "table": "t"}, job_id="survivor")
+        rabbitmqctl("stop_app")
+        try:
+            wait_for(lambda: "broker connection lost" in w.output(), 30)
+        finally:
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+            broker.reconnect()
+        wait_for(lambda: w.output().count('"consuming"') >= 2, 60, what="worker reconnected")
+        broker.publish_job("test.record", {"log": str(log)})
+        wait_for(lambda: len(test_tasks.runs(log)) == 1, 30)
+    assert broker.depth("import_queue") == 1

@@ -1,0 +1,88 @@
+"""A small TCP proxy for fault tests: it can cut every connection or stall them silently.
+
+``stall()`` keeps the sockets open but stops moving bytes, which is what a network partition
+looks like to both ends: only heartbeats can notice it. ``cut()`` resets every connection.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+
+
+class Proxy:
+    """Forwards 127.0.0.1:<port> to ``target``; ``port`` is chosen by the OS."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._pairs.append((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        try:
+            while not self._closed:
+                if not self._flowing.wait(0.1):
+                    continue
+                readable, _, _ = select.select([a, b], [], [], 0.1)
+                for sock in readable:
+                    if not self._flowing.is_set():
+                        break
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in (a, b):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def stall(self) -> None:
+        """Stop forwarding; connections stay open (a partition)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def cut(self) -> None:
+        """Reset every open connection; new ones are accepted."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()

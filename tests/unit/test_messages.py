@@ -1,0 +1,71 @@
+"""Message validation: every defect is an InvalidMessage with a short reason."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from importd import messages
+from importd.errors import InvalidMessage
+
+TASK = {messages.TASK_HEADER: "import.csv"}
+
+
+def _reason(body, headers=TASK, content_type="application/json") -> str:
+    with pytest.raises(InvalidMessage) as err:
+        messages.decode(body, headers, content_type)
+    return err.value.reason
+
+
+def test_valid_message_round_trips():
+    job = messages.Job(job_id="abc-1", task="import.csv", args={"file": "f.csv"}, attempt=2)
+    decoded = messages.decode(job.body(), job.headers(), "application/json", 3)
+    assert decoded == messages.Job("abc-1", "import.csv", {"file": "f.csv"}, attempt=2, priority=3)
+
+
+def test_missing_attempt_header_means_first_attempt():
+    assert messages.decode(b'{"job_id":"a"}', TASK).attempt == 1
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"\xff\xfe", "not-json"),
+    (b"[1, 2]", "bad-shape"),
+    (b'{"args": {}}', "bad-job-id"),
+    (b'{"job_id": "../etc", "args": {}}', "bad-job-id"),
+    (b'{"job_id": "a", "args": []}', "bad-shape"),
+    (b'{"job_id": "a", "extra": 1}', "bad-shape"),
+    (b"x" * (messages.MAX_BODY_BYTES + 1), "body-too-large"),
+])
+def test_defective_bodies_are_rejected_with_a_reason(body: bytes, reason: str):
+    assert _reason(body) == reason
+
+
+def test_unknown_or_missing_task_is_rejected():
+    body = json.dumps({"job_id": "a"}).encode()
+    assert _reason(body, {messages.TASK_HEADER: "nope"}) == "unknown-task"
+    assert _reason(body, {}) == "missing-task"
+
+
+def test_bad_attempt_header_is_rejected():
+    body = b'{"job_id": "a"}'
+    assert _reason(body, {**TASK, messages.ATTEMPT_HEADER: "x"}) == "bad-attempt"
+    assert _reason(body, {**TASK, messages.ATTEMPT_HEADER: 0}) == "bad-attempt"
+
+
+def test_wrong_content_type_is_rejected():
+    assert _reason(b'{"job_id": "a"}', content_type="application/x-python-serialize") == "bad-content-type"
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
+    try:
+        messages.decode(body, TASK)
+    except InvalidMessage:
+        pass
+
+
+def test_priority_out_of_range_is_rejected():
+    with pytest.raises(InvalidMessage) as err:
+        messages.decode(b'{"job_id": "a"}', TASK, "application/json", 200)
+    assert err.value.reason == "bad-priority"
