@@ -6,6 +6,11 @@ python-multipart's streaming parser) and a raw CSV body (``Content-Type: text/cs
 go to disk in ``WRITE_CHUNK_BYTES`` writes from the threadpool, so memory stays flat whatever
 the size, and the event loop never blocks on the disk.
 
+A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.submit.submit``
+as a plain blocking file object whose ``read`` pulls the next chunks from the event loop, so
+the bytes are written once, straight to the job's file (multipart bodies are spooled first,
+because their form fields may come after the file and submit needs them before it starts).
+
 The file gets a server-chosen name (``upload-<random>.csv``); the client's file name is never
 used for anything. Past ``IMPORTD_MAX_UPLOAD_BYTES`` the partial file is removed and the answer
 is 413. To let the client read that 413 (a server that stops reading makes most clients see a
@@ -14,10 +19,12 @@ broken pipe instead), up to ``DRAIN_MAX_BYTES`` more of the body are read and th
 
 from __future__ import annotations
 
+import io
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 from python_multipart.exceptions import FormParserError
@@ -83,6 +90,70 @@ class _Sink:
         if self.file is not None:
             self.file.close()
         self.path.unlink(missing_ok=True)
+
+
+class BodyReader(io.RawIOBase):
+    """A blocking, read-only file over the request body, for code running in the threadpool.
+
+    Each ``read(n)`` makes one trip to the event loop, which gathers at least ``n`` bytes from
+    the body (or its end). Errors of the body (the client went away) surface in ``read``.
+    """
+
+    def __init__(self, request: Request, limit: int) -> None:
+        super().__init__()
+        self.request = request
+        self.limit = limit
+        self.stream: AsyncIterator[bytes] = request.stream()
+        self.buffer = bytearray()
+        self.eof = False
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    async def _fill(self, n: int) -> None:
+        while not self.eof and len(self.buffer) < n:
+            try:
+                chunk = await self.stream.__anext__()
+            except StopAsyncIteration:
+                self.eof = True
+                return
+            self.size += len(chunk)
+            self.buffer += chunk
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = WRITE_CHUNK_BYTES if n is None or n < 0 else n
+        if len(self.buffer) < want and not self.eof:
+            anyio.from_thread.run(self._fill, want)
+        out = bytes(self.buffer[:want])
+        del self.buffer[:want]
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    async def drain(self) -> None:
+        """After a refusal: read (and drop) up to DRAIN_MAX_BYTES more so the client sees it."""
+        self.buffer.clear()
+        await _drain(self.request, self.stream)
+
+
+def check_raw(request: Request, limit: int) -> None:
+    """Refuse a raw body by its headers alone: wrong type (415) or declared too large (413)."""
+    mime, _ = parse_options_header(request.headers.get("content-type", ""))
+    if mime.decode("latin-1").lower() not in RAW_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       "send multipart/form-data with a file part, or the CSV itself as text/csv")
+    length = _content_length(request)
+    if length is not None and length > limit:
+        raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
+
+
+def is_multipart(request: Request) -> bool:
+    mime, _ = parse_options_header(request.headers.get("content-type", ""))
+    return mime.decode("latin-1").lower() == "multipart/form-data"
 
 
 def new_upload_path(upload_dir: Path) -> Path:

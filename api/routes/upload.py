@@ -13,7 +13,7 @@ from typing import Any
 
 from kombu.exceptions import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from api import upload, views
@@ -89,9 +89,10 @@ async def _by_key(svc: Services, key: str | None) -> store.JobRecord | None:
     return await svc.with_db(store.get_job_by_idempotency_key, key)
 
 
-def _submit(svc: Services, received: upload.Upload, key: str | None, kwargs: dict[str, Any]) -> Any:
-    return submit(svc.settings, received.path, kwargs.pop("table"), idempotency_key=key,
-                  publisher=svc.publisher, **kwargs)
+def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any]) -> store.JobRecord:
+    kwargs = dict(kwargs)
+    return submit(svc.settings, source, kwargs.pop("table"), idempotency_key=key, publisher=svc.publisher,
+                  **kwargs)
 
 
 async def upload_csv(request: Request) -> Response:
@@ -103,18 +104,40 @@ async def upload_csv(request: Request) -> Response:
     if existing is not None:
         return accepted(existing, replayed=True)
     params = dict(request.query_params)
-    if not request.headers.get("content-type", "").lower().startswith("multipart/"):
-        parse_options(params)  # a raw body's options are all in the query: check before reading it
+    if upload.is_multipart(request):
+        rec, size = await _from_multipart(svc, request, params, key)
+    else:
+        rec, size = await _from_raw_body(svc, request, params, key)
+    log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=size, priority=rec.priority)
+    return accepted(rec)
+
+
+async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
+                          key: str | None) -> tuple[store.JobRecord, int]:
+    """Spool the file part (fields may follow it), then submit the spooled file."""
     received = await upload.receive(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
-        rec = await run_in_threadpool(_submit, svc, received, key, kwargs)
+        return await run_in_threadpool(_submit, svc, received.path, key, kwargs), received.size
     except Exception as exc:
         raise _translate(exc) from exc
     finally:
         received.path.unlink(missing_ok=True)  # submit keeps its own copy under the job's id
-    log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=received.size, priority=rec.priority)
-    return accepted(rec)
+
+
+async def _from_raw_body(svc: Services, request: Request, params: dict[str, str],
+                         key: str | None) -> tuple[store.JobRecord, int]:
+    """Options are all in the query: check them, then let submit read the body straight to the job's file."""
+    kwargs = parse_options(params)
+    upload.check_raw(request, svc.settings.max_upload_bytes)
+    reader = upload.BodyReader(request, svc.settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(_submit, svc, reader, key, kwargs), reader.size
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    except Exception as exc:
+        await reader.drain()
+        raise _translate(exc) from exc
 
 
 def _translate(exc: Exception) -> Exception:

@@ -74,5 +74,4 @@ def test_a_1gb_upload_keeps_the_api_rss_within_50mb_of_idle(start_api: Any, api_
             (Path(api_settings.upload_dir) / f"{done}.csv").unlink(missing_ok=True)
     broker.purge_all()
     growth_kb = sampler.peak_kb - idle_kb
-    print(f"RSS idle {idle_kb} kB, peak {sampler.peak_kb} kB")
     assert growth_kb < MAX_GROWTH_KB, f"RSS grew {growth_kb} kB over idle {idle_kb} kB"
