@@ -1,10 +1,10 @@
-"""Receiving an upload: the request body streamed to a file in the upload directory.
+"""Receiving an upload body without ever holding it in memory.
 
 Two body forms: ``multipart/form-data`` (a ``file`` part plus small form fields, parsed with
 python-multipart's streaming parser) and a raw CSV body (``Content-Type: text/csv``, so
-``curl --data-binary @big.csv`` works; options come as query parameters). Either way the bytes
-go to disk in ``WRITE_CHUNK_BYTES`` writes from the threadpool, so memory stays flat whatever
-the size, and the event loop never blocks on the disk.
+``curl --data-binary @big.csv`` works; options come as query parameters). A multipart file
+part is spooled to the upload directory in ``WRITE_CHUNK_BYTES`` writes from the threadpool,
+so memory stays flat whatever the size, and the event loop never blocks on the disk.
 
 A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.submit.submit``
 as a plain blocking file object whose ``read`` pulls the next chunks from the event loop, so
@@ -180,35 +180,20 @@ async def _drain(request: Request, stream: object) -> None:
         return
 
 
-async def receive(request: Request, upload_dir: Path, limit: int) -> Upload:
-    """Stream the request body to a new file; raise ApiError (400, 413, 415) on a bad body."""
-    mime, options = parse_options_header(request.headers.get("content-type", ""))
-    media = mime.decode("latin-1").lower()
+async def receive_multipart(request: Request, upload_dir: Path, limit: int) -> Upload:
+    """Spool a multipart body's file part to a new file; raise ApiError (400, 413) on a bad body."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
     length = _content_length(request)
-    if media == "multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise ApiError(400, "bad_multipart", "multipart body without a boundary")
-        if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
-            raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
-    elif media in RAW_TYPES:
-        boundary = None
-        if length is not None and length > limit:
-            raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
-    else:
-        raise ApiError(415, "unsupported_media_type",
-                       "send multipart/form-data with a file part, or the CSV itself as text/csv")
+    if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
+        raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
     upload_dir.mkdir(parents=True, exist_ok=True)
     sink = _Sink(new_upload_path(upload_dir), limit)
     stream = request.stream()
     try:
-        if boundary is None:
-            async for chunk in stream:
-                sink.append(chunk)
-                await sink.flush()
-            fields: dict[str, str] = {}
-        else:
-            fields = await _receive_multipart(stream, boundary, sink)
+        fields = await _receive_multipart(stream, boundary, sink)
         await sink.close()
     except ApiError as exc:
         sink.discard()

@@ -9,7 +9,10 @@ from starlette.responses import JSONResponse, Response
 
 from api.errors import error_response
 from api.services import Services, services
+from importd import logs
 from importd.publisher import broker_connection
+
+log = logs.get("api.health")
 
 #: Seconds each readiness probe may take.
 PROBE_TIMEOUT_S = 3.0
@@ -51,7 +54,9 @@ async def readyz(request: Request) -> Response:
                     await run_in_threadpool(probe, svc)  # type: ignore[arg-type]
             checks[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-            checks[name] = f"unreachable: {type(exc).__name__}: {str(exc)[:200]}"
+            # details go to the log only: /readyz answers without auth
+            log.warning("readiness probe failed", service=name, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            checks[name] = "unreachable"
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run, "rabbitmq", _probe_rabbitmq)

@@ -115,7 +115,7 @@ async def upload_csv(request: Request) -> Response:
 async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
                           key: str | None) -> tuple[store.JobRecord, int]:
     """Spool the file part (fields may follow it), then submit the spooled file."""
-    received = await upload.receive(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
+    received = await upload.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
         return await run_in_threadpool(_submit, svc, received.path, key, kwargs), received.size
