@@ -23,6 +23,7 @@ as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -32,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from importd import csvscan, loader, store, targets
+from importd.batches import batches as read_batches
 from importd.config import Settings
 from importd.errors import Deferred, PermanentError, TransientError
 from importd.importopts import ImportOptions, JobArgsError, job_from_args, options_of
@@ -281,7 +283,13 @@ class ImportRun:
         """Load every batch; return "done", "cancelled" or "too-many-errors"."""
         committing = resumable
         size = rec.file_size or 0
-        for batch in loader.batches(f, offset, line, engine.opts):
+        batches = read_batches(f, offset, line, engine.opts)
+        with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
+            return self._load_batches(batches, engine, opts, committing, size)
+
+    def _load_batches(self, batches: Any, engine: loader.Loader, opts: ImportOptions, committing: bool,
+                      size: int) -> str:
+        for batch in batches:
             self.ctx.check()
             if self._cancel_requested():
                 return "cancelled"

@@ -1,23 +1,24 @@
 """The COPY engine: raw file bytes to ``COPY ... FROM STDIN`` in record-aligned batches.
 
-Clean path: read a batch of about ``batch_bytes``, cut it after the last record that ends in
-it (:func:`importd.csvscan.last_record_end`), send the bytes unchanged to COPY inside a
-savepoint. PostgreSQL does all per-field work (encoding, NUL bytes, types, ragged rows,
-constraints); Python never touches a field. So every path follows PostgreSQL's CSV rules,
-including NULLs: an unquoted empty field is NULL, a quoted empty field (``""``) is ''.
+Clean path: each record-aligned batch (:mod:`importd.batches`) goes unchanged to COPY
+inside a savepoint. PostgreSQL does all per-field work (encoding, NUL bytes, types, ragged
+rows, constraints); Python never touches a field. So every path follows PostgreSQL's CSV
+rules, including NULLs: an unquoted empty field is NULL, a quoted empty field (``""``) is
+''.
 
-Salvage path: a batch PostgreSQL rejects is rolled back to its savepoint, split into records
-(quote-aware, still without parsing fields) and sent again in sub-batches of
-:data:`SALVAGE_RECORDS` records, each in its own savepoint. When a sub-batch fails, the line
-in the error's context (``COPY t, line N, column c: ...``; PostgreSQL numbers physical
-lines and names the *last* line of a multi-line record) designates the bad record; it is
-reported and the sub-batch is sent again without it, until it loads. An error without a
-line (a constraint checked after the rows were staged) falls back to one record at a time.
-After a batch needed salvage, the next batch goes straight to salvage (a file with many
-bad rows does not pay for a failed full-batch COPY each time).
+Salvage: a batch PostgreSQL rejects is rolled back to its savepoint and loaded again
+around its bad records by :func:`importd.salvage.salvage` (byte ranges, one failed COPY per
+bad row). Two cases take the slower record path here instead: batches the cheap checks
+flagged (a line or field over the limit, a ``\\.`` line that would end COPY early), which
+need a look at each record, and ``on_conflict`` skip/update, whose constraint errors come
+from the ``INSERT ... SELECT`` without a line: records go in sub-batches of
+:data:`SALVAGE_RECORDS`, and one at a time when an error names no line. After a batch needed
+salvage the next batch goes straight to it (a file with many bad rows does not pay for a
+failed full-batch COPY each time).
 
 Line numbers reported are the physical line (1-based, the header is line 1) where the bad
-record starts in the file.
+record starts in the file (PostgreSQL's own numbering is only used to find the record; see
+:func:`importd.salvage.locate`).
 
 ``on_conflict`` ``skip``/``update`` COPY into a temporary staging table with the target's
 column types, then ``INSERT ... SELECT ... ON CONFLICT``.
@@ -27,16 +28,14 @@ from __future__ import annotations
 
 import csv
 import io
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from importd import csvscan, salvage
+from importd.batches import Batch
 from importd.csvscan import NL, Encoding
 from importd.salvage import CONTEXT_LINE, Failure
 from importd.store import Reject
@@ -45,8 +44,6 @@ from importd.targets import Target
 #: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
 #: statements when ~1% of rows are bad).
 SALVAGE_RECORDS = 100
-#: Batches read ahead of the one being sent to COPY.
-PREFETCH = 1
 #: Longest value kept in a rejected-row report (characters).
 MAX_REPORTED_VALUE = 1000
 #: Savepoint names.
@@ -68,111 +65,10 @@ class LoadOptions:
     conflict_key: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Batch:
-    offset: int  # file offset of the first byte
-    line: int  # physical line number of the first record
-    data: bytes
-    suspicious: bool = False  # may hold what COPY would not catch (limits, end marker)
-
-    @property
-    def end(self) -> int:
-        return self.offset + len(self.data)
-
-    @property
-    def next_line(self) -> int:
-        return self.line + self.data.count(NL)
-
-
 @dataclass
 class BatchResult:
     rows: int = 0
     rejects: list[Reject] = field(default_factory=list)
-
-
-def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
-    """Record-aligned batches from ``offset`` (a record start at physical line ``line``),
-    read one batch ahead in a thread so that reading and scanning overlap the COPY.
-
-    Memory stays within a few ``batch_bytes + max_line_bytes``: a record that does not end
-    within ``max_line_bytes`` after a batch's start (an unclosed quote) raises CsvFormatError.
-    """
-    return prefetch(_batches(f, offset, line, opts))
-
-
-def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
-    f.seek(offset)
-    buf = b""
-    while True:
-        chunk = f.read(opts.batch_bytes)
-        if not chunk:
-            if buf:
-                yield Batch(offset, line, buf, _suspicious(buf, opts))
-            return
-        buf = buf + chunk if buf else chunk
-        cut = csvscan.last_record_end(buf)
-        if cut <= 0:
-            if len(buf) > opts.max_line_bytes + opts.batch_bytes:
-                raise csvscan.CsvFormatError(
-                    f"line {line}: a quoted field is not closed within {opts.max_line_bytes} bytes"
-                    f" (byte offset {offset}); the rest of the file cannot be read")
-            continue
-        data = buf[:cut] if cut < len(buf) else buf
-        batch = Batch(offset, line, data, _suspicious(data, opts))
-        buf = buf[cut:]
-        yield batch
-        offset, line = batch.end, batch.next_line
-
-
-def _suspicious(data: bytes, opts: LoadOptions) -> bool:
-    """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
-    return (csvscan.has_end_marker(data)
-            or csvscan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode()))
-
-
-T = TypeVar("T")
-
-
-def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Iterator[T]:
-    """Iterate ``items`` in a thread, ``depth`` items ahead; errors are re-raised here.
-
-    The producer stops (and is joined) when the consumer stops early, before the caller
-    closes what the producer reads.
-    """
-    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(kind: str, value: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put((kind, value), timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put("item", item):
-                    return
-            put("end", None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put("error", exc)
-
-    thread = threading.Thread(target=produce, name="importd-read", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = slots.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
 
 
 class Loader:

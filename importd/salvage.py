@@ -242,10 +242,11 @@ def locate(data: bytes, ranges: list[tuple[int, int]], line: int) -> tuple[int, 
     """(start, end) of the record PostgreSQL numbers ``line`` in a COPY of ``ranges`` of ``data``.
 
     PostgreSQL counts one line per record plus the line breaks inside quoted fields, but
-    only those of the line-ending style it detected at the first record's end (LF, or CR
-    for CRLF files), and none inside the first record (the style is not known yet). So the
-    number is the count of that break byte up to the record's end, less the ones inside the
-    first record. Found with a binary search over ``bytes.count``: C speed, no per-line loop.
+    only the break byte of the line-ending style it detected at the first record's end
+    (``\\n`` for LF files, ``\\r`` for CRLF files), and inside the first record, whose
+    style is not known yet, only ``\\r``. So the number is the count of the style's break
+    byte up to the record's end, corrected for the first record. Found with a binary
+    search over ``bytes.count``: C speed, no per-line loop.
     """
     if not ranges:
         return None
@@ -253,7 +254,8 @@ def locate(data: bytes, ranges: list[tuple[int, int]], line: int) -> tuple[int, 
     first_end = csvscan.first_record_end(data, first_start, ranges[0][1])
     crlf = data[first_end - 2:first_end] == b"\r\n"
     brk = b"\r" if crlf else NL
-    target = line + data.count(brk, first_start, first_end - (2 if crlf else 1))
+    body_end = first_end - (2 if crlf else 1 if data[first_end - 1:first_end] == NL else 0)
+    target = line + data.count(brk, first_start, body_end) - data.count(b"\r", first_start, body_end)
     for start, end in ranges:
         here = data.count(brk, start, end)
         if target > here:

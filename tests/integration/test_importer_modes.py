@@ -191,3 +191,28 @@ def test_give_up_hook_does_not_touch_a_job_that_already_succeeded(isettings, db)
     with store.connect(isettings) as conn:
         after = store.get_job(conn, rec.id)
     assert after is not None and dataclasses.astuple(after) == dataclasses.astuple(rec)
+
+
+@pytest.mark.parametrize("mode", ["atomic", "resumable"])
+def test_cancel_requested_while_running_stops_between_batches(isettings, db, mode):
+    path = write(isettings, HEADER + numbered(20000))
+    job_id = uuid.uuid4().hex
+    args = {"file": str(path), "table": "people", "mode": mode, "options": {"batch_bytes": 512}}
+
+    def cancel_once_rows_flow() -> None:
+        progress = Progress(isettings)
+        wait_for(lambda: int((progress.read(job_id) or {}).get("rows", 0)) > 0, 20, 0.01)
+        with store.connect(isettings) as conn:
+            store.request_cancel(conn, job_id)
+
+    canceller = threading.Thread(target=cancel_once_rows_flow)
+    canceller.start()
+    run_import_task(context(isettings, job_id, args))
+    canceller.join()
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and (rec.state, rec.error) == ("CANCELLED", "cancelled on request")
+    loaded = db.execute("SELECT count(*) FROM people").fetchone()[0]
+    assert loaded == rec.rows_imported == (0 if mode == "atomic" else rec.checkpoint_rows)
+    assert loaded < 20000
+    assert Progress(isettings).events(job_id)[-1][1]["type"] == "final"

@@ -108,3 +108,18 @@ class _pub:
 
     def __exit__(self, *exc: object) -> None:
         self.publisher.close()
+
+
+def test_two_deliveries_of_one_job_at_once_load_it_once(isettings, db, broker, start_worker, big_file):
+    with start_worker("-Q", "import_queue,bulk_ops_queue", "-c", "2", **WORKER_ENV) as w, _pub(isettings) as pub:
+        w.wait_consuming(2)
+        rec = submit(isettings, big_file, "big", options={"batch_bytes": 256 * 1024}, publisher=pub)
+        broker.publish_job("import.csv", {"file": rec.file_path, "table": "big"}, job_id=rec.id)
+        final = wait_for(lambda: (lambda j: j if j.finished else None)(_job(isettings, rec.id)), 120,
+                         what="job finished")
+        wait_for(lambda: "job already finished, nothing to do" in w.output(), 30, what="second delivery acked")
+        output = w.output()
+    assert (final.state, final.rows_imported, final.attempts) == ("SUCCESS", ROWS, 1)
+    assert '"reason": "locked"' in output  # the second delivery waited for the first
+    assert output.count('"import succeeded"') == 1
+    _assert_exactly_once(db)

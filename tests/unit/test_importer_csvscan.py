@@ -1,0 +1,94 @@
+"""Record boundaries found by quote parity agree with a real CSV writer's records."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from importd import csvscan
+
+FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n\r é;')), max_size=8)
+ROWS = st.lists(st.lists(FIELD, min_size=1, max_size=4), min_size=1, max_size=12)
+
+
+def serialize(rows: list[list[str]], eol: str) -> tuple[bytes, list[int]]:
+    """CSV bytes and the end offset of each record."""
+    out, ends, size = [], [], 0
+    for row in rows:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator=eol, quoting=csv.QUOTE_MINIMAL).writerow(row)
+        data = buf.getvalue().encode()
+        out.append(data)
+        size += len(data)
+        ends.append(size)
+    return b"".join(out), ends
+
+
+@given(rows=ROWS, eol=st.sampled_from(["\n", "\r\n"]))
+def test_record_ends_match_the_records_a_csv_writer_wrote(rows, eol):
+    data, ends = serialize(rows, eol)
+    assert csvscan.record_ends(data) == ends
+    assert csvscan.first_record_end(data) == ends[0]
+    assert csvscan.last_record_end(data) == ends[-1]
+
+
+@given(rows=ROWS, cut=st.integers(min_value=0, max_value=400))
+def test_last_record_end_before_any_cut_is_a_record_boundary(rows, cut):
+    data, ends = serialize(rows, "\n")
+    cut = min(cut, len(data))
+    found = csvscan.last_record_end(data, 0, cut)
+    before = [e for e in ends if e <= cut]
+    assert found == (before[-1] if before else -1)
+
+
+def test_unclosed_quote_runs_to_the_end():
+    data = b'1,"open\n2,b\n'
+    assert csvscan.record_ends(data) == [len(data)]
+    assert csvscan.last_record_end(data) == -1
+
+
+def test_long_runs_are_found_at_any_alignment():
+    for pad in range(0, 40, 7):
+        line = b"x" * 33
+        data = b"a\n" * pad + line + b"\nb\n"
+        assert csvscan.has_long_run(data, 32)
+        assert not csvscan.has_long_run(data, 33)
+        assert not csvscan.has_long_run(b"a,b\n" * 100, 8, b"\n,")
+
+
+@pytest.mark.parametrize(("data", "marker"), [
+    (b"\\.\n1,2\n", True), (b"1,2\n\\.\n", True), (b"1,2\r\n\\.\r\n", True), (b"1,2\n\\.", True),
+    (b"1,\\.\n", False), (b"a\\.b\n", False), (b"1,2\n", False),
+])
+def test_end_of_data_marker_lines_are_detected(data, marker):
+    assert csvscan.has_end_marker(data) is marker
+
+
+@pytest.mark.parametrize(("line", "delimiter"), [
+    ("id,name,age", ","), ("id;name;age", ";"), ("id\tname", "\t"), ("id|name", "|"), ("single", ","),
+    ('"a;b",c,d', ","),
+])
+def test_delimiter_is_sniffed_from_the_header_outside_quotes(line, delimiter):
+    assert csvscan.sniff_delimiter(line) == delimiter
+
+
+def test_encodings_map_to_postgresql_names_and_unknown_ones_are_refused():
+    assert csvscan.encoding(None) == csvscan.Encoding("UTF8", "utf-8")
+    assert csvscan.encoding("Windows-1252").pg == "WIN1252"
+    with pytest.raises(ValueError, match="unsupported encoding 'utf-16'"):
+        csvscan.encoding("utf-16")
+
+
+def test_header_is_parsed_after_a_bom_and_may_span_lines():
+    data = b'\xef\xbb\xbfid,"two\nlines",x\r\n1,2,3\r\n'
+    header = csvscan.read_header(io.BytesIO(data), csvscan.encoding("utf-8"), None, 1024)
+    assert header.fields == ["id", "two\nlines", "x"]
+    assert (header.data_offset, header.delimiter, header.lines) == (data.index(b"1,2"), ",", 2)
+    with pytest.raises(csvscan.CsvFormatError, match="the file is empty"):
+        csvscan.read_header(io.BytesIO(b"\xef\xbb\xbf"), csvscan.encoding("utf-8"), None, 1024)
+    with pytest.raises(csvscan.CsvFormatError, match="byte 0xff at byte offset 3"):
+        csvscan.read_header(io.BytesIO(b"id,\xff\n"), csvscan.encoding("utf-8"), None, 1024)
