@@ -7,7 +7,9 @@ the owner drains between ``drain_events`` calls. So a 55-minute COPY never stops
 
 Per delivery (see :mod:`importd.retry` for the delays):
 
-- undecodable / invalid / unknown task -> ``failed_tasks`` with the reason, ack;
+- undecodable / invalid / unknown task -> ``failed_tasks`` with the reason, ack (also when the
+  handler raises :class:`~importd.errors.InvalidMessage`: arguments it cannot use and no job
+  record to mark FAILURE);
 - redelivered by the broker (its worker died, or its channel closed) -> counted as a failed
   attempt: republished with the next attempt number (or dead-lettered past max_retries), ack;
 - rate limited or deferred by the handler -> back through the first delay queue, same attempt;
@@ -307,6 +309,9 @@ class Consumer:
         except Deferred as exc:
             ctx.log.info("job deferred", reason=exc.reason)
             outcome.kind, outcome.reason = "defer", exc.reason
+        except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
+            ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
+            outcome.kind, outcome.reason, outcome.error = "dead", exc.reason, str(exc)
         except PermanentError as exc:
             ctx.log.warning("job failed permanently", error=str(exc))
         except BaseException as exc:  # noqa: BLE001 - every other failure is retried

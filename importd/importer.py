@@ -35,7 +35,7 @@ from psycopg import sql
 from importd import csvscan, loader, store, targets
 from importd.batches import batches as read_batches
 from importd.config import Settings
-from importd.errors import Deferred, PermanentError, TransientError
+from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
 from importd.importopts import ImportOptions, JobArgsError, job_from_args, options_of
 from importd.jobs import JobContext
 from importd.messages import Job
@@ -196,7 +196,7 @@ class ImportRun:
         try:
             rec = job_from_args(self.ctx.job)
         except JobArgsError as exc:
-            raise PermanentError(f"job {self.job_id} has no record and invalid arguments: {exc}") from exc
+            raise InvalidMessage("bad-args", f"job {self.job_id} has no record and invalid arguments: {exc}") from exc
         try:
             return store.create_job(self.conn, rec)
         except psycopg.errors.UniqueViolation:

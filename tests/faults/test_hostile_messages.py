@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from importd import messages
 from tests.support import report
@@ -47,3 +48,52 @@ def test_hostile_messages_are_dead_lettered_with_their_reason_and_the_worker_goe
     big = next(m for m in dead if m.headers["x-importd-reason"] == "body-too-large")
     assert len(big.body) > 10 * 1024 * 1024  # kept whole: nothing lost, only set aside
     report.add(faults_injected=len(HOSTILE), jobs_run=1)
+
+
+def test_hostile_import_jobs_end_in_failure_with_their_reason_and_the_worker_goes_on(
+        fsettings, fault_db, broker: Broker, start_worker, tmp_path):
+    """Protection proved: the import resolves the file inside the upload directory, checks
+    the allowlist and the job's arguments before touching the database. Without it
+    ``/etc/passwd`` or ``../../x`` would be read, or an unlisted table written."""
+    from importd import store
+    from tests.faults.conftest import TABLE, WORKER_ENV
+
+    good = fsettings.upload_dir / "good.csv"
+    good.write_bytes(b"tag,n,payload\ng,1,x\n")
+    outside = fsettings.upload_dir.parent / "outside.csv"
+    outside.write_bytes(b"tag,n,payload\no,1,x\n")
+    cases = {
+        "passwd": ({"file": "/etc/passwd", "table": TABLE}, "outside the upload directory"),
+        "dotdot": ({"file": str(fsettings.upload_dir / ".." / "outside.csv"), "table": TABLE},
+                   "outside the upload directory"),
+        "missing": ({"file": str(fsettings.upload_dir / "nope.csv"), "table": TABLE}, "not found"),
+        "table": ({"file": str(good), "table": "pg_catalog.pg_authid"}, "allow"),
+        "sqlname": ({"file": str(good), "table": 'fault_rows"; DROP TABLE fault_rows; --'}, "allow"),
+    }
+    bad_args = {"file": str(good), "table": TABLE, "mode": "yolo"}  # no job row to fail: dead-lettered
+    with start_worker("-Q", "import_queue,bulk_ops_queue", "-c", "1", **WORKER_ENV) as w:
+        w.wait_consuming()
+        ids = {name: broker.publish_job("import.csv", args, job_id=f"hostile-{name}-{uuid.uuid4().hex[:6]}")
+               for name, (args, _) in cases.items()}
+        dead_id = broker.publish_job("import.csv", bad_args, job_id=f"hostile-args-{uuid.uuid4().hex[:6]}")
+        last = broker.publish_job("import.csv", {"file": str(good), "table": TABLE})
+
+        def finished() -> bool:
+            with store.connect(fsettings) as conn:
+                recs = [store.get_job(conn, i) for i in [*ids.values(), last]]
+            return all(r is not None and r.finished for r in recs)
+
+        wait_for(finished, 60, what="every hostile job final")
+        assert w.proc.poll() is None
+    with store.connect(fsettings) as conn:
+        for name, (_, reason) in cases.items():
+            rec = store.get_job(conn, ids[name])
+            assert rec is not None and rec.state == "FAILURE", (name, rec)
+            assert reason in (rec.error or "").lower(), (name, rec.error)
+        done = store.get_job(conn, last)
+        assert done is not None and done.state == "SUCCESS"
+    assert fault_db.execute("SELECT count(*) FROM fault_rows").fetchone() == (1,)
+    (dead,) = broker.get_all("failed_tasks")
+    assert dead.properties["message_id"] == dead_id and dead.headers["x-importd-reason"] == "bad-args"
+    assert "mode" in dead.headers["x-importd-error"]
+    report.add(faults_injected=len(cases) + 1, jobs_run=len(cases) + 2)

@@ -18,6 +18,7 @@ class Proxy:
         self.target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
+        self._down = False
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
         self._flowing = threading.Event()
@@ -26,9 +27,10 @@ class Proxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
+        listener = self._listener
         while not self._closed:
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             try:
@@ -81,6 +83,18 @@ class Proxy:
                     sock.close()
                 except OSError:
                     pass
+
+    def down(self) -> None:
+        """The service is gone: connections reset and new ones refused (like a stopped server)."""
+        self._down = True
+        self._listener.close()
+        self.cut()
+
+    def up(self) -> None:
+        """The service is back on the same port."""
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._down = False
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
         self._closed = True

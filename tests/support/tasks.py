@@ -88,5 +88,8 @@ register(TaskSpec("test.sleep", "default", sleep))
 register(TaskSpec("test.kill", "default", kill))
 register(TaskSpec("test.soft_limit", "default", cooperative, soft_time_limit_s=1.5, hard_time_limit_s=30,
                   max_retries=0))
-register(TaskSpec("test.hard_limit", "default", sleep, soft_time_limit_s=100, hard_time_limit_s=2,
+register(TaskSpec("test.hard_limit", "default", sleep, soft_time_limit_s=0.3, hard_time_limit_s=2,
                   max_retries=1))
+register(TaskSpec("test.import_soft", "default", "importd.importer:run_import_task", soft_time_limit_s=0.3,
+                  hard_time_limit_s=60, max_retries=30, on_retry="importd.importer:on_import_retry",
+                  on_give_up="importd.importer:on_import_give_up"))

@@ -1,0 +1,120 @@
+"""Shared machinery of the fault suite: files, submission, and the exactly-once audit.
+
+Every scenario ends with :func:`audit`: each job reached SUCCESS or FAILURE, the target
+table holds every good row exactly once (a table without a unique key, so a duplicate would
+show instead of failing the load), no message is left in a work or retry queue, and
+failed_tasks holds exactly the jobs that should be there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from importd import store
+from importd.config import Settings
+from importd.publisher import Publisher
+from importd.submit import submit
+from tests.support import report
+from tests.support.infra import Broker, wait_for
+
+TABLE = "public.fault_rows"
+#: No unique key on purpose: the audit counts duplicates instead of PostgreSQL refusing them.
+DDL = "CREATE TABLE public.fault_rows (tag text NOT NULL, n bigint NOT NULL, payload text)"
+WORKER_ENV = {"IMPORTD_TABLES": TABLE, "IMPORTD_RATE_LIMIT": "none"}
+FINAL = ("SUCCESS", "FAILURE", "CANCELLED")
+
+
+@dataclass
+class Batch:
+    """Files submitted in one scenario: job id -> (tag, rows)."""
+
+    jobs: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def fsettings(settings: Settings) -> Settings:
+    store.migrate(settings)
+    return dataclasses.replace(settings, tables=TABLE, rate_limit="none")
+
+
+@pytest.fixture
+def fault_db(fsettings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    with store.connect(fsettings) as conn:
+        conn.execute("DROP TABLE IF EXISTS public.fault_rows")
+        conn.execute(DDL)
+        yield conn
+
+
+@pytest.fixture
+def publisher(fsettings: Settings) -> Iterator[Publisher]:
+    p = Publisher(fsettings)
+    yield p
+    p.close()
+
+
+def make_file(settings: Settings, tag: str, rows: int, seed: int) -> Path:
+    """A CSV with quoted fields, embedded commas and newlines; rows numbered 1..rows."""
+    rng = random.Random(seed)
+    path = settings.upload_dir.parent / f"src-{tag}.csv"
+    with path.open("wb") as f:
+        f.write(b"tag,n,payload\n")
+        for start in range(1, rows + 1, 20000):
+            f.write(b"".join(
+                b'%s,%d,"p %d, %s ""q""\nline2"\n' % (tag.encode(), i, i, str(rng.random()).encode())
+                for i in range(start, min(start + 20000, rows + 1))))
+    return path
+
+
+def submit_files(settings: Settings, publisher: Publisher, count: int, rows: int, mode: str,
+                 seed: int, **options: Any) -> Batch:
+    batch = Batch()
+    for i in range(count):
+        tag = f"{mode[0]}{seed}x{i}"
+        path = make_file(settings, tag, rows, seed * 1000 + i)
+        job = submit(settings, path, TABLE, mode=mode, publisher=publisher, options=options or None)
+        batch.jobs[job.id] = (tag, rows)
+    return batch
+
+
+def states(settings: Settings, ids: list[str]) -> dict[str, str]:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, state FROM importd.jobs WHERE id = ANY(%s)", (ids,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def wait_final(settings: Settings, batch: Batch, timeout: float) -> dict[str, str]:
+    ids = list(batch.jobs)
+    return wait_for(lambda: (s := states(settings, ids)) and all(v in FINAL for v in s.values())
+                    and len(s) == len(ids) and s, timeout, interval=0.3, what="every job final")
+
+
+def audit(settings: Settings, db: psycopg.Connection[Any], broker: Broker, batch: Batch, *,
+          faults: int, expect_failed: frozenset[str] = frozenset(), timeout: float = 120) -> None:
+    final = wait_final(settings, batch, timeout)
+    failed = {job for job, state in final.items() if state != "SUCCESS"}
+    assert failed == set(expect_failed), {j: final[j] for j in failed | set(expect_failed)}
+    counts = dict(db.execute("SELECT tag, count(*) FROM fault_rows GROUP BY tag").fetchall())
+    distinct = dict(db.execute("SELECT tag, count(DISTINCT n) FROM fault_rows GROUP BY tag").fetchall())
+    lost = duplicated = checked = 0
+    for job, (tag, rows) in batch.jobs.items():
+        expected = 0 if job in expect_failed else rows
+        got, unique = counts.get(tag, 0), distinct.get(tag, 0)
+        checked += got
+        duplicated += got - unique
+        lost += max(0, expected - unique)
+    wait_for(lambda: all(d == 0 for name, d in broker.depths().items() if name != "failed_tasks"), 30,
+             what="work and retry queues empty")
+    stranded = sum(d for name, d in broker.depths().items() if name != "failed_tasks")
+    dead = {m.properties.get("message_id") for m in broker.get_all("failed_tasks")}
+    report.add(faults_injected=faults, jobs_run=len(batch.jobs), rows_checked=checked, rows_lost=lost,
+               rows_duplicated=duplicated, messages_stranded=stranded)
+    assert (lost, duplicated, stranded) == (0, 0, 0)
+    assert dead <= set(expect_failed)
