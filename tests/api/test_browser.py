@@ -93,3 +93,40 @@ def test_the_page_uploads_a_csv_and_its_progress_bar_reaches_100_percent_with_th
     with store.connect(api_settings) as conn:
         after = conn.execute("SELECT count(*) FROM api_people").fetchone()[0]  # type: ignore[index]
     assert after - before == ROWS
+
+
+def test_the_page_shows_rejected_rows_and_links_the_error_report_without_auth(
+        driver: Any, start_api: Any, start_worker: Any, api_settings: Settings, broker: Any,
+        tmp_path: Path) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    csv_path = tmp_path / "some-bad.csv"
+    csv_path.write_bytes(HEADER + b"1,Ann,30\n2,Bob,-5\n3,Cid,notanumber\n4,Dee,40\n")
+    with start_worker("-Q", "import_queue", "-c", "1", IMPORTD_TABLES=TABLES, IMPORTD_RATE_LIMIT="none") as worker, \
+            start_api() as api:
+        worker.wait_consuming()
+        driver.get(api.url + "/")
+        wait = WebDriverWait(driver, 60)
+        assert not driver.find_element(By.ID, "auth").is_displayed()
+        driver.find_element(By.ID, "file").send_keys(str(csv_path))
+        table = driver.find_element(By.ID, "table")
+        table.clear()
+        table.send_keys("public.api_people")
+        errors = driver.find_element(By.ID, "max_errors")
+        errors.clear()
+        errors.send_keys("5")
+        driver.find_element(By.ID, "upload").click()
+        wait.until(lambda d: d.find_element(By.ID, "outcome").text != "")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "browser-rejected.png"))
+        outcome = driver.find_element(By.ID, "outcome").text
+        link = driver.find_element(By.ID, "errors-link")
+        assert link.is_displayed()
+        report = httpx.get(link.get_attribute("href") or "", timeout=10)
+    assert outcome == "Imported 2 rows, 2 rejected.", outcome
+    assert report.status_code == 200
+    lines = report.text.splitlines()
+    assert lines[0] == "line_number,column,value,reason" and len(lines) == 3
+    assert lines[1].startswith("3,") and lines[2].startswith("4,")
