@@ -13,16 +13,16 @@ PostgreSQL: a job that ended there gets a final event without an id (nothing to 
 
 Each client has its own Redis connection (a blocking XREAD cannot share one), named
 ``<prefix>:sse`` in CLIENT LIST. The response listens for the client's disconnect whatever
-ASGI version the server speaks and cancels the stream at once; the connection is closed in a
-shielded ``finally``, so a client that goes away frees its Redis connection immediately, not at
-the next keepalive.
+ASGI version the server speaks and cancels the stream at once; the response closes the
+connection in a shielded ``finally`` (even when the body never started), so a client that goes
+away frees its Redis connection immediately, not at the next keepalive.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -50,9 +50,17 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection":
 
 
 class EventStreamResponse(StreamingResponse):
-    """A streaming response that always watches for the client's disconnect and cancels."""
+    """A streaming response that always watches for the client's disconnect and cancels.
+
+    ``cleanup`` runs (shielded) however the response ends, even if the body never started.
+    """
 
     media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], cleanup: Callable[[], Awaitable[None]],
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, headers=headers)
+        self.cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -68,10 +76,11 @@ class EventStreamResponse(StreamingResponse):
                 await self.listen_for_disconnect(receive)
                 tg.cancel_scope.cancel()
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
                     await aclose()
+                await self.cleanup()
 
 
 def format_event(event_id: str | None, data: dict[str, Any]) -> str:
@@ -110,43 +119,39 @@ async def _job_known(svc: Services, client: aioredis.Redis, job_id: str) -> bool
 
 
 async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after: str) -> AsyncIterator[str]:
-    """Events after ``after``; owns ``client`` and closes it however the stream ends."""
+    """Events after ``after`` read through ``client`` (closed by the response, not here)."""
     settings = svc.settings
     key = keys.job_events(settings.redis_prefix, job_id)
     block_ms = max(1, int(settings.sse_keepalive_s * 1000))
-    try:
-        yield f"retry: {RETRY_MS}\n\n"
-        check_db = after == "0"
-        while True:
-            if check_db:
-                check_db = False
-                try:
-                    gone = not await client.exists(key)
-                except (redis.exceptions.RedisError, OSError):
-                    gone = True
-                final = await _ended_in_database(svc, job_id) if gone else None
-                if final is not None:
-                    yield format_event(None, final)
-                    return
+    yield f"retry: {RETRY_MS}\n\n"
+    check_db = after == "0"
+    while True:
+        if check_db:
+            check_db = False
             try:
-                result: Any = await client.xread({key: after}, count=BATCH, block=block_ms)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("redis unavailable for SSE", job_id=job_id, error=str(exc)[:200])
-                await anyio.sleep(settings.sse_keepalive_s)
-                result = None
-            if not result:
-                yield ": keepalive\n\n"
-                check_db = True
-                continue
-            for _stream, entries in result:
-                for event_id, data in entries:
-                    after = event_id
-                    yield format_event(event_id, data)
-                    if data.get("type") == "final":
-                        return
-    finally:
-        with anyio.CancelScope(shield=True):
-            await client.aclose()
+                gone = not await client.exists(key)
+            except (redis.exceptions.RedisError, OSError):
+                gone = True
+            final = await _ended_in_database(svc, job_id) if gone else None
+            if final is not None:
+                yield format_event(None, final)
+                return
+        try:
+            result: Any = await client.xread({key: after}, count=BATCH, block=block_ms)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("redis unavailable for SSE", job_id=job_id, error=str(exc)[:200])
+            await anyio.sleep(settings.sse_keepalive_s)
+            result = None
+        if not result:
+            yield ": keepalive\n\n"
+            check_db = True
+            continue
+        for _stream, entries in result:
+            for event_id, data in entries:
+                after = event_id
+                yield format_event(event_id, data)
+                if data.get("type") == "final":
+                    return
 
 
 async def job_events(request: Request) -> Response:
@@ -162,6 +167,6 @@ async def job_events(request: Request) -> Response:
         with anyio.CancelScope(shield=True):
             await client.aclose()
         raise
-    return EventStreamResponse(event_stream(svc, client, job_id, after), headers=HEADERS)
+    return EventStreamResponse(event_stream(svc, client, job_id, after), cleanup=client.aclose, headers=HEADERS)
 
 
