@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +41,25 @@ def sse_clients(settings: Settings) -> int:
         return sum(1 for c in client.client_list() if c.get("name") == f"{settings.redis_prefix}:sse")
     finally:
         client.close()
+
+
+def redis_sockets(pid: int, port: int = 6379) -> int:
+    """Established TCP connections of process ``pid`` to ``port`` (from /proc: exact per process)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "01" and int(parts[2].rsplit(":", 1)[1], 16) == port and parts[9] in inodes:
+                found += 1
+    return found
 
 
 async def read_events(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -160,7 +181,9 @@ async def test_200_sse_clients_connected_then_gone_leave_redis_client_count_wher
     admin = redis.Redis.from_url(api_settings.redis_url)
     # a keepalive far away: the server must notice the disconnects themselves, not a failed write
     with start_api(sse_keepalive_s=60) as api:
+        pid = api.proc.pid
         before_named = sse_clients(api_settings)
+        before_own = redis_sockets(pid)
         before_total = int(admin.info("clients")["connected_clients"])
         limits = httpx.Limits(max_connections=250, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=api.url, timeout=30, limits=limits) as c:
@@ -175,10 +198,14 @@ async def test_200_sse_clients_connected_then_gone_leave_redis_client_count_wher
                     readers.append(lines)
                 wait_for(lambda: sse_clients(api_settings) == before_named + 200, timeout=30,
                          what="200 SSE redis connections")
+                assert redis_sockets(pid) == before_own + 200
                 started = time.monotonic()
         wait_for(lambda: sse_clients(api_settings) == before_named, timeout=10, what="SSE connections closed")
         freed_after = time.monotonic() - started
-        wait_for(lambda: int(admin.info("clients")["connected_clients"]) <= before_total, timeout=10,
+        wait_for(lambda: redis_sockets(pid) == before_own, timeout=10, what="the API's redis sockets closed")
+        # Redis' own count, which other test runs on this Redis may move a little: 200 leaked
+        # connections would show; a few from elsewhere do not make this flaky.
+        wait_for(lambda: int(admin.info("clients")["connected_clients"]) < before_total + 20, timeout=10,
                  what="redis connected_clients back to its count before")
     admin.close()
     assert freed_after < 10  # long before the 60 s keepalive
