@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from api import upload, views
 from api.errors import ApiError
 from api.services import Services, services
-from importd import logs, store
+from importd import logs, store, targets
 from importd.errors import PublishError
 from importd.submit import SubmitError, submit
 
@@ -129,6 +129,10 @@ async def _from_raw_body(svc: Services, request: Request, params: dict[str, str]
                          key: str | None) -> tuple[store.JobRecord, int]:
     """Options are all in the query: check them, then let submit read the body straight to the job's file."""
     kwargs = parse_options(params)
+    try:
+        targets.allowed(svc.settings, kwargs["table"])  # refuse before reading a byte of the body
+    except targets.TargetError as exc:
+        raise ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems) from None
     upload.check_raw(request, svc.settings.max_upload_bytes)
     reader = upload.BodyReader(request, svc.settings.max_upload_bytes)
     try:
