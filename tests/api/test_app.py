@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -155,3 +156,29 @@ def test_importd_api_serves_on_loopback_and_stops_promptly_with_an_sse_client_co
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/upload"), ("GET", "/api/jobs"), ("GET", "/api/tables"), ("GET", "/api/jobs/x"),
+    ("GET", "/api/jobs/x/errors"), ("POST", "/api/jobs/x/cancel"), ("GET", "/api/jobs/x/events"),
+    ("POST", "/api/session"), ("DELETE", "/api/session"),
+])
+async def test_every_api_route_is_401_without_a_token(api_client: Any, method: str, path: str) -> None:
+    async with api_client(api_tokens=TOKEN) as c:
+        r = await c.request(method, path)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+async def test_the_table_list_is_the_allowlist(api_client: Any) -> None:
+    async with api_client(tables="public.a, b") as c:
+        r = await c.get("/api/tables")
+    assert r.json() == {"tables": ["public.a", "b"]}
+
+
+async def test_openapi_json_is_served_without_auth(api_client: Any) -> None:
+    async with api_client(api_tokens=TOKEN) as c:
+        r = await c.get("/openapi.json")
+        page = await c.get("/")
+    assert r.status_code == 200 and r.json()["openapi"].startswith("3.")
+    assert page.status_code == 200 and "<progress" in page.text
+    assert re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//|@import|url\(", page.text) is None  # nothing external
