@@ -14,7 +14,6 @@ from api import errors, openapi, sse
 from api.auth import AuthMiddleware
 from api.routes import health, jobs, page, session, upload
 from api.services import lifespan_for
-from importd import logs
 from importd.config import Settings
 
 ROUTES = [
@@ -34,20 +33,21 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, configure_logging: bool = False) -> Starlette:
+    """The app; ``configure_logging`` sets up structlog when it starts (the ``uvicorn`` entry)."""
     settings = settings or Settings.from_env()
     return Starlette(
         routes=ROUTES,
         middleware=[Middleware(AuthMiddleware, settings=settings)],
         exception_handlers=errors.HANDLERS,
-        lifespan=lifespan_for(settings),
+        lifespan=lifespan_for(settings, configure_logging),
     )
 
 
 def _from_env() -> Starlette:
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)
-    return create_app(settings)
+    """``uvicorn api.app:app``: settings from the environment; logging set up at start, not at
+    import, so importing this module (tests, tools) changes nothing global."""
+    return create_app(Settings.from_env(), configure_logging=True)
 
 
 app = _from_env()

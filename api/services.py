@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from importd import logs
 from importd.config import Settings
 from importd.progress import Progress
 from importd.publisher import Publisher
@@ -89,9 +90,11 @@ async def close_services(services: Services) -> None:
     services.progress.close()
 
 
-def lifespan_for(settings: Settings) -> Callable[[Starlette], Any]:
+def lifespan_for(settings: Settings, configure_logging: bool = False) -> Callable[[Starlette], Any]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if configure_logging:
+            logs.configure(settings.log_level)
         app.state.services = await open_services(settings)
         try:
             yield

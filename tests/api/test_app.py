@@ -115,10 +115,19 @@ async def test_a_tokenless_api_serves_loopback_clients_only(api_client: Any) -> 
     assert allowed.status_code == 200
 
 
-def test_importd_api_refuses_a_public_address_without_tokens(monkeypatch: Any, capsys: Any) -> None:
-    monkeypatch.delenv("IMPORTD_API_TOKENS", raising=False)
-    assert cli.main(["api", "--host", "0.0.0.0", "--port", "1"]) == cli.EXIT_CONFIG
-    assert "--insecure-no-auth" in capsys.readouterr().err
+def test_importd_api_refuses_a_public_address_without_tokens(api_settings: Any) -> None:
+    # a subprocess: importd.cli.main configures logging for the whole process
+    import subprocess
+    import sys
+
+    from tests.support import infra
+
+    env = infra.env_for(api_settings)
+    env.pop("IMPORTD_API_TOKENS", None)
+    out = subprocess.run([sys.executable, "-m", "importd", "api", "--host", "0.0.0.0", "--port", "1"], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=infra.ROOT)
+    assert out.returncode == cli.EXIT_CONFIG
+    assert "--insecure-no-auth" in out.stderr
 
 
 def test_importd_api_serves_on_loopback_and_stops_promptly_with_an_sse_client_connected(
