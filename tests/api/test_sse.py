@@ -209,3 +209,17 @@ async def test_200_sse_clients_connected_then_gone_leave_redis_client_count_wher
                  what="redis connected_clients back to its count before")
     admin.close()
     assert freed_after < 10  # long before the 60 s keepalive
+
+
+async def test_resume_also_works_with_the_last_event_id_query_parameter(api_client: Any,
+                                                                       api_settings: Settings) -> None:
+    job_id = make_job(api_settings)
+    progress = Progress(api_settings)
+    progress.set_state(job_id, "STARTED")
+    progress.update(job_id, rows=1, force=True)
+    progress.set_state(job_id, "SUCCESS")
+    progress.close()
+    ids = stream_ids(api_settings, job_id)
+    async with api_client() as c:
+        r = await c.get(f"/api/jobs/{job_id}/events", params={"last_event_id": ids[0]})
+    assert [line[4:] for line in r.text.splitlines() if line.startswith("id: ")] == ids[1:]
