@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from importd import logs, topology
 from importd.config import Settings
@@ -20,12 +21,28 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
-#: Subcommands implemented in other modules: name -> ("module", "add_arguments", "run").
+
+class Subcommand(NamedTuple):
+    """One command living in another module, for :data:`EXTERNAL` (``"module:ATTR"``)."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Command
+
+
+#: Subcommands implemented in other modules: name -> ("module" or "module:ATTR", help). The
+#: module (or its attribute ATTR, when one module serves several commands) has
+#: ``add_arguments(parser)`` and ``run(args, settings) -> int``.
 EXTERNAL: dict[str, tuple[str, str]] = {
     "migrate": ("importd.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
     "submit": ("importd.commands.submit", "queue a CSV import (--follow shows its progress)"),
     "job": ("importd.commands.job", "show a job's state (Redis, else PostgreSQL)"),
     "errors": ("importd.commands.errors", "print a job's rejected rows as CSV"),
+    "replay-dlq": ("importd.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
+    "dlq": ("importd.dlq:DLQ", "list or purge what failed_tasks holds"),
+    "ping": ("importd.control:PING", "ask every live worker to answer"),
+    "inspect": ("importd.control:INSPECT", "show what the workers run now"),
+    "status": ("importd.status:STATUS", "queue depths, consumers and job counts"),
+    "events": ("importd.events:EVENTS", "tail job events (received, started, ..., dead-lettered)"),
     "api": ("api.cli", "serve the HTTP API and the upload page (uvicorn)"),
 }
 
@@ -55,6 +72,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         except KeyError as exc:
             print(f"importd worker: {exc.args[0]}", file=sys.stderr)
             return EXIT_USAGE
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    if metrics_port:
+        from importd import metrics
+
+        metrics.serve_worker(settings, metrics_port)  # before the children fork
     supervisor = Supervisor(
         settings,
         queues,
@@ -79,13 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, help="child processes (default IMPORTD_CONCURRENCY)")
     p.add_argument("--max-tasks-per-child", type=int, help="replace a child after N jobs")
     p.add_argument("-l", "--loglevel", dest="loglevel", help="log level")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port "
+                   "(default IMPORTD_METRICS_PORT; 0: off)")
     p.set_defaults(func=cmd_worker)
 
-    for name, (module, _help) in EXTERNAL.items():
+    for name, (target, _help) in EXTERNAL.items():
+        module, _, attr = target.partition(":")
         mod = importlib.import_module(module)
+        command = getattr(mod, attr) if attr else mod
         p = sub.add_parser(name, help=_help)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        command.add_arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 

@@ -64,6 +64,8 @@ class Settings:
     log_level: str = "info"
     #: Publisher connection pool size in the API.
     publisher_pool_size: int = 10
+    #: Worker: serve Prometheus metrics on this TCP port (0: off; ``--metrics-port`` overrides).
+    metrics_port: int = 0
     #: PostgreSQL connections the API keeps (psycopg_pool max size).
     api_db_pool_size: int = 10
     #: Seconds between SSE keepalive comments (also how often a quiet stream re-checks the job).

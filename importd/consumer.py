@@ -40,6 +40,7 @@ from kombu.exceptions import OperationalError
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from importd import logs, messages, retry, tasks, topology
+from importd.bus import Bus
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded
 from importd.jobs import JobContext
@@ -78,6 +79,7 @@ class Outcome:
     step: int = 1
     reason: str = ""
     error: str = ""
+    duration_s: float = 0.0
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Consumer:
         self.slot = slot or Slot()
         self.extensions = extensions or []
         self.log = logs.get("importd.consumer")
+        self.events = Bus(self.log)  # job events for listeners (events exchange, metrics)
         self.stopping = threading.Event()
         self.done_tasks = 0
         self.current: JobContext | None = None
@@ -238,6 +241,7 @@ class Consumer:
             queue_name, message = self._inbox.pop(0)
             self._dispatch(queue_name, message)
         self._enforce_soft_limit()
+        self.events.flush()
         if self._wait_readable():
             try:
                 self._connection.drain_events(timeout=self._drain_timeout)
@@ -279,6 +283,7 @@ class Consumer:
             return
         spec = tasks.get(job.task)
         assert spec is not None
+        self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         if not message.delivery_info.get("redelivered") and not self._limiter.try_acquire(
                 spec.name, spec.rate_limit):
             self._carry_out(Outcome("defer", message, queue_name, self._generation, job=job,
@@ -293,6 +298,7 @@ class Consumer:
         self._thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
                                         name=f"job-{job.job_id}", daemon=True)
         self._thread.start()
+        self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
 
     def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> None:
         """Job thread: run the handler, decide the outcome, hand it to the owner."""
@@ -314,8 +320,10 @@ class Consumer:
             outcome.kind, outcome.reason, outcome.error = "dead", exc.reason, str(exc)
         except PermanentError as exc:
             ctx.log.warning("job failed permanently", error=str(exc))
+            outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
         except BaseException as exc:  # noqa: BLE001 - every other failure is retried
             self._fail(ctx, outcome, exc)
+        outcome.duration_s = time.monotonic() - ctx.started
         self._outcomes.put(outcome)
         try:
             os.write(self._wake_w, b"!")
@@ -382,6 +390,16 @@ class Consumer:
                  headers=self._dead_headers(outcome), message_id=str(props.get("message_id") or ""),
                  priority=int(props.get("priority") or 0))
         outcome.message.ack()
+        self._emit_outcome(outcome)
+
+    def _emit_outcome(self, o: Outcome) -> None:
+        """The job event of a settled outcome (``failed``: a PermanentError outcome)."""
+        event = {"ack": "failed" if o.error else "succeeded", "retry": "retried", "defer": "deferred",
+                 "dead": "dead-lettered"}[o.kind]
+        self.events.emit(event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
+                         task=o.job.task if o.job else str((o.message.headers or {}).get(messages.TASK_HEADER) or ""),
+                         attempt=o.attempt, queue=o.queue, duration_s=round(o.duration_s, 6), reason=o.reason,
+                         error=o.error)
 
     def _dead_headers(self, outcome: Outcome) -> dict[str, Any]:
         info = outcome.message.delivery_info

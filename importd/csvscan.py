@@ -187,6 +187,9 @@ def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_byte
         raise CsvFormatError(f"the header contains a NUL byte at byte offset {skip + raw.index(0)}")
     if not text.strip():
         raise CsvFormatError("the header line is empty")
+    outside = "".join(part for i, part in enumerate(text.split('"')) if i % 2 == 0)
+    if "\r" in outside:  # old Mac line ends: the "header" would swallow the whole file
+        raise CsvFormatError("lines end with a bare CR (carriage return); use LF or CRLF line ends")
     delim = delimiter or sniff_delimiter(text)
     if len(delim) != 1 or delim in '"\r\n' or ord(delim) > 127:
         raise CsvFormatError(f"bad delimiter {delim!r}: one ASCII character other than a quote or newline")

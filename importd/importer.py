@@ -4,7 +4,8 @@ A run, in order: take a session advisory lock on the job id (busy: another deliv
 -> :class:`~importd.errors.Deferred`); read the job row (missing: create it from the message
 if the arguments are valid); a job already final is a no-op; mark it STARTED; check the file
 (inside the upload directory), the table (allowlist, catalog) and the header; then load the
-file with :mod:`importd.loader`.
+file with :mod:`importd.loader` (the run itself: :class:`importd.importrun.ImportRun`).
+A cleanly finished run leaves its connection to the next job of the process.
 
 - ``atomic`` (default): every batch in one transaction, committed together with the job's
   SUCCESS; any crash rolls everything back and a redelivery starts over.
@@ -15,7 +16,7 @@ file with :mod:`importd.loader`.
 
 ``max_errors`` (default 0) decides the outcome: more rejected rows than that is FAILURE
 with the error report (rows are still counted to the end of the file, up to
-:data:`COUNT_LIMIT` past ``max_errors``). Library errors are translated at the boundary:
+:data:`importd.importrun.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the boundary:
 connection loss, deadlocks, serialization failures, admin shutdown, cancels and lock
 timeouts are :class:`~importd.errors.TransientError` (retried); what cannot pass is recorded
 as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
@@ -23,42 +24,40 @@ as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
-from importd import csvscan, loader, store, targets
-from importd.batches import batches as read_batches
+from importd import progress, store, targets
 from importd.config import Settings
-from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
-from importd.importopts import ImportOptions, JobArgsError, job_from_args, options_of
+from importd.errors import PermanentError, TransientError
+from importd.importrun import ImportRun, lock_key, worker_name  # noqa: F401 - re-exported
 from importd.jobs import JobContext
-from importd.messages import Job
 from importd.progress import Progress
-from importd.store import NOW, JobRecord, Reject
+from importd.store import NOW
 
-#: Rejected rows counted past ``max_errors`` before a failing job stops reading.
-COUNT_LIMIT = 10_000
 #: SQLSTATE classes that can pass: connection (08), rollback (40: deadlock, serialization),
 #: resources (53), operator intervention (57: cancel, admin shutdown), system (58).
 TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 TRANSIENT_CODES = ("55P03",)  # lock_not_available
 
-_progress: dict[tuple[str, str], Progress] = {}
-_publishers: dict[str, Any] = {}
+#: Session settings of the import connection: a worker host that vanishes (power loss)
+#: must not hold the job's advisory lock for the kernel's default two hours of TCP
+#: keepalive, and a COPY stuck behind another session's lock fails (transient, retried)
+#: instead of waiting forever.
+SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
+                  "-c lock_timeout=60000"
+#: Client-side keepalives (a vanished database server is noticed too).
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                     "keepalives_count": 3}
+
+_connections: dict[str, psycopg.Connection[Any]] = {}
 
 
 def progress_for(settings: Settings) -> Progress:
-    """One Progress per process and Redis (keeps its back-off state between jobs)."""
-    key = (settings.redis_url, settings.redis_prefix)
-    if key not in _progress:
-        _progress[key] = Progress(settings)
-    return _progress[key]
+    """The process's shared Progress (keeps its Redis back-off state between jobs)."""
+    return progress.shared(settings)
 
 
 def translate(exc: psycopg.Error) -> TransientError | PermanentError:
@@ -70,33 +69,75 @@ def translate(exc: psycopg.Error) -> TransientError | PermanentError:
     return PermanentError(text)
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# -- task entry points --------------------------------------------------------------------
-
 def run_import_task(ctx: JobContext) -> None:
     """Handler of ``import.csv`` (args: file, table, mode, max_errors, validate_only, options)."""
     try:
-        conn = store.connect(ctx.settings, application_name="importd-worker")
+        conn = _take_connection(ctx.settings)
     except psycopg.Error as exc:
         raise translate(exc) from exc
-    with conn:
+    try:
+        ImportRun(ctx, conn).run()
+    except psycopg.Error as exc:
+        conn.close()
+        error = translate(exc)
+        if isinstance(error, PermanentError):
+            _record_failure(ctx, str(error))
+        raise error from exc
+    except BaseException:
+        conn.close()
+        raise
+    _give_back(ctx.settings, conn)
+
+
+def _take_connection(settings: Settings) -> psycopg.Connection[Any]:
+    """The process's idle import connection if it has one, else a new one.
+
+    Reusing it saves a connection (a backend fork) per job: small files are mostly overhead.
+    """
+    conn = _connections.pop(settings.database_url, None)
+    if conn is not None and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
         try:
-            ImportRun(ctx, conn).run()
-        except psycopg.Error as exc:
-            error = translate(exc)
-            if isinstance(error, PermanentError):
-                _record_failure(ctx, str(error))
-            raise error from exc
+            conn.execute("SELECT 1")  # the server may have closed it meanwhile (restart, idle timeout)
+            return conn
+        except psycopg.Error:
+            pass
+    if conn is not None:
+        conn.close()
+    return store.connect(settings, application_name="importd-worker", options=SESSION_OPTIONS,
+                         **CLIENT_KEEPALIVES)
+
+
+def _give_back(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+    """Keep a cleanly finished job's connection for the next job: its advisory lock released,
+    its temporary tables dropped; anything unexpected closes it instead."""
+    try:
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = True
+        conn.execute("SELECT pg_advisory_unlock_all(); DISCARD TEMP")
+    except psycopg.Error:
+        conn.close()
+        return
+    old = _connections.pop(settings.database_url, None)
+    if old is not None:
+        old.close()
+    _connections[settings.database_url] = conn
 
 
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
-    """The attempt failed and will be retried: RETRY, attempts and the error (best effort)."""
+    """The attempt failed and will be retried: RETRY, attempts and the error (best effort).
+
+    A job whose lock another session holds is still running there (this delivery was a
+    redelivery of a live job, e.g. after a consumer_timeout): its state is left alone.
+    """
     error = f"{type(exc).__name__}: {exc}"[:2000]
     try:
         with store.connect(ctx.settings) as conn:
+            free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                (lock_key(ctx.job.job_id),)).fetchone()
+            if not free or not free[0]:
+                ctx.log.info("job still running elsewhere; state left as is")
+                return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="RETRY",
                                    attempts=ctx.job.attempt, error=error)
     except psycopg.Error as db_exc:
@@ -107,13 +148,21 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
 
 
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
-    """No retries left: FAILURE with the error, unless the job already reached a final state."""
-    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000])
+    """No retries left: FAILURE with the error, unless the job already reached a final state
+    or another delivery is still running it (holds its lock)."""
+    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000],
+                    unless_locked=True)
 
 
-def _record_failure(ctx: JobContext, error: str) -> None:
+def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> None:
     try:
         with store.connect(ctx.settings) as conn:
+            if unless_locked:
+                free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                    (lock_key(ctx.job.job_id),)).fetchone()
+                if not free or not free[0]:
+                    ctx.log.warning("job still running elsewhere; not marked FAILURE")
+                    return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
@@ -141,240 +190,3 @@ def run_bulk_task(ctx: JobContext) -> None:
     ctx.log.info("table analyzed", table=f"{schema}.{name}")
 
 
-def publish_analyze(settings: Settings, job_id: str, table: str, log: Any) -> None:
-    """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
-    from importd.publisher import Publisher
-
-    try:
-        publisher = _publishers.get(settings.broker_url)
-        if publisher is None:
-            publisher = _publishers[settings.broker_url] = Publisher(settings)
-        publisher.publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
-                              args={"op": "analyze", "table": table}))
-    except Exception as exc:  # noqa: BLE001 - the import is done; ANALYZE is an optimisation
-        log.warning("could not queue ANALYZE", table=table, error=str(exc))
-
-
-# -- one run ------------------------------------------------------------------------------
-
-class ImportRun:
-    """One delivery of one import job on one connection (autocommit until loading starts)."""
-
-    def __init__(self, ctx: JobContext, conn: psycopg.Connection[Any]) -> None:
-        self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
-        self.job_id = ctx.job.job_id
-        self.log = ctx.log
-        self.progress = progress_for(ctx.settings)
-        self.rows = self.rejected = self.stored = 0
-        self.pending_rejects: list[Reject] = []
-
-    def run(self) -> None:
-        locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                   (f"importd.job:{self.job_id}",)).fetchone()
-        if not locked or not locked[0]:
-            raise Deferred("locked")
-        rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
-        if rec.finished:
-            self.log.info("job already finished, nothing to do", state=rec.state)
-            return
-        if rec.cancel_requested:
-            self._finish(rec, "CANCELLED", "cancelled before it started")
-            return
-        started = store.update_job(self.conn, self.job_id, only_unfinished=True, state="STARTED",
-                                   attempts=self.ctx.job.attempt, worker=worker_name(), error=None,
-                                   **({"started_at": NOW} if rec.started_at is None else {}))
-        if started is None:
-            return
-        self.progress.set_state(self.job_id, "STARTED", attempt=self.ctx.job.attempt,
-                                table=rec.target_table, total_bytes=rec.file_size)
-        try:
-            self._import(started)
-        finally:
-            self.progress.forget(self.job_id)
-
-    def _create_from_args(self) -> JobRecord:
-        try:
-            rec = job_from_args(self.ctx.job)
-        except JobArgsError as exc:
-            raise InvalidMessage("bad-args", f"job {self.job_id} has no record and invalid arguments: {exc}") from exc
-        try:
-            return store.create_job(self.conn, rec)
-        except psycopg.errors.UniqueViolation:
-            found = store.get_job(self.conn, self.job_id)
-            assert found is not None
-            return found
-
-    def _fail(self, rec: JobRecord, reason: str) -> PermanentError:
-        """Record FAILURE with ``reason``; the caller raises what this returns."""
-        self._finish(rec, "FAILURE", reason)
-        return PermanentError(reason)
-
-    def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
-        """Write the final state (and pending rejected rows) in the current transaction; commit."""
-        self._store_rejects()
-        store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
-                         rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
-        if not self.conn.autocommit:
-            self.conn.commit()
-        self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
-                                error=error or "", table=rec.target_table)
-
-    def _store_rejects(self) -> None:
-        room = store.MAX_STORED_REJECTS - self.stored
-        keep = self.pending_rejects[:max(0, room)]
-        store.add_rejected_rows(self.conn, self.job_id, keep)
-        self.stored += len(keep)
-        self.pending_rejects = []
-
-    def _open(self, rec: JobRecord) -> tuple[Path, ImportOptions, targets.Target]:
-        try:
-            opts = options_of(rec, self.settings)
-        except JobArgsError as exc:
-            raise self._fail(rec, f"invalid options: {exc}") from exc
-        path = Path(rec.file_path or "")
-        upload = self.settings.upload_dir.resolve()
-        resolved = path.resolve()
-        if not rec.file_path or not resolved.is_relative_to(upload):
-            raise self._fail(rec, f"file path {rec.file_path!r} is outside the upload directory")
-        if not resolved.is_file():
-            raise self._fail(rec, f"file not found: {rec.file_path}")
-        if rec.file_size is not None and rec.checkpoint_offset and resolved.stat().st_size != rec.file_size:
-            raise self._fail(rec, "the file changed since the job was created; cannot resume")
-        try:
-            target = targets.load(self.conn, self.settings, rec.target_table or "")
-        except targets.TargetError as exc:
-            raise self._fail(rec, str(exc)) from exc
-        return resolved, opts, target
-
-    def _import(self, rec: JobRecord) -> None:
-        path, opts, target = self._open(rec)
-        with path.open("rb") as f:
-            try:
-                header = csvscan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
-                columns = targets.map_header(target, header.fields, opts.mapping)
-            except (csvscan.CsvFormatError, targets.TargetError) as exc:
-                raise self._fail(rec, str(exc)) from exc
-            load_opts = opts.with_delimiter(header.delimiter)
-            engine = loader.Loader(self.conn, target, columns, load_opts)
-            try:
-                engine.prepare()
-            except psycopg.errors.DataError as exc:
-                raise self._fail(rec, str(exc)) from exc
-            resumable = rec.mode == "resumable" and not opts.validate_only
-            offset, line = header.data_offset, 1 + header.lines
-            if resumable and rec.checkpoint_offset > offset:
-                offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset)
-                self.rows, self.rejected = rec.checkpoint_rows, rec.rows_rejected
-                self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
-            if resumable:
-                self.stored = _stored_rejects(self.conn, self.job_id)
-            elif rec.attempts > 1 or rec.checkpoint_offset:
-                store.delete_rejected_rows(self.conn, self.job_id)
-            self.conn.autocommit = False
-            try:
-                outcome = self._load(rec, f, engine, offset, line, opts, resumable)
-            except csvscan.CsvFormatError as exc:
-                self._roll_back(resumable)
-                raise self._fail(rec, str(exc)) from exc
-        self._conclude(rec, target, outcome, opts, resumable)
-
-    def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
-              opts: ImportOptions, resumable: bool) -> str:
-        """Load every batch; return "done", "cancelled" or "too-many-errors"."""
-        committing = resumable
-        size = rec.file_size or 0
-        batches = read_batches(f, offset, line, engine.opts)
-        with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
-            return self._load_batches(batches, engine, opts, committing, size)
-
-    def _load_batches(self, batches: Any, engine: loader.Loader, opts: ImportOptions, committing: bool,
-                      size: int) -> str:
-        for batch in batches:
-            self.ctx.check()
-            if self._cancel_requested():
-                return "cancelled"
-            result = engine.load(batch)
-            self.rows += result.rows
-            self.rejected += len(result.rejects)
-            self.pending_rejects.extend(result.rejects)
-            if committing and self.rejected > opts.max_errors:
-                committing = False  # this batch and the rest are only counted, never committed
-            if committing:
-                self._store_rejects()
-                store.update_job(self.conn, self.job_id, checkpoint_offset=batch.end,
-                                 checkpoint_rows=self.rows, rows_imported=self.rows,
-                                 rows_rejected=self.rejected)
-                self.conn.commit()
-            elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
-                del self.pending_rejects[store.MAX_STORED_REJECTS:]
-            self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=size,
-                                 rejected=self.rejected)
-            if self.rejected > opts.max_errors + COUNT_LIMIT:
-                break
-        return "too-many-errors" if self.rejected > opts.max_errors else "done"
-
-    def _roll_back(self, resumable: bool) -> None:
-        """Drop the uncommitted part; ``rows`` becomes what stays in the table."""
-        self.conn.rollback()
-        if resumable:
-            found = store.get_job(self.conn, self.job_id)
-            self.rows = found.checkpoint_rows if found else 0
-        else:
-            self.rows = 0
-
-    def _cancel_requested(self) -> bool:
-        row = self.conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s",
-                                (self.job_id,)).fetchone()
-        return bool(row and row[0])
-
-    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
-                  resumable: bool) -> None:
-        if outcome == "done" and not opts.validate_only:
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.pending_rejects, opts.max_errors)
-                         if self.rejected else None)
-            self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
-            publish_analyze(self.settings, self.job_id, target.name, self.log)
-            return
-        counted_rows = self.rows
-        self._roll_back(resumable)
-        if outcome == "cancelled":
-            self._finish(rec, "CANCELLED", "cancelled on request")
-            self.log.info("import cancelled", rows=self.rows)
-            return
-        if outcome == "done":  # validate_only, valid enough
-            self.rows = counted_rows
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.pending_rejects, opts.max_errors)
-                         if self.rejected else None)
-            return
-        if opts.validate_only:
-            self.rows = counted_rows
-        reason = _summary(self.rejected, self.pending_rejects, opts.max_errors, stopped=self.rejected
-                          > opts.max_errors + COUNT_LIMIT)
-        raise self._fail(rec, reason)
-
-
-def _summary(rejected: int, rejects: list[Reject], max_errors: int, stopped: bool = False) -> str:
-    count = f"more than {rejected - 1}" if stopped else str(rejected)
-    text = f"{count} row(s) rejected (max_errors {max_errors})"
-    if rejects:
-        line, column, _value, reason = rejects[0]
-        text += f"; first: line {line}" + (f", column {column}" if column else "") + f": {reason}"
-    return text
-
-
-def _count_lines(f: Any, end: int) -> int:
-    """Newlines in the file before byte ``end`` (streamed in 8 MiB pieces)."""
-    f.seek(0)
-    total, left = 0, end
-    while left > 0:
-        chunk = f.read(min(left, 8 * 1024 * 1024))
-        if not chunk:
-            break
-        total += chunk.count(b"\n")
-        left -= len(chunk)
-    return total
-
-
-def _stored_rejects(conn: psycopg.Connection[Any], job_id: str) -> int:
-    row = conn.execute("SELECT count(*) FROM importd.rejected_rows WHERE job_id = %s", (job_id,)).fetchone()
-    return int(row[0]) if row else 0

@@ -106,8 +106,11 @@ class Progress:
                 fields.setdefault("percent", 100)
         event = {"type": "final" if final else "state", **fields}
         self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S)
-        with self._lock:
-            self._last_write.pop(job_id, None)
+        with self._lock:  # the first progress update comes MIN_INTERVAL_S after the start
+            if final:
+                self._last_write.pop(job_id, None)
+            else:
+                self._last_write[job_id] = time.monotonic()
 
     def update(self, job_id: str, rows: int | None = None, bytes: int | None = None,  # noqa: A002
                total_bytes: int | None = None, rejected: int | None = None, force: bool = False) -> bool:
@@ -172,6 +175,20 @@ class Progress:
                 self._blocking.close()
         except Exception:  # noqa: BLE001 - closing is best effort too
             pass
+
+
+_shared: dict[tuple[str, str], Progress] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(settings: Settings) -> Progress:
+    """One Progress per process and Redis, so its back-off state is shared by every caller
+    (with Redis down, only the first call in each back-off window pays the timeout)."""
+    key = (settings.redis_url, settings.redis_prefix)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Progress(settings)
+        return _shared[key]
 
 
 def _text(value: Any) -> str:

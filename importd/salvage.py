@@ -100,6 +100,8 @@ class RawCopy:
             prefix = b"ROLLBACK TO SAVEPOINT " + SAVEPOINT + b"; "
         else:
             prefix = b"RELEASE SAVEPOINT " + SAVEPOINT + b"; SAVEPOINT " + SAVEPOINT + b"; "
+        if self.pg.transaction_status == pq.TransactionStatus.IDLE:  # psycopg would have sent BEGIN
+            prefix = b"BEGIN; " + prefix
         self.opened = True
         self.failed = False
         self.pg.send_query(prefix + self.copy_sql)

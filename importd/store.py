@@ -190,6 +190,18 @@ def update_job(conn: psycopg.Connection[Any], job_id: str, *, only_unfinished: b
         return cur.execute(query, params).fetchone()
 
 
+def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: str) -> JobRecord | None:
+    """Mark a job STARTED (attempt, worker, first start time) unless it is final or a cancel
+    was requested; None if it was not started (or has no row)."""
+    query = sql.SQL(
+        "UPDATE importd.jobs SET state = 'STARTED', attempts = %s, worker = %s, error = NULL,"
+        " started_at = coalesce(started_at, now()), updated_at = now()"
+        " WHERE id = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED') AND NOT cancel_requested"
+        " RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(query, (attempt, worker, job_id)).fetchone()
+
+
 class _Now:
     def __repr__(self) -> str:
         return "NOW"

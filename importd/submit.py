@@ -15,12 +15,11 @@ from typing import Any, BinaryIO
 
 import psycopg
 
-from importd import csvscan, store, targets
+from importd import csvscan, progress, store, targets
 from importd.config import Settings
 from importd.errors import PermanentError
 from importd.importopts import MODES, JobArgsError, normalize
 from importd.messages import Job
-from importd.progress import Progress
 from importd.store import JobRecord
 
 #: Bytes copied per read while storing an upload.
@@ -41,10 +40,12 @@ class SubmitError(PermanentError):
 def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table: str, *,
            priority: int | None = None, mode: str = "atomic", max_errors: int = 0,
            validate_only: bool = False, options: dict[str, Any] | None = None,
-           idempotency_key: str | None = None, publisher: Any) -> JobRecord:
+           idempotency_key: str | None = None, publisher: Any, move: bool = False) -> JobRecord:
     """Store ``source`` as a new job on ``table`` and publish it; return the PENDING job.
 
     With ``idempotency_key`` a second submit returns the first job and stores nothing.
+    ``move=True`` (``source`` a path on the upload directory's filesystem, e.g. an upload the
+    API already streamed to disk) renames the file into place instead of copying it.
     """
     from importd import tasks
 
@@ -65,7 +66,7 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
             if found is not None:
                 return found
         job_id = uuid.uuid4().hex
-        path, size, checksum = _store_file(settings, source, job_id)
+        path, size, checksum = _store_file(settings, source, job_id, move)
         try:
             _check_header(conn, settings, path, table, opts)
             rec = JobRecord(id=job_id, task=TASK, target_table=table, file_path=str(path), file_size=size,
@@ -91,19 +92,18 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
             store.update_job(conn, job_id, state="FAILURE", error=f"could not queue the job: {exc}",
                              finished_at=store.NOW)
             raise
-    progress = Progress(settings)
-    try:
-        progress.set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0, percent=0)
-    finally:
-        progress.close()
+    progress.shared(settings).set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0,
+                                        percent=0)
     return rec
 
 
 def _store_file(settings: Settings, source: str | os.PathLike[str] | BinaryIO,
-                job_id: str) -> tuple[Path, int, str]:
+                job_id: str, move: bool = False) -> tuple[Path, int, str]:
     """Copy ``source`` to ``upload_dir/<job_id>.csv`` (size limit, sha256); return path, size, sum."""
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     final = settings.upload_dir / f"{job_id}.csv"
+    if move and isinstance(source, str | os.PathLike):
+        return _move_file(settings, Path(source), final)
     partial = settings.upload_dir / f".{job_id}.part"
     digest = hashlib.sha256()
     size = 0
@@ -146,3 +146,17 @@ def _check_header(conn: psycopg.Connection[Any], settings: Settings, path: Path,
         raise SubmitError(exc.problems) from exc
     except (csvscan.CsvFormatError, ValueError) as exc:
         raise SubmitError([str(exc)]) from exc
+
+
+def _move_file(settings: Settings, source: Path, final: Path) -> tuple[Path, int, str]:
+    """Rename ``source`` to ``final`` (same filesystem), then checksum it (reading, not copying)."""
+    size = source.stat().st_size
+    if size > settings.max_upload_bytes:
+        source.unlink(missing_ok=True)
+        raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
+    os.replace(source, final)
+    digest = hashlib.sha256()
+    with final.open("rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return final, size, f"sha256:{digest.hexdigest()}"

@@ -6,11 +6,14 @@ then exits 0. A second SIGTERM or SIGINT kills the children at once (their unack
 redelivered by the broker) and exits.
 
 Each child reports the hard deadline of its running job in shared memory; the supervisor
-SIGKILLs a child past it (a job stuck in C code cannot be stopped from inside).
+SIGKILLs a child past it (a job stuck in C code cannot be stopped from inside). Each child
+also flags in shared memory that it consumes; systemd hears READY=1 only once every child
+does, and WATCHDOG=1 every half ``WATCHDOG_USEC`` while all children are alive.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -45,9 +48,11 @@ class Child:
     process: Any
     started: float
     deadline: Synchronized  # type: ignore[type-arg]
+    consuming: Synchronized  # type: ignore[type-arg]
 
 
-def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: Any) -> None:
+def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: Any,
+               consuming: Any | None = None) -> None:
     """Entry point of a forked child: its own logging, its own connection."""
     logs.configure(settings.log_level)
     tasks.load_modules(settings.task_module_list)
@@ -57,19 +62,27 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
     def set_deadline(value: float) -> None:
         deadline.value = value
 
+    def mark_consuming(*_: Any) -> None:
+        if consuming is not None:
+            consuming.value = 1
+
     consumer = Consumer(settings, queues, max_tasks=max_tasks or None, slot=Slot(set_deadline),
-                        extensions=_extensions())
+                        extensions=[*_extensions(), mark_consuming])
     consumer.install_signal_handlers()
     os._exit(consumer.run())
 
 
 def _extensions() -> list[Callable[..., None]]:
-    """Optional consumer extensions (control channel for ping/inspect, events) if present."""
-    try:
-        from importd import control  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return []
-    return [control.attach]
+    """Consumer extensions of the optional modules present: the control channel (ping,
+    inspect), the events exchange, the worker's metrics."""
+    found = []
+    for name in ("control", "events", "metrics"):
+        try:
+            module = importlib.import_module(f"importd.{name}")
+        except ImportError:
+            continue
+        found.append(module.attach)
+    return found
 
 
 class Supervisor:
@@ -93,6 +106,10 @@ class Supervisor:
         self.killing = False
         self._respawn_delay = 0.0
         self._respawn_at = 0.0
+        self._ready_sent = False
+        self._watchdog_s = watchdog_interval_s()
+        self._watchdog_at = 0.0
+        self._status = ""
 
     def run(self) -> int:
         try:
@@ -104,8 +121,6 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for index in range(self.concurrency):
             self._spawn(index)
-        self.notify("READY=1")
-        self.notify(f"STATUS=consuming {','.join(self.queues)} with {self.concurrency} children")
         self.log.info("worker started", queues=self.queues, concurrency=self.concurrency, pid=os.getpid())
         while self.children or not self.stopping:
             self._reap()
@@ -118,7 +133,7 @@ class Supervisor:
                 self.log.warning("grace period over, killing children", left=len(self.children))
                 self._kill_all()
                 break
-            self.notify("WATCHDOG=1") if self.healthy() else None
+            self._notify_systemd()
             time.sleep(TICK_S)
         self._reap()
         self.log.info("worker stopped")
@@ -126,6 +141,24 @@ class Supervisor:
 
     def healthy(self) -> bool:
         return self.stopping or len(self.children) == self.concurrency
+
+    def _notify_systemd(self) -> None:
+        """READY=1 once every child consumes; WATCHDOG=1 at half the interval while healthy."""
+        consuming = sum(1 for c in self.children.values() if c.consuming.value)
+        busy = sum(1 for c in self.children.values() if c.deadline.value)
+        if not self._ready_sent and not self.stopping and consuming == self.concurrency:
+            self._ready_sent = True
+            self.notify("READY=1")
+        status = ("stopping: waiting for {busy} running job(s)" if self.stopping else
+                  "{consuming}/{n} children consuming {queues}, {busy} busy").format(
+            busy=busy, consuming=consuming, n=self.concurrency, queues=",".join(self.queues))
+        if status != self._status:
+            self._status = status
+            self.notify(f"STATUS={status}")
+        now = time.monotonic()
+        if self._watchdog_s and self._ready_sent and now >= self._watchdog_at and self.healthy():
+            self._watchdog_at = now + self._watchdog_s
+            self.notify("WATCHDOG=1")
 
     def _declare(self) -> None:
         """Declare once up front so a topology conflict stops the worker with a clear message."""
@@ -156,10 +189,11 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         deadline = _ctx.Value("d", 0.0, lock=False)
+        consuming = _ctx.Value("b", 0, lock=False)
         process = _ctx.Process(target=child_main, name=f"importd-child-{index}",
-                               args=(self.settings, self.queues, self.max_tasks_per_child, deadline))
+                               args=(self.settings, self.queues, self.max_tasks_per_child, deadline, consuming))
         process.start()
-        self.children[index] = Child(index, process, time.monotonic(), deadline)
+        self.children[index] = Child(index, process, time.monotonic(), deadline, consuming)
         self.log.info("child started", child=index, child_pid=process.pid)
 
     def _reap(self) -> None:
@@ -204,6 +238,14 @@ class Supervisor:
         for child in self.children.values():
             child.process.join(timeout=5)
         self.children.clear()
+
+
+def watchdog_interval_s() -> float:
+    """Half of systemd's ``WATCHDOG_USEC`` in seconds (0: no watchdog for this process)."""
+    usec, pid = os.environ.get("WATCHDOG_USEC", ""), os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or (pid.isdigit() and int(pid) != os.getpid()):
+        return 0.0
+    return int(usec) / 2 / 1_000_000
 
 
 def _signal(pid: int | None, signum: int) -> None:

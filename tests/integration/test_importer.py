@@ -177,3 +177,20 @@ def test_unclosed_quote_that_runs_past_the_line_limit_fails_the_job(isettings, d
     assert isinstance(raised, PermanentError)
     assert rec.error is not None and "a quoted field is not closed within 64 bytes" in rec.error
     assert rows(db) == []
+
+
+def test_bare_cr_line_ends_fail_instead_of_loading_nothing(isettings, db):
+    rec, raised = run_import(isettings, b"id,name\r1,a\r2,b\r")
+    assert isinstance(raised, PermanentError)
+    assert rec.error == "lines end with a bare CR (carriage return); use LF or CRLF line ends"
+
+
+@pytest.mark.parametrize("mode", ["atomic", "resumable"])
+def test_all_bad_rows_are_counted_and_the_first_thousand_stored(isettings, db, mode):
+    data = HEADER + b"".join(b"%d,n,%s,\n" % (i, b"x" if i % 2 else b"1") for i in range(1, 3001))
+    rec, raised = run_import(isettings, data, mode=mode, max_errors=1500, options={"batch_bytes": 4096})
+    assert raised is None
+    assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 1500, 1500)
+    stored = rejected(isettings, rec.id)
+    assert len(stored) == 1000
+    assert [r[0] for r in stored] == [i + 1 for i in range(1, 2000, 2)]  # file lines of the first 1,000

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from importd import store
-from importd.errors import Deferred, PermanentError, SoftTimeLimitExceeded, TransientError
-from importd.importer import on_import_give_up, on_import_retry, run_import_task
+from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded, TransientError
+from importd.importer import lock_key, on_import_give_up, on_import_retry, run_import_task
 from importd.progress import Progress
 from tests.support.importing import context, rejected, rows, run_import, write
 from tests.support.infra import wait_for
@@ -45,6 +45,8 @@ def test_resumable_mode_keeps_the_batches_committed_before_the_failure(isettings
     assert loaded == list(range(1, len(loaded) + 1)) and 0 < len(loaded) <= 20
     assert rec.rows_imported == rec.checkpoint_rows == len(loaded)
     assert rejected(isettings, rec.id)[0][:2] == (22, "age")
+    assert rec.error == ('1 row(s) rejected (max_errors 0); first: line 22, column age: '
+                         'invalid input syntax for type integer: "x"')
 
 
 def test_resumable_import_stopped_mid_way_resumes_from_its_checkpoint_without_duplicates(isettings, db):
@@ -142,7 +144,7 @@ def test_permanent_problems_record_failure_with_the_reason(isettings, db, tmp_pa
 
 def test_a_message_without_job_row_and_with_bad_args_fails_without_a_record(isettings, db):
     job_id = uuid.uuid4().hex
-    with pytest.raises(PermanentError, match="invalid arguments: args.table must be a table name"):
+    with pytest.raises(InvalidMessage, match="invalid arguments: args.table must be a table name"):
         run_import_task(context(isettings, job_id, {"file": "x.csv"}))
     with store.connect(isettings) as conn:
         assert store.get_job(conn, job_id) is None
@@ -165,6 +167,8 @@ def test_connection_killed_mid_import_is_a_transient_error_and_rolls_back(isetti
     ctx = context(isettings, job_id, {"file": str(path), "table": "people", "options": {"batch_bytes": 512}})
 
     def kill_backend() -> None:
+        progress = Progress(isettings)
+        wait_for(lambda: int((progress.read(job_id) or {}).get("rows", 0)) > 0, 20, 0.01, what="rows flowing")
         with psycopg.connect(isettings.database_url, autocommit=True) as admin:
             wait_for(lambda: admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'importd-worker'"
@@ -216,3 +220,41 @@ def test_cancel_requested_while_running_stops_between_batches(isettings, db, mod
     assert loaded == rec.rows_imported == (0 if mode == "atomic" else rec.checkpoint_rows)
     assert loaded < 20000
     assert Progress(isettings).events(job_id)[-1][1]["type"] == "final"
+
+
+def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(isettings, db):
+    job_id = uuid.uuid4().hex
+    with store.connect(isettings) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id, state="STARTED"))
+        conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock_key(job_id),))
+        on_import_retry(context(isettings, job_id, {}, attempt=2), TransientError("redelivered"))
+        assert store.get_job(conn, job_id).state == "STARTED"  # type: ignore[union-attr]
+    on_import_retry(context(isettings, job_id, {}, attempt=2), TransientError("redelivered"))
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and (rec.state, rec.attempts, rec.error) == ("RETRY", 2, "TransientError: redelivered")
+
+
+def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_or_temp_tables(isettings, db):
+    from importd import importer
+
+    first, _ = run_import(isettings, b"sku,qty\na,1\n", "items", options={"on_conflict": "skip"})
+    conn = importer._connections[isettings.database_url]
+    pid = conn.info.backend_pid
+    with store.connect(isettings) as other:  # the first job's lock is free
+        assert other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                             (lock_key(first.id),)).fetchone() == (True,)
+    second, _ = run_import(isettings, b"id,name\n1,a\n", options={"on_conflict": "skip"})
+    assert (first.state, second.state) == ("SUCCESS", "SUCCESS")
+    assert importer._connections[isettings.database_url].info.backend_pid == pid
+
+
+def test_a_kept_connection_closed_by_the_server_is_replaced_without_failing_the_job(isettings, db):
+    from importd import importer
+
+    run_import(isettings, b"id,name\n1,a\n")
+    kept = importer._connections[isettings.database_url]
+    db.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+    rec, raised = run_import(isettings, b"id,name\n2,b\n")
+    assert raised is None and rec.state == "SUCCESS"
+    assert rows(db, "SELECT id FROM people ORDER BY id") == [(1,), (2,)]

@@ -18,7 +18,8 @@ def test_states_progress_and_final_event_are_written_and_resumable_by_event_id(s
     job_id = uuid.uuid4().hex
     progress.set_state(job_id, "PENDING", table="people")
     progress.set_state(job_id, "STARTED", attempt=1, total_bytes=1000)
-    assert progress.update(job_id, rows=10, bytes=250, total_bytes=1000, rejected=1)
+    assert not progress.update(job_id, rows=5, bytes=100, total_bytes=1000)  # too soon after the start
+    assert progress.update(job_id, rows=10, bytes=250, total_bytes=1000, rejected=1, force=True)
     progress.set_state(job_id, "SUCCESS", rows=40, rejected=1)
     state = progress.read(job_id)
     assert state is not None

@@ -65,3 +65,11 @@ def test_submit_with_the_same_idempotency_key_returns_the_first_job(isettings, d
     assert broker.depth("import_queue") == 1
     with store.connect(isettings) as conn:
         assert store.get_job(conn, first.id) is not None
+
+
+def test_submit_can_move_an_upload_already_on_disk_instead_of_copying_it(isettings, db, broker, publisher):
+    staged = isettings.upload_dir / "incoming.part"
+    staged.write_bytes(DATA)
+    rec = submit(isettings, staged, "people", publisher=publisher, move=True)
+    assert not staged.exists() and Path(rec.file_path or "").read_bytes() == DATA
+    assert rec.checksum == "sha256:" + hashlib.sha256(DATA).hexdigest()

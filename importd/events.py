@@ -1,0 +1,208 @@
+"""Job events on the ``importd.events`` topic exchange, and ``importd events`` to tail them.
+
+Every worker child publishes received, started, progress, retried, deferred, succeeded,
+failed and dead-lettered, with routing key ``job.<event>.<task>`` (``job.failed.#``,
+``job.*.import.csv``, ``#``). Publishing is cheap when nobody listens: non-persistent, not
+mandatory, no confirm wait, on a channel of the child's own connection from the thread that
+owns it (the consumer's event bus delivers there). An event that cannot be published is
+lost, by design: events are for watching, PostgreSQL and Redis hold the record.
+
+The import engine reports progress from its job thread with :func:`progress`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from kombu import Connection, Exchange, Message, Producer, Queue
+from kombu import Consumer as KombuConsumer
+
+from importd.bus import Bus
+from importd.cli import Subcommand
+from importd.config import Settings
+from importd.control import node_name, unconfirmed_channel
+from importd.publisher import broker_connection
+
+if TYPE_CHECKING:
+    from importd.consumer import Consumer
+    from importd.jobs import JobContext
+
+#: Topic exchange of job events.
+EVENTS_EXCHANGE = "importd.events"
+#: Every event type, in a job's life order.
+EVENT_TYPES = ("received", "started", "progress", "retried", "deferred", "succeeded", "failed", "dead-lettered")
+#: Shortest gap between two progress events of one job (the engine may report more often).
+PROGRESS_MIN_INTERVAL_S = 0.5
+#: Backoff bounds (seconds) of ``importd events`` reconnecting after a lost broker.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 10.0
+#: A tail's queue drops what it cannot show within this many milliseconds.
+TAIL_TTL_MS = 60_000
+
+_bus: Bus | None = None
+_last_progress: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def exchange() -> Exchange:
+    return Exchange(EVENTS_EXCHANGE, "topic", durable=True, auto_delete=False)
+
+
+def routing_key(event: str, task: str) -> str:
+    return f"job.{event}.{task or 'unknown'}"
+
+
+class EventPublisher:
+    """Bus listener that publishes each event to the exchange (owner thread only)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.producer = Producer(channel)
+        self.base = {"worker": node_name(), "hostname": socket.gethostname(), "pid": os.getpid()}
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        body = {"type": event, "ts": datetime.now(UTC).isoformat(), **self.base,
+                **{k: v for k, v in fields.items() if v not in ("", None)}}
+        self.producer.publish(json.dumps(body, default=str).encode(), exchange=EVENTS_EXCHANGE,
+                              routing_key=routing_key(event, str(fields.get("task", ""))), delivery_mode=1,
+                              mandatory=False, content_type="application/json", content_encoding="binary",
+                              serializer=None, retry=False)
+
+
+def attach(consumer: Consumer, connection: Connection) -> None:
+    """Consumer extension: publish the child's job events on ``connection`` (after each connect)."""
+    global _bus
+    channel = unconfirmed_channel(connection)
+    exchange()(channel).declare()
+    listeners = consumer.events.listeners
+    listeners[:] = [x for x in listeners if not isinstance(x, EventPublisher)]  # the old channel is gone
+    listeners.append(EventPublisher(channel))
+    _bus = consumer.events
+
+
+def progress(ctx: JobContext, **fields: Any) -> None:
+    """Report a running job's progress (rows=, bytes=, total_bytes=, rejected=) from any thread.
+
+    Throttled to one event per :data:`PROGRESS_MIN_INTERVAL_S` per job; a no-op outside a worker.
+    """
+    bus = _bus
+    if bus is None:
+        return
+    now = time.monotonic()
+    with _lock:
+        if now - _last_progress.get(ctx.job.job_id, 0.0) < PROGRESS_MIN_INTERVAL_S:
+            return
+        _last_progress.clear()  # one job at a time per child: keep only the current one
+        _last_progress[ctx.job.job_id] = now
+    bus.emit("progress", job_id=ctx.job.job_id, task=ctx.job.task, attempt=ctx.job.attempt, queue=ctx.queue,
+             **fields)
+
+
+# -- importd events ------------------------------------------------------------------------
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One readable line per event."""
+    ts = str(event.get("ts", ""))[:23]
+    skip = {"type", "ts", "job_id", "task", "attempt", "queue", "worker", "hostname", "pid"}
+    extra = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in skip)
+    return (f"{ts} {event.get('type', '?'):<13} {event.get('job_id', '?')} task={event.get('task', '?')} "
+            f"attempt={event.get('attempt', '?')} queue={event.get('queue', '?')} {extra} "
+            f"[{event.get('worker', '?')} pid {event.get('pid', '?')}]").replace("  ", " ")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = text.replace("\n", " ")
+    return repr(text[:80]) if " " in text else text[:80]
+
+
+def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None = None,
+         count: int | None = None, timeout_s: float | None = None, ready: Any = None,
+         on_reconnect: Any = None) -> int:
+    """Consume events matching ``keys`` until ``count`` were seen or ``timeout_s`` passed.
+
+    A lost broker connection is re-established with backoff (what was published meanwhile is
+    missed: events are for watching); ``on_reconnect(error, delay_s)`` is told each time.
+    """
+    seen = 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def on_message(message: Message) -> None:
+        nonlocal seen
+        event = json.loads(message.body)
+        if job and event.get("job_id") != job:
+            return
+        seen += 1
+        on_event(event)
+
+    def left_s() -> float:
+        return 1.0 if deadline is None else deadline - time.monotonic()
+
+    delay = RECONNECT_MIN_S
+    while (count is None or seen < count) and left_s() > 0:
+        conn = broker_connection(settings)
+        try:
+            channel = conn.channel()
+            exchange()(channel).declare()
+            queue = Queue(f"importd.events.tail.{socket.gethostname()}.{os.getpid()}",
+                          exclusive=True, auto_delete=True, durable=False,
+                          queue_arguments={"x-message-ttl": TAIL_TTL_MS, "x-max-length": 100_000})
+            bound = queue(channel)
+            bound.declare()
+            for key in keys:
+                bound.bind_to(EVENTS_EXCHANGE, routing_key=key)
+            with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
+                if ready is not None:
+                    ready()
+                    ready = None
+                delay = RECONNECT_MIN_S
+                while (count is None or seen < count) and (left := left_s()) > 0:
+                    try:
+                        conn.drain_events(timeout=min(left, 1.0))
+                    except TimeoutError:
+                        conn.heartbeat_check()
+        except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
+            delay = min(RECONNECT_MAX_S, delay * 2)
+            if on_reconnect is not None:
+                on_reconnect(exc, delay)
+            time.sleep(min(delay, max(left_s(), 0)))
+        finally:
+            conn.release()
+    return seen
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", "--key", action="append", metavar="PATTERN",
+                        help="topic pattern, e.g. 'job.failed.#' or 'job.*.import.csv' (repeatable; default '#')")
+    parser.add_argument("--job", metavar="ID", help="only the events of this job")
+    parser.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    keys = args.key or ["#"]
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if args.json else format_event(event), flush=True)
+
+    def ready() -> None:
+        print(f"listening on {EVENTS_EXCHANGE} ({', '.join(keys)}); Ctrl-C stops", file=sys.stderr, flush=True)
+
+    def reconnecting(exc: BaseException, delay_s: float) -> None:
+        print(f"broker connection lost ({exc}); reconnecting in {delay_s:.1f}s", file=sys.stderr, flush=True)
+
+    tail(settings, keys, show, job=args.job, count=args.count, timeout_s=args.timeout, ready=ready,
+         on_reconnect=reconnecting)
+    return 0
+
+
+#: ``importd events``.
+EVENTS = Subcommand(_add_arguments, _run)

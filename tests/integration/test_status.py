@@ -1,0 +1,38 @@
+"""``importd status`` reads queue depths and consumers from the real broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from importd import topology
+from importd.config import Settings
+from tests.support.cli import run_cli
+from tests.support.infra import Broker
+
+
+def test_status_shows_every_queue_with_depth_and_consumers(settings: Settings, broker: Broker, start_worker):
+    for _ in range(3):
+        broker.publish_raw(b"{}", {}, queue="bulk_ops_queue")
+    with start_worker("-Q", "default", "-c", "2") as w:
+        w.wait_consuming(2)
+        out = run_cli(settings, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert set(doc["queues"]) == set(topology.all_queue_names())
+        assert doc["queues"]["default"] == {"messages": 0, "consumers": 2, "error": ""}
+        assert doc["queues"]["bulk_ops_queue"]["messages"] == 3
+        assert doc["queues"]["failed_tasks"]["messages"] == 0
+        assert doc["queues"]["import_queue.retry.1"]["consumers"] == 0
+        assert doc["jobs"] is not None or doc["jobs_error"]
+
+        text = run_cli(settings, "status").stdout
+        lines = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+        assert lines["default"][:2] == ["0", "2"] and lines["bulk_ops_queue"][:2] == ["3", "0"]
+        assert "jobs:" in text
+
+
+def test_status_on_an_unreachable_broker_exits_1_with_a_message(settings: Settings):
+    out = run_cli(settings, "status", IMPORTD_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/no-{uuid.uuid4().hex}")
+    assert out.returncode == 1
+    assert "broker not readable" in out.stderr
