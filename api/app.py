@@ -1,7 +1,9 @@
 """The Starlette application: ``uvicorn api.app:app`` or ``importd api``.
 
 Thin on purpose: a routes list, a lifespan holding the pools (:mod:`api.services`), auth as
-pure ASGI middleware (:mod:`api.auth`), one JSON error shape (:mod:`api.errors`).
+pure ASGI middleware (:mod:`api.auth`), one JSON error shape (:mod:`api.errors`), and
+``/metrics`` from :mod:`importd.metrics` (outside ``/api``: public like ``/healthz``, so
+loopback-only when no tokens are set).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from api import errors, openapi, sse
 from api.auth import AuthMiddleware
 from api.routes import health, jobs, page, session, upload
 from api.services import lifespan_for
+from importd import metrics
 from importd.config import Settings
 
 ROUTES = [
@@ -37,7 +40,7 @@ def create_app(settings: Settings | None = None, configure_logging: bool = False
     """The app; ``configure_logging`` sets up structlog when it starts (the ``uvicorn`` entry)."""
     settings = settings or Settings.from_env()
     return Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, metrics.route(settings)],
         middleware=[Middleware(AuthMiddleware, settings=settings)],
         exception_handlers=errors.HANDLERS,
         lifespan=lifespan_for(settings, configure_logging),

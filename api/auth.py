@@ -11,7 +11,8 @@ travels in a URL, so access logs stay clean.
 
 Without tokens the API is open, and for that reason serves loopback clients only unless
 ``IMPORTD_API_ALLOW_REMOTE_WITHOUT_AUTH`` (``importd api --insecure-no-auth``) says otherwise.
-Behind a reverse proxy on the same host every client looks local: configure tokens there.
+Behind a reverse proxy on the same host, run uvicorn with ``--proxy-headers`` (the shipped
+unit does) so clients are judged by their own address, not the proxy's; better, set tokens.
 """
 
 from __future__ import annotations

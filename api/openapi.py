@@ -86,6 +86,9 @@ SCHEMA: dict[str, Any] = {
     "paths": {
         "/healthz": {"get": {"summary": "the process answers", "responses": {
             "200": _json("alive", {"type": "object", "required": ["status"]}), **UNAUTHORIZED}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (queues, jobs, rows)", "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **UNAUTHORIZED}}},
         "/readyz": {"get": {"summary": "RabbitMQ, PostgreSQL and Redis answer", "responses": {
             "200": _json("ready", {"type": "object", "required": ["status", "checks"]}),
             "503": _err("a service cannot be reached (named in the message and in checks)"), **UNAUTHORIZED}}},

@@ -191,3 +191,10 @@ async def test_openapi_json_is_served_without_auth(api_client: Any) -> None:
     assert r.status_code == 200 and r.json()["openapi"].startswith("3.")
     assert page.status_code == 200 and "<progress" in page.text
     assert re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//|@import|url\(", page.text) is None  # nothing external
+
+
+async def test_metrics_are_served_in_prometheus_format(api_client: Any) -> None:
+    async with api_client() as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "importd_database_up 1.0" in r.text
