@@ -26,8 +26,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
+from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -94,8 +96,8 @@ async def _ended_in_database(svc: Services, job_id: str) -> dict[str, Any] | Non
     """A final event made from the PostgreSQL row, or None while the job has not ended."""
     try:
         rec = await load_record(svc, job_id)
-    except ApiError:
-        return None
+    except (ApiError, psycopg.Error, PoolTimeout):
+        return None  # unknown or PostgreSQL down: keep the stream open, ask again next keepalive
     if rec.state not in FINAL_STATES:
         return None
     return {"type": "final", "state": rec.state, "rows": str(rec.rows_imported),
