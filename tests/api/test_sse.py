@@ -223,3 +223,12 @@ async def test_resume_also_works_with_the_last_event_id_query_parameter(api_clie
     async with api_client() as c:
         r = await c.get(f"/api/jobs/{job_id}/events", params={"last_event_id": ids[0]})
     assert [line[4:] for line in r.text.splitlines() if line.startswith("id: ")] == ids[1:]
+
+
+async def test_with_redis_down_a_finished_job_still_gets_its_final_event(api_client: Any,
+                                                                         api_settings: Settings) -> None:
+    job_id = make_job(api_settings, state="FAILURE")
+    async with api_client(redis_url="redis://127.0.0.1:1/0") as c:
+        r = await c.get(f"/api/jobs/{job_id}/events")
+    assert r.status_code == 200
+    assert "event: final" in r.text and '"state":"FAILURE"' in r.text and '"source":"database"' in r.text
