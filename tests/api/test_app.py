@@ -198,3 +198,13 @@ async def test_metrics_are_served_in_prometheus_format(api_client: Any) -> None:
         r = await c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "importd_database_up 1.0" in r.text
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("::1", True), ("localhost", True), ("127.0.0.2", True),
+    ("0.0.0.0", False), ("::", False), ("10.0.0.1", False),
+])
+def test_importd_api_knows_which_hosts_are_loopback(host: str, loopback: bool) -> None:
+    from api.cli import is_loopback_host
+
+    assert is_loopback_host(host) is loopback
