@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from importd import csvscan, loader, progress, store, targets
+from importd import csvscan, events, loader, progress, store, targets
 from importd.batches import batches as read_batches
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError
@@ -217,6 +217,7 @@ class ImportRun:
                 del self.pending_rejects[store.MAX_STORED_REJECTS:]
             self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=size,
                                  rejected=self.rejected)
+            events.progress(self.ctx, rows=self.rows, bytes=batch.end, total_bytes=size, rejected=self.rejected)
             if self.rejected > opts.max_errors + COUNT_LIMIT:
                 break
         return "too-many-errors" if self.rejected > opts.max_errors else "done"

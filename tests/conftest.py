@@ -13,6 +13,9 @@ from importd.config import Settings
 from importd.publisher import broker_connection
 from tests.support import infra
 
+#: Import fixtures (migrated database, allowlisted tables) for every test module.
+pytest_plugins = ["tests.support.importing"]
+
 
 @pytest.fixture(scope="session")
 def run_id() -> str:

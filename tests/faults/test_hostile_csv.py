@@ -23,8 +23,6 @@ from importd.config import Settings
 from tests.support import report
 from tests.support.importing import run_import
 
-pytest_plugins = ["tests.support.importing"]
-
 TABLE = "public.fuzz"
 COLUMNS = ("a", "b", "c")
 #: Characters fields are drawn from: delimiters, quotes, both newlines, spaces, non-ASCII.

@@ -10,8 +10,6 @@ from pathlib import Path
 from tests.support.importing import TABLES, run_import
 from tests.support.infra import ROOT, env_for, wait_for
 
-pytest_plugins = ["tests.support.importing"]
-
 WORKER_ARGS = ("-Q", "import_queue,bulk_ops_queue", "-c", "1")
 #: A closed port: Redis "down" without stopping the shared Redis.
 REDIS_DOWN = "redis://127.0.0.1:6390/0"

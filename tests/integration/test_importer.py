@@ -13,7 +13,6 @@ from tests.support.importing import rejected, rows, run_import
 
 HEADER = b"id,name,age,note\n"
 
-pytest_plugins = ["tests.support.importing"]
 
 
 def test_clean_utf8_file_with_bom_crlf_and_quoted_fields_loads_every_row_exactly(isettings, db):

@@ -21,7 +21,6 @@ from tests.support.infra import wait_for
 HEADER = b"id,name,age,note\n"
 SMALL_BATCHES = {"batch_bytes": 64}
 
-pytest_plugins = ["tests.support.importing"]
 
 
 def numbered(n: int, start: int = 1) -> bytes:

@@ -9,8 +9,6 @@ from hypothesis import strategies as st
 
 from tests.support.importing import rejected, rows, run_import
 
-pytest_plugins = ["tests.support.importing"]
-
 NAMES = st.sampled_from(["plain", '"with, comma"', '"two\nlines"', '"three\nshort\nlines"', '"quote "" inside"',
                          '""', "", '"crlf\r\ninside"'])
 RECORD = st.tuples(NAMES, st.booleans())  # (name field, bad age)

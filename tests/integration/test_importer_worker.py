@@ -25,7 +25,6 @@ ROWS = int(os.environ.get("IMPORTD_TEST_KILL_ROWS", "1000000"))
 WORKER_ARGS = ("-Q", "import_queue,bulk_ops_queue", "-c", "1")
 WORKER_ENV = {"IMPORTD_TABLES": TABLES, "IMPORTD_RATE_LIMIT": "none"}
 
-pytest_plugins = ["tests.support.importing"]
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,6 @@ from tests.support import tasks as test_tasks
 from tests.support.importing import TABLES
 from tests.support.infra import Broker, wait_for
 
-pytest_plugins = ["tests.support.importing"]
-
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -9,8 +9,6 @@ from importd import store
 from importd.config import Settings
 from tests.support import infra
 
-pytest_plugins = ["tests.support.importing"]
-
 
 def test_migrate_from_two_hosts_at_once_and_again_applies_each_version_once(settings: Settings):
     database = f"importd_mig_{uuid.uuid4().hex[:8]}"

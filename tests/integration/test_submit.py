@@ -16,7 +16,6 @@ from importd.submit import SubmitError, submit
 
 DATA = b"id,name,age\n1,Ann,3\n"
 
-pytest_plugins = ["tests.support.importing"]
 
 
 @pytest.fixture
