@@ -8,8 +8,9 @@ so memory stays flat whatever the size, and the event loop never blocks on the d
 
 A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.submit.submit``
 as a plain blocking file object whose ``read`` pulls the next chunks from the event loop, so
-the bytes are written once, straight to the job's file (multipart bodies are spooled first,
-because their form fields may come after the file and submit needs them before it starts).
+the bytes are written once, straight to the job's file. Multipart bodies are spooled first,
+because their form fields may come after the file and submit needs them before it starts;
+submit then renames the spooled file into place (``move=True``), so it is written once too.
 
 The file gets a server-chosen name (``upload-<random>.csv``); the client's file name is never
 used for anything. Past ``IMPORTD_MAX_UPLOAD_BYTES`` the partial file is removed and the answer

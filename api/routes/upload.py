@@ -89,10 +89,11 @@ async def _by_key(svc: Services, key: str | None) -> store.JobRecord | None:
     return await svc.with_db(store.get_job_by_idempotency_key, key)
 
 
-def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any]) -> store.JobRecord:
+def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any],
+            move: bool = False) -> store.JobRecord:
     kwargs = dict(kwargs)
     return submit(svc.settings, source, kwargs.pop("table"), idempotency_key=key, publisher=svc.publisher,
-                  **kwargs)
+                  move=move, **kwargs)
 
 
 async def upload_csv(request: Request) -> Response:
@@ -114,15 +115,16 @@ async def upload_csv(request: Request) -> Response:
 
 async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
                           key: str | None) -> tuple[store.JobRecord, int]:
-    """Spool the file part (fields may follow it), then submit the spooled file."""
+    """Spool the file part (fields may follow it), then submit the spooled file, which submit
+    renames into place (same directory, so same filesystem: no second copy)."""
     received = await upload.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
-        return await run_in_threadpool(_submit, svc, received.path, key, kwargs), received.size
+        return await run_in_threadpool(_submit, svc, received.path, key, kwargs, True), received.size
     except Exception as exc:
         raise _translate(exc) from exc
     finally:
-        received.path.unlink(missing_ok=True)  # submit keeps its own copy under the job's id
+        received.path.unlink(missing_ok=True)  # gone already unless submit refused it
 
 
 async def _from_raw_body(svc: Services, request: Request, params: dict[str, str],
