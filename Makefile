@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install services test lint demo bench clean
+.PHONY: install services browser test lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ lint: install
 	$(VENV)/bin/ruff check importd api tests
 	$(VENV)/bin/mypy importd api
 
-test: install services
+browser:
+	@scripts/browser.sh
+
+test: install services browser
 	$(PY) -m pytest -q
 
 demo: install services

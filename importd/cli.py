@@ -43,6 +43,7 @@ EXTERNAL: dict[str, tuple[str, str]] = {
     "inspect": ("importd.control:INSPECT", "show what the workers run now"),
     "status": ("importd.status:STATUS", "queue depths, consumers and job counts"),
     "events": ("importd.events:EVENTS", "tail job events (received, started, ..., dead-lettered)"),
+    "api": ("api.cli", "serve the HTTP API and the upload page (uvicorn)"),
 }
 
 

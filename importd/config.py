@@ -66,6 +66,16 @@ class Settings:
     publisher_pool_size: int = 10
     #: Worker: serve Prometheus metrics on this TCP port (0: off; ``--metrics-port`` overrides).
     metrics_port: int = 0
+    #: PostgreSQL connections the API keeps (psycopg_pool max size).
+    api_db_pool_size: int = 10
+    #: Seconds between SSE keepalive comments (also how often a quiet stream re-checks the job).
+    sse_keepalive_s: float = 15.0
+    #: Lifetime in seconds of the page's session cookie (exchanged for a bearer token; EventSource
+    #: and links cannot send headers).
+    api_session_ttl_s: int = 900
+    #: Serve clients that are not on loopback although no API tokens are set (``importd api
+    #: --insecure-no-auth``); off, a tokenless API answers 403 to every non-loopback client.
+    api_allow_remote_without_auth: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -105,6 +115,12 @@ def _convert(type_name: Any, raw: str, name: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
     except ValueError as exc:
         raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

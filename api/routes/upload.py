@@ -1,0 +1,158 @@
+"""``POST /api/upload``: receive the CSV, check it, create and publish the job, answer 202.
+
+The header row is checked against the table by ``importd.submit.submit`` before anything is
+queued; its problems come back as 400 ``bad_upload`` with the list in ``problems``. With an
+``Idempotency-Key`` header the same key returns the same job: a key already used answers
+before the body is read (nothing stored twice); two requests racing with one key meet at the
+unique index and the loser answers with the winner's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.exceptions import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from api import upload, views
+from api.errors import ApiError
+from api.services import Services, services
+from importd import logs, store, targets
+from importd.errors import PublishError
+from importd.submit import SubmitError, submit
+
+log = logs.get("api.upload")
+
+#: Longest Idempotency-Key accepted.
+MAX_IDEMPOTENCY_KEY = 200
+MODES = ("atomic", "resumable")
+#: CSV options passed through to the importer (``options``), from form fields or the query.
+CSV_OPTIONS = ("delimiter", "encoding", "on_conflict")
+
+
+def _int(params: dict[str, str], name: str, low: int, high: int) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _bool(params: dict[str, str], name: str) -> bool:
+    raw = (params.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ApiError(400, "bad_request", f"{name} must be true or false")
+
+
+def parse_options(params: dict[str, str]) -> dict[str, Any]:
+    """The submit() keyword arguments from the request's form fields and query parameters."""
+    table = (params.get("table") or "").strip()
+    if not table:
+        raise ApiError(400, "bad_request", "table is required")
+    mode = params.get("mode") or "atomic"
+    if mode not in MODES:
+        raise ApiError(400, "bad_request", f"mode must be one of {', '.join(MODES)}")
+    options = {name: params[name] for name in CSV_OPTIONS if params.get(name)}
+    return {
+        "table": table,
+        "priority": _int(params, "priority", 0, 10),
+        "mode": mode,
+        "max_errors": _int(params, "max_errors", 0, 2**31 - 1) or 0,
+        "validate_only": _bool(params, "validate_only"),
+        "options": options or None,
+    }
+
+
+def accepted(rec: Any, replayed: bool = False) -> Response:
+    body = {"job_id": rec.id, "state": rec.state, "status_url": f"/api/jobs/{rec.id}",
+            "events_url": f"/api/jobs/{rec.id}/events", "errors_url": f"/api/jobs/{rec.id}/errors",
+            "job": views.from_record(rec)}
+    headers = {"Location": f"/api/jobs/{rec.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+async def _by_key(svc: Services, key: str | None) -> store.JobRecord | None:
+    if key is None:
+        return None
+    return await svc.with_db(store.get_job_by_idempotency_key, key)
+
+
+def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any],
+            move: bool = False) -> store.JobRecord:
+    kwargs = dict(kwargs)
+    return submit(svc.settings, source, kwargs.pop("table"), idempotency_key=key, publisher=svc.publisher,
+                  move=move, **kwargs)
+
+
+async def upload_csv(request: Request) -> Response:
+    svc = services(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "bad_request", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    existing = await _by_key(svc, key)
+    if existing is not None:
+        return accepted(existing, replayed=True)
+    params = dict(request.query_params)
+    if upload.is_multipart(request):
+        rec, size = await _from_multipart(svc, request, params, key)
+    else:
+        rec, size = await _from_raw_body(svc, request, params, key)
+    log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=size, priority=rec.priority)
+    return accepted(rec)
+
+
+async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
+                          key: str | None) -> tuple[store.JobRecord, int]:
+    """Spool the file part (fields may follow it), then submit the spooled file, which submit
+    renames into place (same directory, so same filesystem: no second copy)."""
+    received = await upload.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
+    try:
+        kwargs = parse_options({**params, **received.fields})
+        return await run_in_threadpool(_submit, svc, received.path, key, kwargs, True), received.size
+    except Exception as exc:
+        raise _translate(exc) from exc
+    finally:
+        received.path.unlink(missing_ok=True)  # gone already unless submit refused it
+
+
+async def _from_raw_body(svc: Services, request: Request, params: dict[str, str],
+                         key: str | None) -> tuple[store.JobRecord, int]:
+    """Options are all in the query: check them, then let submit read the body straight to the job's file."""
+    kwargs = parse_options(params)
+    try:
+        targets.allowed(svc.settings, kwargs["table"])  # refuse before reading a byte of the body
+    except targets.TargetError as exc:
+        raise ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems) from None
+    upload.check_raw(request, svc.settings.max_upload_bytes)
+    reader = upload.BodyReader(request, svc.settings.max_upload_bytes)
+    try:
+        return await run_in_threadpool(_submit, svc, reader, key, kwargs), reader.size
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    except Exception as exc:
+        await reader.drain()
+        raise _translate(exc) from exc
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, SubmitError):
+        if exc.status == 413:
+            return ApiError(413, "payload_too_large", "; ".join(exc.problems))
+        return ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems)
+    if isinstance(exc, PublishError | OperationalError | ConnectionError):
+        return ApiError(503, "broker_unavailable", "the job could not be queued; try again")
+    return exc

@@ -1,0 +1,174 @@
+"""``GET /api/jobs/{id}/events``: the job's Redis stream as Server-Sent Events.
+
+Each stream entry becomes one event with ``id: <stream id>`` and ``event: <type>`` (state,
+progress, final), so a browser reconnecting with ``Last-Event-ID`` resumes exactly after the
+last event it saw: XREAD is exclusive of the id it is given, so nothing repeats and nothing is
+lost while the entry is kept (``importd.progress`` keeps the stream an hour after the end).
+The ``final`` event is the last; the stream closes after it.
+
+While the job is quiet a comment line (``: keepalive``) goes out every
+``IMPORTD_SSE_KEEPALIVE_S`` seconds (default 15) so proxies keep the connection, and at the
+same moment a stream whose Redis key is gone (expired, or Redis restarted) is checked against
+PostgreSQL: a job that ended there gets a final event without an id (nothing to resume).
+
+Each client has its own Redis connection (a blocking XREAD cannot share one), named
+``<prefix>:sse`` in CLIENT LIST. The response listens for the client's disconnect whatever
+ASGI version the server speaks and cancels the stream at once; the response closes the
+connection in a shielded ``finally`` (even when the body never started), so a client that goes
+away frees its Redis connection immediately, not at the next keepalive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import psycopg
+import redis.asyncio as aioredis
+import redis.exceptions
+from psycopg_pool import PoolTimeout
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.errors import ApiError
+from api.routes.jobs import FINAL_STATES, job_id_of, load_record
+from api.services import Services, redis_client, services
+from importd import keys, logs
+from importd.config import Settings
+
+log = logs.get("api.sse")
+
+#: A Redis stream id as Last-Event-ID ("0" means from the start).
+EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+#: Events read per XREAD.
+BATCH = 100
+#: Milliseconds the browser waits before reconnecting (sent as ``retry:``).
+RETRY_MS = 2000
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streaming response that always watches for the client's disconnect and cancels.
+
+    ``cleanup`` runs (shielded) however the response ends, even if the body never started.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], cleanup: Callable[[], Awaitable[None]],
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, headers=headers)
+        self.cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                async def stream_then_stop() -> None:
+                    try:
+                        await self.stream_response(send)
+                    except OSError:
+                        pass  # the client went away mid-send
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream_then_stop)
+                await self.listen_for_disconnect(receive)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await self.cleanup()
+
+
+def format_event(event_id: str | None, data: dict[str, Any]) -> str:
+    lines = [] if event_id is None else [f"id: {event_id}"]
+    lines.append(f"event: {data.get('type', 'message')}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+async def _ended_in_database(svc: Services, job_id: str) -> dict[str, Any] | None:
+    """A final event made from the PostgreSQL row, or None while the job has not ended."""
+    try:
+        rec = await load_record(svc, job_id)
+    except (ApiError, psycopg.Error, PoolTimeout):
+        return None  # unknown or PostgreSQL down: keep the stream open, ask again next keepalive
+    if rec.state not in FINAL_STATES:
+        return None
+    return {"type": "final", "state": rec.state, "rows": str(rec.rows_imported),
+            "rejected": str(rec.rows_rejected), "error": rec.error or "", "source": "database"}
+
+
+def stream_client(settings: Settings) -> aioredis.Redis:
+    """The stream's own connection: blocking XREAD needs one per client."""
+    return redis_client(settings, socket_timeout=settings.sse_keepalive_s + 5, single_connection_client=True,
+                        client_name=f"{settings.redis_prefix}:sse")
+
+
+async def _job_known(svc: Services, client: aioredis.Redis, job_id: str) -> bool:
+    try:
+        if await client.exists(keys.job_state(svc.settings.redis_prefix, job_id)):
+            return True
+    except (redis.exceptions.RedisError, OSError):
+        pass
+    await load_record(svc, job_id)  # raises 404 for a job that does not exist
+    return True
+
+
+async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after: str) -> AsyncIterator[str]:
+    """Events after ``after`` read through ``client`` (closed by the response, not here)."""
+    settings = svc.settings
+    key = keys.job_events(settings.redis_prefix, job_id)
+    block_ms = max(1, int(settings.sse_keepalive_s * 1000))
+    yield f"retry: {RETRY_MS}\n\n"
+    check_db = after == "0"
+    while True:
+        if check_db:
+            check_db = False
+            try:
+                gone = not await client.exists(key)
+            except (redis.exceptions.RedisError, OSError):
+                gone = True
+            final = await _ended_in_database(svc, job_id) if gone else None
+            if final is not None:
+                yield format_event(None, final)
+                return
+        try:
+            result: Any = await client.xread({key: after}, count=BATCH, block=block_ms)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("redis unavailable for SSE", job_id=job_id, error=str(exc)[:200])
+            await anyio.sleep(settings.sse_keepalive_s)
+            result = None
+        if not result:
+            yield ": keepalive\n\n"
+            check_db = True
+            continue
+        for _stream, entries in result:
+            for event_id, data in entries:
+                after = event_id
+                yield format_event(event_id, data)
+                if data.get("type") == "final":
+                    return
+
+
+async def job_events(request: Request) -> Response:
+    svc = services(request)
+    job_id = job_id_of(request)
+    after = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
+    if not EVENT_ID.match(after):
+        raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id this stream sent")
+    client = stream_client(svc.settings)
+    try:
+        await _job_known(svc, client, job_id)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+        raise
+    return EventStreamResponse(event_stream(svc, client, job_id, after), cleanup=client.aclose, headers=HEADERS)
+
+

@@ -1,0 +1,285 @@
+"""Receiving an upload body without ever holding it in memory.
+
+Two body forms: ``multipart/form-data`` (a ``file`` part plus small form fields, parsed with
+python-multipart's streaming parser) and a raw CSV body (``Content-Type: text/csv``, so
+``curl --data-binary @big.csv`` works; options come as query parameters). A multipart file
+part is spooled to the upload directory in ``WRITE_CHUNK_BYTES`` writes from the threadpool,
+so memory stays flat whatever the size, and the event loop never blocks on the disk.
+
+A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.submit.submit``
+as a plain blocking file object whose ``read`` pulls the next chunks from the event loop, so
+the bytes are written once, straight to the job's file. Multipart bodies are spooled first,
+because their form fields may come after the file and submit needs them before it starts;
+submit then renames the spooled file into place (``move=True``), so it is written once too.
+
+The file gets a server-chosen name (``upload-<random>.csv``); the client's file name is never
+used for anything. Past ``IMPORTD_MAX_UPLOAD_BYTES`` the partial file is removed and the answer
+is 413. To let the client read that 413 (a server that stops reading makes most clients see a
+broken pipe instead), up to ``DRAIN_MAX_BYTES`` more of the body are read and thrown away.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from api.errors import ApiError
+
+#: Bytes gathered in memory before one write to disk.
+WRITE_CHUNK_BYTES = 1024 * 1024
+#: Longest accepted value of a non-file form field.
+MAX_FIELD_BYTES = 4096
+#: Form fields accepted (besides ``file``).
+MAX_FIELDS = 32
+#: Multipart framing allowed on top of the file's own size limit.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+#: Body bytes read and discarded after the limit was passed, so the client sees the 413.
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+#: Content types taken as a raw CSV body.
+RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
+
+
+@dataclass
+class Upload:
+    """A received upload: the file on disk, its size and the form fields that came with it."""
+
+    path: Path
+    size: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _Sink:
+    """Buffered, size-limited writer of the file part; the limit is checked on every append."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = 0
+        self.buffer = bytearray()
+        self.file: IO[bytes] | None = None
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+        self.buffer += data
+
+    async def flush(self, force: bool = False) -> None:
+        if not self.buffer or (len(self.buffer) < WRITE_CHUNK_BYTES and not force):
+            return
+        if self.file is None:
+            self.file = await anyio.to_thread.run_sync(self.path.open, "xb")
+        chunk, self.buffer = bytes(self.buffer), bytearray()
+        await anyio.to_thread.run_sync(self.file.write, chunk)
+
+    async def close(self) -> None:
+        await self.flush(force=True)
+        if self.file is None:
+            self.file = await anyio.to_thread.run_sync(self.path.open, "xb")
+        await anyio.to_thread.run_sync(self.file.close)
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BodyReader(io.RawIOBase):
+    """A blocking, read-only file over the request body, for code running in the threadpool.
+
+    Each ``read(n)`` makes one trip to the event loop, which gathers at least ``n`` bytes from
+    the body (or its end). Errors of the body (the client went away) surface in ``read``.
+    """
+
+    def __init__(self, request: Request, limit: int) -> None:
+        super().__init__()
+        self.request = request
+        self.limit = limit
+        self.stream: AsyncIterator[bytes] = request.stream()
+        self.buffer = bytearray()
+        self.eof = False
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    async def _fill(self, n: int) -> None:
+        while not self.eof and len(self.buffer) < n:
+            try:
+                chunk = await self.stream.__anext__()
+            except StopAsyncIteration:
+                self.eof = True
+                return
+            self.size += len(chunk)
+            self.buffer += chunk
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = WRITE_CHUNK_BYTES if n is None or n < 0 else n
+        if len(self.buffer) < want and not self.eof:
+            anyio.from_thread.run(self._fill, want)
+        out = bytes(self.buffer[:want])
+        del self.buffer[:want]
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    async def drain(self) -> None:
+        """After a refusal: read (and drop) up to DRAIN_MAX_BYTES more so the client sees it."""
+        self.buffer.clear()
+        await _drain(self.request, self.stream)
+
+
+def check_raw(request: Request, limit: int) -> None:
+    """Refuse a raw body by its headers alone: wrong type (415) or declared too large (413)."""
+    mime, _ = parse_options_header(request.headers.get("content-type", ""))
+    if mime.decode("latin-1").lower() not in RAW_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       "send multipart/form-data with a file part, or the CSV itself as text/csv")
+    length = _content_length(request)
+    if length is not None and length > limit:
+        raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
+
+
+def is_multipart(request: Request) -> bool:
+    mime, _ = parse_options_header(request.headers.get("content-type", ""))
+    return mime.decode("latin-1").lower() == "multipart/form-data"
+
+
+def new_upload_path(upload_dir: Path) -> Path:
+    return upload_dir / f"upload-{uuid.uuid4().hex}.csv"
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        raise ApiError(400, "bad_request", "invalid Content-Length") from None
+
+
+async def _drain(request: Request, stream: object) -> None:
+    """Read (and drop) up to DRAIN_MAX_BYTES more, so the client gets to read our answer."""
+    read = 0
+    try:
+        async for chunk in stream:  # type: ignore[attr-defined]
+            read += len(chunk)
+            if read > DRAIN_MAX_BYTES:
+                return
+    except ClientDisconnect:
+        return
+
+
+async def receive_multipart(request: Request, upload_dir: Path, limit: int) -> Upload:
+    """Spool a multipart body's file part to a new file; raise ApiError (400, 413) on a bad body."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    length = _content_length(request)
+    if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
+        raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    sink = _Sink(new_upload_path(upload_dir), limit)
+    stream = request.stream()
+    try:
+        fields = await _receive_multipart(stream, boundary, sink)
+        await sink.close()
+    except ApiError as exc:
+        sink.discard()
+        if exc.status == 413:
+            await _drain(request, stream)
+        raise
+    except ClientDisconnect:
+        sink.discard()
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    except BaseException:
+        sink.discard()
+        raise
+    return Upload(sink.path, sink.size, fields)
+
+
+async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    part: dict[str, object] = {}
+    header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
+    headers: dict[str, bytes] = {}
+    seen_file = [False]
+    done = [False]
+
+    def on_part_begin() -> None:
+        part.clear()
+        headers.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        headers[bytes(header["field"]).decode("latin-1").lower()] = bytes(header["value"])
+        header["field"], header["value"] = bytearray(), bytearray()
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(headers.get("content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if not name:
+            raise ApiError(400, "bad_multipart", "a form part without a name")
+        is_file = name == "file"
+        if is_file and seen_file[0]:
+            raise ApiError(400, "bad_multipart", "more than one file part")
+        if not is_file and b"filename" in disposition:
+            raise ApiError(400, "bad_multipart", f"unexpected file part {name!r}: send the CSV as 'file'")
+        if not is_file and len(fields) >= MAX_FIELDS:
+            raise ApiError(400, "bad_multipart", "too many form fields")
+        seen_file[0] |= is_file
+        part.update(name=name, file=is_file, value=bytearray())
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if part.get("file"):
+            sink.append(data[start:end])
+            return
+        value = part["value"]
+        assert isinstance(value, bytearray)
+        value += data[start:end]
+        if len(value) > MAX_FIELD_BYTES:
+            raise ApiError(400, "bad_request", f"form field {part['name']!r} is too long")
+
+    def on_part_end() -> None:
+        if not part.get("file") and "name" in part:
+            value = part["value"]
+            assert isinstance(value, bytearray)
+            fields[str(part["name"])] = value.decode("utf-8", "replace")
+
+    def on_end() -> None:
+        done[0] = True
+
+    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
+    })
+    try:
+        async for chunk in stream:  # type: ignore[attr-defined]
+            parser.write(chunk)
+            await sink.flush()
+        parser.finalize()
+    except FormParserError as exc:
+        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
+    if not done[0]:
+        raise ApiError(400, "bad_multipart", "the multipart body ended early")
+    if not seen_file[0]:
+        raise ApiError(400, "bad_request", "no 'file' part in the form")
+    return fields

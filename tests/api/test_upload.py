@@ -1,0 +1,158 @@
+"""``POST /api/upload`` on real services: streamed to disk, checked, recorded, published."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importd import keys, store
+from importd.config import Settings
+from tests.api.conftest import HEADER
+
+pytestmark = pytest.mark.anyio
+GOOD = HEADER + b"1,Ann,30\n2,Bob,40\n"
+
+
+def files_in(settings: Settings) -> set[str]:
+    return {p.name for p in Path(settings.upload_dir).iterdir()}
+
+
+async def test_raw_csv_body_is_stored_recorded_and_published_with_its_priority(
+        api_client: Any, api_settings: Settings, broker: Any) -> None:
+    async with api_client() as c:
+        r = await c.post("/api/upload?table=public.api_people&priority=7&mode=resumable&max_errors=3",
+                         content=GOOD, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    job_id = body["job_id"]
+    assert body["state"] == "PENDING"
+    assert body["status_url"] == f"/api/jobs/{job_id}" == r.headers["location"]
+    assert body["events_url"] == f"/api/jobs/{job_id}/events"
+    with store.connect(api_settings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None
+    assert (rec.state, rec.priority, rec.mode, rec.options["max_errors"]) == ("PENDING", 7, "resumable", 3)
+    assert rec.file_path is not None and Path(rec.file_path).read_bytes() == GOOD
+    assert Path(rec.file_path).parent == Path(api_settings.upload_dir)
+    [msg] = broker.get_all("import_queue")
+    assert msg.properties["priority"] == 7
+    assert json.loads(msg.body)["job_id"] == job_id
+    assert f"{job_id}.csv" in files_in(api_settings)
+    assert not any(name.startswith("upload-") for name in files_in(api_settings))  # the spool file is gone
+
+
+async def test_multipart_upload_takes_fields_before_or_after_the_file_and_ignores_the_client_file_name(
+        api_client: Any, api_settings: Settings, broker: Any) -> None:
+    async with api_client() as c:
+        r = await c.post("/api/upload", files={"file": ("../../etc/evil.csv", GOOD, "text/csv")},
+                         data={"table": "public.api_people", "priority": "3", "validate_only": "true"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    with store.connect(api_settings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and rec.priority == 3 and rec.options["validate_only"] is True
+    assert Path(rec.file_path or "").name == f"{job_id}.csv"
+    assert not any("evil" in name for name in files_in(api_settings))
+    assert not Path("/etc/evil.csv").exists()
+    assert len(broker.get_all("import_queue")) == 1
+
+
+async def test_upload_past_the_size_limit_is_413_and_leaves_no_partial_file(
+        api_client: Any, api_settings: Settings, broker: Any) -> None:
+    before = files_in(api_settings)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit is found mid-stream
+        yield HEADER
+        for _ in range(40):
+            yield b"1,Ann,30\n" * 1000
+
+    async with api_client(max_upload_bytes=100_000) as c:
+        declared = await c.post("/api/upload?table=public.api_people", content=GOOD * 20_000,
+                                headers={"Content-Type": "text/csv"})
+        streamed = await c.post("/api/upload?table=public.api_people", content=chunks(),
+                                headers={"Content-Type": "text/csv"})
+        multipart = await c.post("/api/upload", data={"table": "public.api_people"},
+                                 files={"file": ("x.csv", GOOD * 20_000, "text/csv")})
+    for r in (declared, streamed, multipart):
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["code"] == "payload_too_large"
+    assert files_in(api_settings) == before
+    assert broker.depth("import_queue") == 0
+
+
+async def test_a_header_that_does_not_fit_the_table_is_400_listing_every_problem_and_nothing_is_queued(
+        api_client: Any, api_settings: Settings, broker: Any) -> None:
+    before = files_in(api_settings)
+    async with api_client() as c:
+        r = await c.post("/api/upload?table=public.api_people", content=b"id,nick,shoe\n1,a,b\n",
+                         headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "bad_upload"
+    text = " ".join(error["problems"])
+    assert "nick" in text and "shoe" in text and "name" in text
+    assert broker.depth("import_queue") == 0
+    assert files_in(api_settings) == before
+
+
+@pytest.mark.parametrize(("url", "kwargs", "status", "code"), [
+    ("/api/upload?table=public.secret", {"content": GOOD, "headers": {"Content-Type": "text/csv"}}, 400, "bad_upload"),
+    ("/api/upload", {"content": GOOD, "headers": {"Content-Type": "text/csv"}}, 400, "bad_request"),
+    ("/api/upload?table=public.api_people&priority=11", {"content": GOOD, "headers": {"Content-Type": "text/csv"}},
+     400, "bad_request"),
+    ("/api/upload?table=public.api_people&mode=fast", {"content": GOOD, "headers": {"Content-Type": "text/csv"}},
+     400, "bad_request"),
+    ("/api/upload?table=public.api_people", {"json": {"a": 1}}, 415, "unsupported_media_type"),
+    ("/api/upload", {"data": {"table": "public.api_people"}, "files": {"other": ("x.csv", GOOD)}},
+     400, "bad_multipart"),
+    ("/api/upload", {"content": b"--xx\r\nnonsense", "headers": {"Content-Type": "multipart/form-data; boundary=xx"}},
+     400, "bad_multipart"),
+])
+async def test_bad_upload_requests_get_json_errors(api_client: Any, broker: Any, url: str, kwargs: dict[str, Any],
+                                                   status: int, code: str) -> None:
+    async with api_client() as c:
+        r = await c.post(url, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert broker.depth("import_queue") == 0
+
+
+async def test_the_same_idempotency_key_returns_the_same_job_and_queues_once(
+        api_client: Any, api_settings: Settings, broker: Any) -> None:
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": "order-42-upload"}
+    async with api_client() as c:
+        first = await c.post("/api/upload?table=public.api_people", content=GOOD, headers=headers)
+        second = await c.post("/api/upload?table=public.api_people", content=GOOD, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert broker.depth("import_queue") == 1
+
+
+async def test_upload_writes_pending_state_to_redis(api_client: Any, api_settings: Settings, broker: Any) -> None:
+    import redis
+
+    async with api_client() as c:
+        r = await c.post("/api/upload?table=public.api_people", content=GOOD, headers={"Content-Type": "text/csv"})
+    job_id = r.json()["job_id"]
+    client = redis.Redis.from_url(api_settings.redis_url, decode_responses=True)
+    try:
+        assert client.hget(keys.job_state(api_settings.redis_prefix, job_id), "state") == "PENDING"
+    finally:
+        client.close()
+
+
+async def test_upload_while_rabbitmq_is_unreachable_is_503_and_the_job_is_not_left_pending(
+        api_client: Any, api_settings: Settings) -> None:
+    async with api_client(broker_url="amqp://guest:guest@127.0.0.1:1//") as c:
+        r = await c.post("/api/upload?table=public.api_people", content=GOOD, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "broker_unavailable"
+    with store.connect(api_settings) as conn:
+        state, error = conn.execute("SELECT state, error FROM importd.jobs ORDER BY created_at DESC LIMIT 1"
+                                    ).fetchone()  # type: ignore[misc]
+    assert state == "FAILURE" and "could not queue" in error
