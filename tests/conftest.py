@@ -30,9 +30,9 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     infra.create_database(database)
     upload_dir = tmp_path_factory.mktemp("uploads")
     s = Settings(
-        broker_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}",
-        database_url=f"postgresql://postgres@127.0.0.1:5432/{database}",
-        redis_url="redis://127.0.0.1:6379/0",
+        broker_url=infra.SERVICES.broker_url(vhost),
+        database_url=infra.SERVICES.database_url(database),
+        redis_url=infra.SERVICES.redis_url(),
         redis_prefix=f"importd-test:{run_id}",
         upload_dir=upload_dir,
         task_modules="tests.support.tasks",
@@ -43,6 +43,7 @@ def settings(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield s
     infra.delete_vhost(vhost)
     infra.drop_database(database)
+    infra.SERVICES.stop()
 
 
 @pytest.fixture

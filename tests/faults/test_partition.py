@@ -6,7 +6,7 @@ import time
 
 from tests.support import report
 from tests.support import tasks as test_tasks
-from tests.support.infra import Broker, wait_for
+from tests.support.infra import SERVICES, Broker, wait_for
 from tests.support.proxy import Proxy
 
 
@@ -15,7 +15,7 @@ def test_partition_longer_than_heartbeats_is_detected_and_the_worker_goes_on(
     """Protection proved: heartbeats answered by the connection's owner thread and the
     reconnect loop. Without heartbeat checks the worker would hang on a dead socket forever
     and never consume the job published after the partition."""
-    proxy = Proxy("127.0.0.1", 5672)
+    proxy = Proxy(SERVICES.host, SERVICES.amqp_port)
     vhost = settings.broker_url.rsplit("/", 1)[1]
     url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
     log = tmp_path / "runs.jsonl"

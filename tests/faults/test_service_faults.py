@@ -12,7 +12,7 @@ import psycopg
 from importd import store
 from tests.faults.conftest import TABLE, WORKER_ENV, audit, make_file, states, submit_files
 from tests.faults.test_consumer_timeout import short_consumer_timeout  # noqa: F401 - fixture
-from tests.support.infra import rabbitmqctl, wait_for
+from tests.support.infra import SERVICES, rabbitmqctl, wait_for
 from tests.support.proxy import Proxy
 
 WORKER_ARGS = ("-Q", "import_queue,bulk_ops_queue,default", "-c", "2")
@@ -64,7 +64,7 @@ def test_redis_gone_mid_import_and_back_imports_at_full_speed(
     """Protection proved: progress is best effort (short Redis timeouts, errors swallowed), so
     imports neither fail nor stall while Redis is down. The worker reaches Redis through a
     proxy that refuses connections like a stopped server, so the shared Redis stays up."""
-    proxy = Proxy("127.0.0.1", 6379)
+    proxy = Proxy(SERVICES.host, SERVICES.redis_port)
     env = {**WORKER_ENV, "IMPORTD_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
     try:
         batch = submit_files(fsettings, publisher, count=6, rows=60_000, mode="resumable", seed=13)
@@ -82,7 +82,7 @@ def test_partition_between_worker_and_broker_during_imports(fsettings, fault_db,
     """Protection proved: heartbeats from the connection's owner thread detect the partition,
     the worker reconnects, and the redelivered job finds its rows committed (no-op) or its
     lock held (deferred) instead of importing again."""
-    proxy = Proxy("127.0.0.1", 5672)
+    proxy = Proxy(SERVICES.host, SERVICES.amqp_port)
     vhost = fsettings.broker_url.rsplit("/", 1)[1]
     env = {**WORKER_ENV, "IMPORTD_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}",
            "IMPORTD_HEARTBEAT_S": "2"}

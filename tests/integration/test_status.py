@@ -8,7 +8,7 @@ import uuid
 from importd import topology
 from importd.config import Settings
 from tests.support.cli import run_cli
-from tests.support.infra import Broker
+from tests.support.infra import SERVICES, Broker
 
 
 def test_status_shows_every_queue_with_depth_and_consumers(settings: Settings, broker: Broker, start_worker):
@@ -33,6 +33,6 @@ def test_status_shows_every_queue_with_depth_and_consumers(settings: Settings, b
 
 
 def test_status_on_an_unreachable_broker_exits_1_with_a_message(settings: Settings):
-    out = run_cli(settings, "status", IMPORTD_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/no-{uuid.uuid4().hex}")
+    out = run_cli(settings, "status", IMPORTD_BROKER_URL=SERVICES.broker_url(f"no-{uuid.uuid4().hex}"))
     assert out.returncode == 1
     assert "broker not readable" in out.stderr

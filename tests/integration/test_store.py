@@ -14,7 +14,7 @@ def test_migrate_from_two_hosts_at_once_and_again_applies_each_version_once(sett
     database = f"importd_mig_{uuid.uuid4().hex[:8]}"
     infra.create_database(database)
     try:
-        fresh = Settings(database_url=f"postgresql://postgres@127.0.0.1:5432/{database}")
+        fresh = Settings(database_url=infra.SERVICES.database_url(database))
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(lambda _: store.migrate(fresh), range(2)))
         versions = [v for v, _ in store.migration_files()]

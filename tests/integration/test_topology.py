@@ -64,7 +64,7 @@ def test_existing_queue_with_other_arguments_names_the_queue_and_argument(tmp_pa
     vhost = f"importd-mismatch-{infra.run_id()}"
     infra.create_vhost(vhost)
     try:
-        settings = Settings(broker_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
+        settings = Settings(broker_url=infra.SERVICES.broker_url(vhost))
         with broker_connection(settings) as conn:
             Queue("import_queue", durable=True, queue_arguments={"x-message-ttl": 100}).bind(conn.channel()).declare()
             with pytest.raises(TopologyMismatch) as err:

@@ -18,13 +18,15 @@ from kombu import Connection, Producer
 from importd import messages, topology
 from importd.config import Settings
 from importd.publisher import broker_connection, route_for, send
+from tests.support.services import CURRENT as SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_DB_URL = os.environ.get("IMPORTD_TEST_ADMIN_DB", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+BASE_DB_URL = os.environ.get("IMPORTD_TEST_ADMIN_DB", SERVICES.database_url("postgres"))
 
 
 def rabbitmqctl(*args: str, check: bool = True) -> str:
-    out = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([*SERVICES.rabbitmqctl, "-q", *args], capture_output=True, text=True, timeout=120)
     if check and out.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {out.stderr or out.stdout}")
     return out.stdout
