@@ -160,8 +160,7 @@ def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None 
                 bound.bind_to(EVENTS_EXCHANGE, routing_key=key)
             with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
                 if ready is not None:
-                    ready()
-                    ready = None
+                    ready()  # after every (re)connect: events from now on are seen
                 delay = RECONNECT_MIN_S
                 while (count is None or seen < count) and (left := left_s()) > 0:
                     try:

@@ -103,8 +103,9 @@ def test_consumer_timeout_below_the_import_duration_imports_once(
         short_consumer_timeout, fsettings, fault_db, broker, publisher, start_worker):  # noqa: F811
     """Protection proved: the per-job advisory lock and the finished-job no-op. The broker
     redelivers a job whose delivery outlived consumer_timeout while it still runs."""
-    batch = submit_files(fsettings, publisher, count=2, rows=400_000, mode="resumable", seed=15,
-                         batch_bytes=128 * 1024)
+    # 8 KiB batches: a commit every ~100 rows keeps each import running for seconds.
+    batch = submit_files(fsettings, publisher, count=2, rows=300_000, mode="resumable", seed=15,
+                         batch_bytes=8 * 1024)
     with start_worker(*WORKER_ARGS, **WORKER_ENV) as w:
         w.wait_consuming(2)
         wait_for(lambda: "broker connection lost" in w.output(), 60, what="consumer_timeout fired")

@@ -105,7 +105,8 @@ def test_events_tail_reconnects_after_the_broker_drops_its_connection(
             if where.strip() == vhost and int(port) != ours:
                 infra.rabbitmqctl("close_connection", pid.strip(), "test: dropped on purpose", check=False)
         wait_for(lambda: any("reconnecting" in line for line in tail.stderr), 20, what="tail noticed")
-        wait_for(lambda: sum("listening on" in line for line in tail.stderr) == 1 and tail.proc.poll() is None, 5)
+        wait_for(lambda: sum("listening on" in line for line in tail.stderr) == 2 and tail.proc.poll() is None, 30,
+                 what="tail subscribed again")
         with start_worker("-Q", "default", "-c", "1") as w:
             w.wait_consuming()
             job_id = broker.publish_job("test.record", {"log": str(tmp_path / "runs.jsonl")})
