@@ -133,9 +133,7 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
     error = f"{type(exc).__name__}: {exc}"[:2000]
     try:
         with store.connect(ctx.settings) as conn:
-            free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                (lock_key(ctx.job.job_id),)).fetchone()
-            if not free or not free[0]:
+            if _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.info("job still running elsewhere; state left as is")
                 return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="RETRY",
@@ -154,15 +152,21 @@ def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
                     unless_locked=True)
 
 
+def _running_elsewhere(conn: psycopg.Connection[Any], job_id: str) -> bool:
+    """Whether another session holds the job's lock (a live delivery of it runs there).
+
+    A free lock is taken and goes with ``conn`` when the caller closes it.
+    """
+    free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(job_id),)).fetchone()
+    return not free or not free[0]
+
+
 def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> None:
     try:
         with store.connect(ctx.settings) as conn:
-            if unless_locked:
-                free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                    (lock_key(ctx.job.job_id),)).fetchone()
-                if not free or not free[0]:
-                    ctx.log.warning("job still running elsewhere; not marked FAILURE")
-                    return
+            if unless_locked and _running_elsewhere(conn, ctx.job.job_id):
+                ctx.log.warning("job still running elsewhere; not marked FAILURE")
+                return
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
