@@ -2,10 +2,11 @@
 
 Every worker child publishes received, started, progress, retried, deferred, succeeded,
 failed and dead-lettered, with routing key ``job.<event>.<task>`` (``job.failed.#``,
-``job.*.import.csv``, ``#``). Publishing is cheap when nobody listens: non-persistent, not
-mandatory, no confirm wait, on a channel of the child's own connection from the thread that
-owns it (the consumer's event bus delivers there). An event that cannot be published is
-lost, by design: events are for watching, PostgreSQL and Redis hold the record.
+``job.*.import.csv``, ``#``). Publishing is cheap when nobody listens: non-persistent, no
+confirm wait, keys nobody is bound to skipped for a while (:class:`EventPublisher`), on a
+channel of the child's own connection from the thread that owns it (the consumer's event bus
+delivers there). An event that cannot be published is lost, by design: events are for
+watching, PostgreSQL and Redis hold the record.
 
 The import engine reports progress from its job thread with :func:`progress`.
 """
@@ -22,7 +23,8 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from kombu import Connection, Exchange, Message, Producer, Queue
+import amqp
+from kombu import Connection, Exchange, Message, Queue
 from kombu import Consumer as KombuConsumer
 
 from importd.bus import Bus
@@ -43,6 +45,8 @@ EVENT_TYPES = ("received", "started", "progress", "retried", "deferred", "succee
 PROGRESS_MIN_INTERVAL_S = 0.5
 #: Backoff bounds (seconds) of ``importd events`` reconnecting after a lost broker.
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 10.0
+#: Seconds a routing key nobody listens to is not published again (see EventPublisher).
+QUIET_S = 2.0
 #: A tail's queue drops what it cannot show within this many milliseconds.
 TAIL_TTL_MS = 60_000
 
@@ -60,19 +64,32 @@ def routing_key(event: str, task: str) -> str:
 
 
 class EventPublisher:
-    """Bus listener that publishes each event to the exchange (owner thread only)."""
+    """Bus listener that publishes each event to the exchange (owner thread only).
+
+    Events go out ``mandatory``: a routing key nobody is bound to comes back as a
+    ``basic.return``, and that key is then not published for :data:`QUIET_S` seconds, so a
+    worker nobody watches spends almost nothing on events (a tail that starts listening misses
+    at most that long of one key). The raw py-amqp publish skips kombu's per-message work.
+    """
 
     def __init__(self, channel: Any) -> None:
-        self.producer = Producer(channel)
+        self.channel = channel
         self.base = {"worker": node_name(), "hostname": socket.gethostname(), "pid": os.getpid()}
+        self.quiet_until: dict[str, float] = {}
+        channel.events["basic_return"].add(self._returned)
+
+    def _returned(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        self.quiet_until[routing_key] = time.monotonic() + QUIET_S
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        key = routing_key(event, str(fields.get("task", "")))
+        if time.monotonic() < self.quiet_until.get(key, 0.0):
+            return
         body = {"type": event, "ts": datetime.now(UTC).isoformat(), **self.base,
                 **{k: v for k, v in fields.items() if v not in ("", None)}}
-        self.producer.publish(json.dumps(body, default=str).encode(), exchange=EVENTS_EXCHANGE,
-                              routing_key=routing_key(event, str(fields.get("task", ""))), delivery_mode=1,
-                              mandatory=False, content_type="application/json", content_encoding="binary",
-                              serializer=None, retry=False)
+        message = amqp.Message(json.dumps(body, default=str).encode(), content_type="application/json",
+                               content_encoding="binary", delivery_mode=1)
+        self.channel.basic_publish(message, exchange=EVENTS_EXCHANGE, routing_key=key, mandatory=True)
 
 
 def attach(consumer: Consumer, connection: Connection) -> None:
