@@ -16,8 +16,3 @@ def job_events(prefix: str, job_id: str) -> str:
 def rate_limit(prefix: str, task: str) -> str:
     """Hash: token bucket of one task type."""
     return f"{prefix}:ratelimit:{task}"
-
-
-def idempotency(prefix: str, key: str) -> str:
-    """String: job id created for an API Idempotency-Key."""
-    return f"{prefix}:idem:{key}"
