@@ -64,39 +64,31 @@ def test_redis_gone_mid_import_and_back_imports_at_full_speed(
     """Protection proved: progress is best effort (short Redis timeouts, errors swallowed), so
     imports neither fail nor stall while Redis is down. The worker reaches Redis through a
     proxy that refuses connections like a stopped server, so the shared Redis stays up."""
-    proxy = Proxy(SERVICES.host, SERVICES.redis_port)
-    env = {**WORKER_ENV, "IMPORTD_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-    try:
-        batch = submit_files(fsettings, publisher, count=6, rows=60_000, mode="resumable", seed=13)
-        with start_worker(*WORKER_ARGS, **env) as w:
-            w.wait_consuming(2)
-            wait_for(lambda: _started(fsettings, batch), 30)
-            proxy.down()
-            audit(fsettings, fault_db, broker, batch, faults=1, timeout=120)
-            proxy.up()
-    finally:
-        proxy.close()
+    batch = submit_files(fsettings, publisher, count=6, rows=60_000, mode="resumable", seed=13)
+    with Proxy(SERVICES.host, SERVICES.redis_port) as proxy, start_worker(
+            *WORKER_ARGS, **WORKER_ENV, IMPORTD_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0") as w:
+        w.wait_consuming(2)
+        wait_for(lambda: _started(fsettings, batch), 30)
+        proxy.down()
+        audit(fsettings, fault_db, broker, batch, faults=1, timeout=120)
+        proxy.up()
 
 
 def test_partition_between_worker_and_broker_during_imports(fsettings, fault_db, broker, publisher, start_worker):
     """Protection proved: heartbeats from the connection's owner thread detect the partition,
     the worker reconnects, and the redelivered job finds its rows committed (no-op) or its
     lock held (deferred) instead of importing again."""
-    proxy = Proxy(SERVICES.host, SERVICES.amqp_port)
     vhost = fsettings.broker_url.rsplit("/", 1)[1]
-    env = {**WORKER_ENV, "IMPORTD_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}",
-           "IMPORTD_HEARTBEAT_S": "2"}
-    try:
-        batch = submit_files(fsettings, publisher, count=6, rows=80_000, mode="atomic", seed=14)
-        with start_worker(*WORKER_ARGS, **env) as w:
-            w.wait_consuming(2)
-            wait_for(lambda: _started(fsettings, batch), 30)
-            proxy.stall()
-            wait_for(lambda: "broker connection lost" in w.output(), 30)
-            proxy.resume()
-            audit(fsettings, fault_db, broker, batch, faults=1, timeout=180)
-    finally:
-        proxy.close()
+    batch = submit_files(fsettings, publisher, count=6, rows=80_000, mode="atomic", seed=14)
+    with Proxy(SERVICES.host, SERVICES.amqp_port) as proxy, start_worker(
+            *WORKER_ARGS, **WORKER_ENV, IMPORTD_HEARTBEAT_S="2",
+            IMPORTD_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}") as w:
+        w.wait_consuming(2)
+        wait_for(lambda: _started(fsettings, batch), 30)
+        proxy.stall()
+        wait_for(lambda: "broker connection lost" in w.output(), 30)
+        proxy.resume()
+        audit(fsettings, fault_db, broker, batch, faults=1, timeout=180)
 
 
 def test_consumer_timeout_below_the_import_duration_imports_once(

@@ -14,6 +14,13 @@ def _events(log: Path) -> list[str]:
     return [str(r["event"]) for r in test_tasks.runs(log)]
 
 
+def _sleeping_job(broker: Broker, worker, log: Path, seconds: float) -> None:
+    """Start a real worker's only child on a job that sleeps, and wait until it runs."""
+    worker.wait_consuming()
+    broker.publish_job("test.sleep", {"log": str(log), "seconds": seconds})
+    wait_for(lambda: _events(log) == ["run"], 20)
+
+
 def _others_empty(broker: Broker, but: str = "failed_tasks") -> bool:
     return all(d == 0 for name, d in broker.depths().items() if name != but)
 
@@ -52,9 +59,7 @@ def test_poison_message_that_kills_its_worker_every_time_goes_to_dlq_after_max_r
 def test_sigterm_during_a_job_lets_it_finish_acks_and_exits_zero(broker: Broker, start_worker, tmp_path):
     log = tmp_path / "runs.jsonl"
     with start_worker("-Q", "default", "-c", "1") as w:
-        w.wait_consuming()
-        broker.publish_job("test.sleep", {"log": str(log), "seconds": 3})
-        wait_for(lambda: _events(log) == ["run"], 20)
+        _sleeping_job(broker, w, log, 3)
         w.proc.send_signal(signal.SIGTERM)
         assert w.proc.wait(30) == 0
     assert _events(log) == ["run", "done"]
@@ -64,9 +69,7 @@ def test_sigterm_during_a_job_lets_it_finish_acks_and_exits_zero(broker: Broker,
 def test_second_sigterm_exits_at_once_and_the_job_is_redelivered(broker: Broker, start_worker, tmp_path):
     log = tmp_path / "runs.jsonl"
     with start_worker("-Q", "default", "-c", "1") as w:
-        w.wait_consuming()
-        broker.publish_job("test.sleep", {"log": str(log), "seconds": 30})
-        wait_for(lambda: _events(log) == ["run"], 20)
+        _sleeping_job(broker, w, log, 30)
         w.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: "shutting down" in w.output(), 10)
         w.proc.send_signal(signal.SIGTERM)

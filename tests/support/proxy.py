@@ -96,6 +96,12 @@ class Proxy:
         self._down = False
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._closed = True
         self.cut()
