@@ -171,14 +171,16 @@ def update_job(conn: psycopg.Connection[Any], job_id: str, *, only_unfinished: b
     """Set columns of one job (``updated_at`` too); None if no row matched.
 
     ``only_unfinished`` leaves a job in a final state untouched (a late retry hook must not
-    turn a SUCCESS back into RETRY). Pass ``finished_at=NOW``/``started_at=NOW`` for now().
+    turn a SUCCESS back into RETRY). Pass ``finished_at=NOW``/``started_at=NOW`` for the
+    time of the statement: ``clock_timestamp()``, since ``now()`` is when the transaction began
+    and an atomic import finishes in the transaction that loaded it (minutes earlier).
     """
     if "options" in values:
         values["options"] = Jsonb(values["options"])
     sets: list[sql.Composable] = [
-        sql.SQL("{} = {}").format(sql.Identifier(k), sql.SQL("now()") if v is NOW else sql.Placeholder(k))
-        for k, v in values.items()]
-    sets.append(sql.SQL("updated_at = now()"))
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.SQL("clock_timestamp()") if v is NOW
+        else sql.Placeholder(k)) for k, v in values.items()]
+    sets.append(sql.SQL("updated_at = clock_timestamp()"))
     query = sql.SQL("UPDATE importd.jobs SET {} WHERE id = %(_id)s{} RETURNING {}").format(
         sql.SQL(", ").join(sets),
         sql.SQL(" AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')") if only_unfinished else sql.SQL(""),
@@ -207,7 +209,7 @@ class _Now:
         return "NOW"
 
 
-#: Marker value for :func:`update_job`: the column is set to the database's now().
+#: Marker value for :func:`update_job`: the column is set to the database's clock_timestamp().
 NOW: Any = _Now()
 
 

@@ -69,3 +69,16 @@ def test_rejected_rows_are_stored_and_streamed_in_line_order(migrated: Settings)
         updated = store.update_job(conn, job_id, state="SUCCESS", finished_at=store.NOW)
         assert updated is not None and updated.finished_at is not None
         assert store.update_job(conn, job_id, only_unfinished=True, state="RETRY") is None
+
+
+def test_finished_at_is_the_time_of_the_update_not_of_the_transaction_start(migrated: Settings):
+    job_id = uuid.uuid4().hex
+    with store.connect(migrated) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id))
+        conn.autocommit = False
+        began = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        conn.execute("SELECT pg_sleep(0.3)")
+        done = store.update_job(conn, job_id, state="SUCCESS", finished_at=store.NOW)
+        conn.commit()
+        assert done is not None and done.finished_at is not None
+        assert (done.finished_at - began).total_seconds() >= 0.3
