@@ -26,15 +26,18 @@ column types, then ``INSERT ... SELECT ... ON CONFLICT``.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from importd import csvscan, salvage
+from importd import csvscan, prescreen, salvage
 from importd.batches import Batch
 from importd.csvscan import NL, Encoding
 from importd.salvage import CONTEXT_LINE, Failure
@@ -83,6 +86,9 @@ class Loader:
         self.salvage_next = False
         self.fresh = False
         self.chunk = salvage.START_CHUNK
+        self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
+        self.screening = opts.on_conflict == "error"
+        self.screens: dict[bool, re.Pattern[bytes] | None] = {}
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
             sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
@@ -159,19 +165,68 @@ class Loader:
     # -- salvage -----------------------------------------------------------------------
 
     def _salvage_fast(self, batch: Batch) -> BatchResult | None:
-        """Byte-range salvage (:mod:`importd.salvage`); None if it cannot tell the bad records."""
+        """Byte-range salvage (:mod:`importd.salvage`), of the screen's suspects only when the
+        batch can be screened (:mod:`importd.prescreen`); None if it cannot tell the bad records."""
         if self.raw is None:
             self.raw = salvage.RawCopy(self.conn, self.copy_sql.as_bytes(self.conn))
         try:
+            screened = self._screened(batch, self.raw)
+            if screened is not None:
+                return screened
             got, self.chunk = salvage.salvage(self.raw, batch.data, self.chunk)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
             self._savepoint("ROLLBACK TO SAVEPOINT")
             return None
-        result = BatchResult(rows=got.rows)
+        return self._rejected(batch, got.rows, got.bad)
+
+    def _screened(self, batch: Batch, raw: salvage.RawCopy) -> BatchResult | None:
+        """The screened rows in one COPY, then the suspects through the salvage; None (and no
+        more screening) if PostgreSQL refused a screened row or the batch cannot be screened."""
+        rows = self._screen(batch.data)
+        if rows is None:
+            return None
+        suspects: list[tuple[int, int]] = []
+        loaded, failure = raw.attempt(prescreen.split(rows, batch.data, suspects))
+        if failure is not None:
+            if not salvage.is_data_state(failure.sqlstate):
+                raise failure.error()
+            self.screening = False  # a constraint the types do not show: salvage as before
+            return None
+        if not suspects:
+            raw.close()
+            return BatchResult(rows=loaded)
+        starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
+        got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
+                                                  self.suspect_chunk, min_chunk=1)
+        bad = []
+        for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
+            index = bisect.bisect_right(starts, start) - 1
+            moved = suspects[index][0] - starts[index]
+            bad.append((start + moved, stop + moved, why))
+        return self._rejected(batch, loaded + got.rows, bad)
+
+    def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
+        """The screening pattern for ``data``'s line endings (None: screening is off)."""
+        if not self.screening or not self.opts.encoding.is_utf8:
+            return None
+        try:
+            data.decode("utf-8")  # C speed; a bad byte needs PostgreSQL's own error and offset
+        except UnicodeDecodeError:
+            return None
+        first = csvscan.first_record_end(data)
+        crlf = data[first - 2:first] == b"\r\n"
+        if crlf not in self.screens:
+            types = [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
+            self.screens[crlf] = prescreen.compile_rows(types, self.opts.delimiter, crlf)
+        return self.screens[crlf]
+
+    def _rejected(self, batch: Batch, rows: int, bad: list[tuple[int, int, Failure]]) -> BatchResult:
+        """The result of a salvaged batch: ``bad`` (start, end, failure) become rejected rows."""
+        result = BatchResult(rows=rows)
         line, counted = batch.line, 0
-        for start, stop, failure in sorted(got.bad, key=lambda b: b[0]):
+        for start, stop, failure in sorted(bad, key=lambda b: b[0]):
             line += batch.data.count(NL, counted, start)
             counted = start
             rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import select
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ class RawCopy:
         self.opened = False
         self.failed = False
 
-    def attempt(self, parts: list[memoryview]) -> tuple[int, Failure | None]:
+    def attempt(self, parts: Iterable[memoryview]) -> tuple[int, Failure | None]:
         """Send ``parts`` as one COPY; (rows, None) or (0, failure) for bad data."""
         if not self.opened:
             prefix = b"SAVEPOINT " + SAVEPOINT + b"; "
@@ -184,8 +185,11 @@ def is_data_state(sqlstate: str | None) -> bool:
     return state[:2] in DATA_ERROR_CLASSES or state in DATA_ERROR_CODES
 
 
-def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK) -> tuple[Salvaged, int]:
+def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int = MIN_CHUNK
+            ) -> tuple[Salvaged, int]:
     """Load the good records of ``data`` (whole records); return them and the next chunk size.
+
+    ``min_chunk`` 1 lets the chunk shrink to one record (for records that are mostly bad).
 
     Raises the failure when a data error names no line (the caller then goes record by
     record) and any error that is not about the data.
@@ -220,7 +224,7 @@ def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK) -> tuple[Salvag
                 raise failure.error()
             start, stop = located
             out.bad.append((start, stop, failure))
-            chunk = max(MIN_CHUNK, chunk // 2)
+            chunk = max(min_chunk, chunk // 2)
             if fresh and start >= fresh[0]:  # the records before it passed; the rest is cut again
                 pending = pending + ([(fresh[0], start)] if start > fresh[0] else [])
                 pos = stop

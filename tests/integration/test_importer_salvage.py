@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from importd import prescreen, salvage
 from tests.support.importing import rejected, rows, run_import
 
 NAMES = st.sampled_from(["plain", '"with, comma"', '"two\nlines"', '"three\nshort\nlines"', '"quote "" inside"',
@@ -41,3 +42,76 @@ def test_exactly_the_good_rows_load_and_each_bad_row_is_reported_at_its_line(ise
     reports = rejected(isettings, rec.id)
     assert [r[0] for r in reports] == bad_lines
     assert {(r[1], r[2]) for r in reports} <= {("age", "x"), ("name", None)}
+
+
+def dirty_big_file(rows: int = 3000) -> tuple[bytes, int]:
+    """A file for ``big`` with 1 bad row in 30 of several kinds; (file, bad rows)."""
+    out, bad = ["id,name,amount,note\n"], 0
+    for i in range(1, rows + 1):
+        kind = i % 30
+        if kind == 0:
+            out.append(f"{i},n{i},not-a-number,x\n")
+        elif kind == 10:
+            out.append(f"{i},n{i},12345678901234,x\n")  # numeric field overflow
+        elif kind == 20:
+            out.append(f"{i},ragged\n")
+        else:
+            out.append(f'{i},"name, {i}",{i}.{i % 100:02d},"two\nlines"\n' if i % 3 else f"{i},n{i},,\n")
+            continue
+        bad += 1
+    return "".join(out).encode(), bad
+
+
+def test_screened_batches_load_and_reject_exactly_what_the_plain_salvage_does(isettings, db, monkeypatch):
+    data, bad = dirty_big_file()
+    options = {"batch_bytes": 8192}
+    screened, _ = run_import(isettings, data, "big", max_errors=bad, options=options)
+    loaded = rows(db, "SELECT * FROM big ORDER BY id")
+    db.execute("TRUNCATE big")
+    monkeypatch.setattr(prescreen, "compile_rows", lambda *args, **kwargs: None)
+    plain, _ = run_import(isettings, data, "big", max_errors=bad, options=options)
+    assert (screened.state, screened.rows_rejected) == (plain.state, plain.rows_rejected) == ("SUCCESS", bad)
+    assert loaded == rows(db, "SELECT * FROM big ORDER BY id") and len(loaded) == 3000 - bad
+    assert rejected(isettings, screened.id) == rejected(isettings, plain.id)
+
+
+def test_screening_sends_each_good_row_once_and_costs_one_failed_copy_per_bad_row(isettings, db, monkeypatch):
+    data, bad = dirty_big_file()
+    failed, sent = [], []
+    attempt = salvage.RawCopy.attempt
+
+    def counting(self, parts):
+        def measured():
+            for part in parts:
+                sent.append(len(part))
+                yield part
+        result = attempt(self, measured())
+        failed.append(result[1] is not None)
+        return result
+
+    monkeypatch.setattr(salvage.RawCopy, "attempt", counting)
+    rec, _ = run_import(isettings, data, "big", max_errors=bad, options={"batch_bytes": 32768})
+    assert (rec.state, rec.rows_rejected) == ("SUCCESS", bad)
+    assert sum(failed) == bad
+    assert sum(sent) < 1.1 * len(data)  # the good rows go once (the first batch once more, unscreened)
+    screened = sum(sent)
+    sent.clear()
+    db.execute("TRUNCATE big")
+    monkeypatch.setattr(prescreen, "compile_rows", lambda *args, **kwargs: None)
+    run_import(isettings, data, "big", max_errors=bad, options={"batch_bytes": 32768})
+    assert sum(sent) > 1.5 * screened
+
+
+def test_a_constraint_the_types_do_not_show_turns_screening_off_and_loses_nothing(isettings, db):
+    lines = ["id,name,age"] + [f"{i},n{i},{-i if i % 25 == 0 else i % 90}" for i in range(1, 2001)]
+    lines += ["7,duplicate,30", "2001,last,x"]
+    rec, _ = run_import(isettings, ("\n".join(lines) + "\n").encode(), max_errors=100,
+                        options={"batch_bytes": 4096})
+    negative = [i for i in range(1, 2001) if i % 25 == 0]
+    assert (rec.state, rec.rows_rejected) == ("SUCCESS", len(negative) + 2)
+    assert [r[0] for r in rows(db, "SELECT id FROM people ORDER BY id")] == [
+        i for i in range(1, 2001) if i % 25]
+    reports = rejected(isettings, rec.id)
+    assert [r[0] for r in reports] == [i + 1 for i in negative] + [2002, 2003]
+    assert {r[3].split(" of relation")[0] for r in reports[:-2]} == {'new row for relation "people" violates check'
+                                                                     ' constraint "people_age_check"'}
