@@ -7,8 +7,10 @@ rules, including NULLs: an unquoted empty field is NULL, a quoted empty field (`
 ''.
 
 Salvage: a batch PostgreSQL rejects is rolled back to its savepoint and loaded again
-around its bad records by :func:`importd.salvage.salvage` (byte ranges, one failed COPY per
-bad row). Two cases take the slower record path here instead: batches the cheap checks
+around its bad records: screened first where the column types allow
+(:mod:`importd.prescreen`: the rows surely good in one COPY, the suspects through the
+salvage), else by :func:`importd.salvage.salvage` over the whole batch (byte ranges, one
+failed COPY per bad row). Two cases take the slower record path here instead: batches the cheap checks
 flagged (a line or field over the limit, a ``\\.`` line that would end COPY early), which
 need a look at each record, and ``on_conflict`` skip/update, whose constraint errors come
 from the ``INSERT ... SELECT`` without a line: records go in sub-batches of

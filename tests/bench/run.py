@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench-data"
 DB = "importd_bench"
 VHOST = "importd-bench"
+#: Interleaved runs of each clean case (the table shows the median).
+ROUNDS = 3
 TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_dirty", "bench_double", "bench_small")
 
 
@@ -82,6 +85,7 @@ def reset_table(s: Settings, table: str) -> None:
 
 
 def psql_copy(s: Settings, path: Path, table: str) -> float:
+    quiesce(s)
     reset_table(s, table)
     started = time.perf_counter()
     subprocess.run(["psql", s.database_url, "-q", "-v", "ON_ERROR_STOP=1", "-c",
@@ -91,6 +95,7 @@ def psql_copy(s: Settings, path: Path, table: str) -> float:
 
 def engine_alone(s: Settings, path: Path, table: str) -> tuple[float, float, dict[str, object]]:
     """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job."""
+    quiesce(s)
     reset_table(s, table)
     staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
     if not staged.exists():
@@ -106,6 +111,7 @@ def engine_alone(s: Settings, path: Path, table: str) -> tuple[float, float, dic
 
 def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher) -> tuple[float, float, str]:
     """Submit to SUCCESS with one worker running: seconds, the child's peak RSS, the state."""
+    quiesce(s)
     reset_table(s, table)
     with infra.worker(s, DATA, "-Q", "import_queue,bulk_ops_queue", "-c", "1") as w:
         w.wait_consuming()
@@ -118,14 +124,22 @@ def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher) -> tup
     return seconds, rss, state
 
 
+def spread(runs: list[float]) -> str:
+    return "[" + " ".join(f"{r:.2f}" for r in runs) + "]"
+
+
 def quiesce(s: Settings) -> None:
-    """Drop the big tables and checkpoint, so autovacuum and the checkpointer working off the
-    large loads do not share the two cores with the small-file case."""
+    """Drop the loaded tables, delete submitted copies and checkpoint before each timed case,
+    so the checkpointer and writeback working off one load do not share the two cores with
+    the next (whichever case ran second used to pay for the first)."""
     with psycopg.connect(s.database_url, autocommit=True) as conn:
         for table in TABLES:
-            if table != "bench_small":
-                conn.execute(f"DROP TABLE IF EXISTS public.{table}")
+            conn.execute(f"DROP TABLE IF EXISTS public.{table}")
         conn.execute("CHECKPOINT")
+    for path in s.upload_dir.glob("*.csv"):
+        if path.stat().st_nlink == 1:  # a submitted copy (the engine's inputs are hard links)
+            path.unlink()
+    os.sync()
 
 
 def small_files(s: Settings, publisher: Publisher, count: int = 500, rows: int = 100) -> float:
@@ -189,12 +203,19 @@ def main() -> int:
     size = clean.stat().st_size
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
     results = []
-    base = psql_copy(s, clean, "bench_psql")
-    results.append(Row("psql \\copy (clean)", rows, base, size))
-    secs, rss, job = engine_alone(s, clean, "bench_engine")
-    results.append(Row("importd engine alone (clean)", rows, secs, size, base, rss, str(job.get("state"))))
-    secs, rss, state = end_to_end(s, clean, "bench_e2e", publisher)
-    results.append(Row("importd end to end (clean)", rows, secs, size, base, rss, state))
+    psql_s, engine_s, e2e_s = [], [], []
+    for _ in range(ROUNDS):  # interleaved, so a slow minute on the machine hits every case
+        psql_s.append(psql_copy(s, clean, "bench_psql"))
+        secs, engine_rss, job = engine_alone(s, clean, "bench_engine")
+        engine_s.append(secs)
+        secs, e2e_rss, state = end_to_end(s, clean, "bench_e2e", publisher)
+        e2e_s.append(secs)
+    base = statistics.median(psql_s)
+    results.append(Row("psql \\copy (clean)", rows, base, size, extra=spread(psql_s)))
+    results.append(Row("importd engine alone (clean)", rows, statistics.median(engine_s), size, base, engine_rss,
+                       f"{job.get('state')} {spread(engine_s)}"))
+    results.append(Row("importd end to end (clean)", rows, statistics.median(e2e_s), size, base, e2e_rss,
+                       f"{state} {spread(e2e_s)}"))
     secs, rss, job = engine_alone(s, dirty, "bench_dirty")
     results.append(Row("importd engine alone (1% bad rows)", rows, secs, dirty.stat().st_size, base, rss,
                        f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
@@ -210,7 +231,8 @@ def main() -> int:
     for r in results:
         print(r.line())
     print(f"\n500 files x 100 rows, 4 workers: {jobs_per_s:.0f} jobs/s")
-    print("(ratio = psql \\copy time / importd time on the same kind of table; for the 2x file the psql"
+    print(f"(clean cases: median of {ROUNDS} interleaved runs, each after a checkpoint, runs in brackets;"
+          " ratio = psql \\copy time / importd time on the same kind of table; for the 2x file the psql"
           " time is doubled; RSS is the importing process's peak)")
     return 0
 
