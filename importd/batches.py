@@ -8,6 +8,7 @@ previous batch (the thread holds the GIL only for C-level byte scans).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Batches read ahead of the one being sent to COPY.
 PREFETCH = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,16 @@ def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Generator
 
     Memory stays within a few ``batch_bytes + max_line_bytes``: a record that does not end
     within ``max_line_bytes`` after a batch's start (an unclosed quote) raises CsvFormatError.
+    A file that fits in one batch is read here: starting a thread would cost more than it
+    hides (small files are most of a busy worker's jobs).
     """
+    if os.fstat(f.fileno()).st_size - offset <= opts.batch_bytes:
+        return _inline(_batches(f, offset, line, opts))
     return prefetch(_batches(f, offset, line, opts))
+
+
+def _inline(items: Iterator[T]) -> Generator[T, None, None]:
+    yield from items
 
 
 def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator[Batch]:
@@ -78,9 +89,6 @@ def _suspicious(data: bytes, opts: LoadOptions) -> bool:
     """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
     return (csvscan.has_end_marker(data)
             or csvscan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode()))
-
-
-T = TypeVar("T")
 
 
 def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Generator[T, None, None]:
