@@ -73,12 +73,11 @@ def value_pattern(pg_type: str) -> bytes | None:
 def field_pattern(pg_type: str, not_null: bool, delimiter: bytes) -> bytes | None:
     """A CSV field of ``pg_type``: quoted or not; an unquoted empty field is NULL."""
     plain = rb'[^' + re.escape(delimiter) + rb'"\r\n\x00]'
-    if pg_type in _TEXT or _CHARS.fullmatch(pg_type):
-        m = _CHARS.fullmatch(pg_type)
-        limit = int(m.group(1)) if m else 0
-        count = rb"{0,%d}+" % limit if m else b"*+"
-        unquoted = plain + (rb"{%d,%d}+" % (int(not_null), limit) if m else (b"++" if not_null else b"*+"))
-        return rb'(?:"(?:[^"\x00]|"")' + count + rb'"|' + unquoted + rb")"
+    chars = _CHARS.fullmatch(pg_type)
+    if pg_type in _TEXT or chars:  # a length limit counts bytes here: at least the characters
+        many = rb"{0,%d}+" % int(chars.group(1)) if chars else b"*+"
+        some = rb"{1,%d}+" % int(chars.group(1)) if chars else b"++"
+        return rb'(?:"(?:[^"\x00]|"")' + many + rb'"|' + plain + (some if not_null else many) + rb")"
     value = value_pattern(pg_type)
     if value is None:
         return None
