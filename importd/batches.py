@@ -88,7 +88,8 @@ def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator
 def _suspicious(data: bytes, opts: LoadOptions) -> bool:
     """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
     return (csvscan.has_end_marker(data)
-            or csvscan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode()))
+            or csvscan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode())
+            or csvscan.has_long_record(data, opts.max_field_bytes))
 
 
 def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Generator[T, None, None]:

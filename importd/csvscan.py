@@ -143,6 +143,22 @@ def has_long_run(buf: bytes, limit: int, stops: bytes = NL) -> bool:
     return False
 
 
+def has_long_record(buf: bytes, limit: int) -> bool:
+    """True if a record of ``buf`` (whole records) may be longer than ``limit`` bytes.
+
+    Catches what :func:`has_long_run` cannot: a quoted field spanning several lines, each
+    shorter than the limit. Hops from record end to record end at most ``limit`` bytes apart
+    (quote parity, a few C-level scans per hop), so it costs about one pass over ``buf``.
+    """
+    start, size = 0, len(buf)
+    while size - start > limit:
+        end = last_record_end(buf, start, start + limit + 1)
+        if end <= start:
+            return True
+        start = end
+    return False
+
+
 def has_end_marker(buf: bytes) -> bool:
     """True if a line of ``buf`` is ``\\.``: PostgreSQL's end-of-data marker, which would end
     COPY early and drop the rows after it."""

@@ -129,6 +129,15 @@ def test_field_and_line_over_the_configured_limits_are_rejected(isettings, db):
     assert rows(db, "SELECT id FROM people ORDER BY id") == [(1,), (3,)]
 
 
+def test_a_quoted_field_over_the_limit_is_rejected_even_when_each_of_its_lines_is_shorter(isettings, db):
+    field = b'"' + b"\n".join([b"y" * 20] * 3) + b'"'  # 62 bytes in three lines of 20
+    data = HEADER + b"1,a,1,short\n2,b,2," + field + b"\n3,c,3," + b"z" * 30 + b"\n"
+    rec, _ = run_import(isettings, data, max_errors=5, options={"max_field_bytes": 32})
+    reports = rejected(isettings, rec.id)
+    assert [(r[0], r[1], r[3]) for r in reports] == [(3, "note", "field longer than 32 bytes (62 bytes)")]
+    assert rows(db, "SELECT id FROM people ORDER BY id") == [(1,), (3,)]
+
+
 def test_type_and_constraint_errors_report_line_column_value_and_reason(isettings, db):
     data = (HEADER + b"1,a,1,\n2,\"two\nlines\",x,\n3,c,-1,\n4,,4,\n1,dup,5,\n5,e,5,\n")
     rec, _ = run_import(isettings, data, max_errors=10)

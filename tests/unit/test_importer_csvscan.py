@@ -92,3 +92,11 @@ def test_header_is_parsed_after_a_bom_and_may_span_lines():
         csvscan.read_header(io.BytesIO(b"\xef\xbb\xbf"), csvscan.encoding("utf-8"), None, 1024)
     with pytest.raises(csvscan.CsvFormatError, match="byte 0xff at byte offset 3"):
         csvscan.read_header(io.BytesIO(b"id,\xff\n"), csvscan.encoding("utf-8"), None, 1024)
+
+
+def test_has_long_record_sees_a_quoted_field_spanning_short_lines():
+    short_lines = b'1,"' + b"\n".join([b"a" * 10] * 5) + b'"\n'  # one record of 60 bytes
+    assert csvscan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 40)
+    assert not csvscan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 60)
+    assert not csvscan.has_long_record(b'1,"a\nb"\n' * 1000, 16)
+    assert csvscan.has_long_record(b"1,x\n" + b"z" * 50, 40)  # an unterminated last record
