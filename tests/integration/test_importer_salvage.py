@@ -4,6 +4,8 @@ is reported with its own line number (PostgreSQL's line numbering is emulated, n
 
 from __future__ import annotations
 
+from unittest import mock
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -115,3 +117,44 @@ def test_a_constraint_the_types_do_not_show_turns_screening_off_and_loses_nothin
     assert [r[0] for r in reports] == [i + 1 for i in negative] + [2002, 2003]
     assert {r[3].split(" of relation")[0] for r in reports[:-2]} == {'new row for relation "people" violates check'
                                                                      ' constraint "people_age_check"'}
+
+
+WIDE_DDL = """CREATE TABLE wide (id bigint PRIMARY KEY, n smallint, amount numeric(8,2), ratio double precision,
+    ok boolean NOT NULL, day date, at timestamptz, code varchar(4), uid uuid, note text)"""
+U = "123e4567-e89b-12d3-a456-426614174000"
+#: Per column of ``wide`` after id: good values, values the screen leaves to PostgreSQL, bad values.
+WIDE_VALUES = [
+    ["1", "-32768", "32767", '"12"', " 7", "", "32768", "1e2", "x"],
+    ["123456.78", "-0.5", "1.005", ".5", "", "1234567.8", "abc"],
+    ["1.5", "NaN", "inf", "1e308", "", "1e309", "x"],
+    ["true", "f", "YES", '"t"', "0", "maybe", ""],
+    ["2024-02-29", "2024-12-31", "", "2023-02-29", "0000-01-01", "2024-13-01"],
+    ["2024-01-01 10:00:00+00", "2024-01-01T10:00:00Z", "2024-05-31 23:59:59.5+02:00", "", "2024-01-01 25:00:00",
+     "2024-06-31 00:00:00"],
+    ["abcd", "\u00e4\u00f6\u00fc\u00df", '"a,b"', '""', "", "abcde"],
+    [U, "{" + U + "}", U.upper(), "", "xyz"],
+    ["plain", '"multi\nline"', '"has ""quotes"""', "", "a\x00b", "tab\there"],
+]
+WIDE_ROW = st.tuples(*(st.sampled_from(v) for v in WIDE_VALUES), st.sampled_from(["", "", "", "", "ragged", "extra",
+                                                                                    "latin1"]))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(records=st.lists(WIDE_ROW, min_size=1, max_size=80), batch=st.sampled_from([300, 2000]))
+def test_screening_changes_nothing_but_speed_whatever_the_types_and_values(isettings, db, records, batch):
+    lines = ["id,n,amount,ratio,ok,day,at,code,uid,note\n"]
+    for i, (*fields, twist) in enumerate(records, 1):
+        line = ",".join([str(i), *fields])
+        line = {"ragged": line.rsplit(",", 2)[0], "extra": line + ",1"}.get(twist, line)
+        lines.append(line + ("\xff" if twist == "latin1" else "") + "\n")
+    data = "".join(lines).encode("utf-8", "surrogateescape").replace("\xff".encode(), b"\xff")
+    outcomes = []
+    for screen in (prescreen.compile_rows, lambda *args, **kwargs: None):
+        db.execute("DROP TABLE IF EXISTS wide")
+        db.execute(WIDE_DDL)
+        with mock.patch.object(prescreen, "compile_rows", screen):
+            rec, raised = run_import(isettings, data, "wide", max_errors=len(records), options={"batch_bytes": batch})
+        assert raised is None, raised
+        loaded = rows(db, "SELECT wide::text FROM wide ORDER BY id")  # as text: NaN == NaN
+        outcomes.append((rec.state, rec.rows_imported, rec.rows_rejected, loaded, rejected(isettings, rec.id)))
+    assert outcomes[0] == outcomes[1]
