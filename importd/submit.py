@@ -87,14 +87,17 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
         args = {"file": str(path), "table": table, "mode": mode, "max_errors": opts["max_errors"],
                 "validate_only": opts["validate_only"],
                 "options": {k: v for k, v in opts.items() if k not in ("max_errors", "validate_only")}}
+        # PENDING goes to Redis before the message exists: written after, it could land on top
+        # of a fast worker's STARTED and send the job's state (and its event stream) backwards.
+        tracker = progress.shared(settings)
+        tracker.set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0, percent=0)
         try:
             publisher.publish(Job(job_id=job_id, task=TASK, args=args, priority=int(priority)))
         except Exception as exc:
-            store.update_job(conn, job_id, state="FAILURE", error=f"could not queue the job: {exc}",
-                             finished_at=store.NOW)
+            error = f"could not queue the job: {exc}"
+            store.update_job(conn, job_id, state="FAILURE", error=error, finished_at=store.NOW)
+            tracker.set_state(job_id, "FAILURE", table=table, error=error)
             raise
-    progress.shared(settings).set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0,
-                                        percent=0)
     return rec
 
 

@@ -99,7 +99,8 @@ def follow(settings: Settings, job_id: str, out: TextIO) -> store.JobRecord:
                 for event_id, event in events:
                     last_id = event_id
                     _draw(out, event)
-                if any(e.get("type") == "final" for _, e in events) or time.monotonic() >= next_poll:
+                final_drawn = any(e.get("type") == "final" for _, e in events)
+                if final_drawn or time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + POLL_S
                     rec = store.get_job(conn, job_id)
                     if rec is None:
@@ -107,7 +108,8 @@ def follow(settings: Settings, job_id: str, out: TextIO) -> store.JobRecord:
                     if not events and not progress.available():
                         _draw(out, _from_record(rec))
                     if rec.finished:
-                        _draw(out, {**_from_record(rec), "percent": "100" if rec.state == "SUCCESS" else ""})
+                        if not final_drawn:
+                            _draw(out, {**_from_record(rec), "percent": "100" if rec.state == "SUCCESS" else ""})
                         out.write("\n")
                         out.flush()
                         return rec

@@ -36,6 +36,9 @@ def test_submit_follow_shows_a_progress_bar_and_ends_with_the_row_count(isetting
     assert out.returncode == 0, out.stderr
     assert out.stdout == "SUCCESS: 1000 rows imported, 0 rejected\n"
     assert "[" + "#" * 30 + "] 100.0%  1,000 rows  SUCCESS" in out.stderr
+    states = [line.rsplit("  ", 1)[-1] for line in out.stderr.splitlines() if line.startswith("[")]
+    assert states[0] == "PENDING" or states[0].endswith("rows")  # never back to PENDING once started
+    assert "PENDING" not in states[1:] and states.count("SUCCESS") == 1
     assert db.execute("SELECT count(*) FROM people").fetchone() == (1000,)
 
 

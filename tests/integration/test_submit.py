@@ -72,3 +72,20 @@ def test_submit_can_move_an_upload_already_on_disk_instead_of_copying_it(isettin
     rec = submit(isettings, staged, "people", publisher=publisher, move=True)
     assert not staged.exists() and Path(rec.file_path or "").read_bytes() == DATA
     assert rec.checksum == "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+def test_the_pending_state_is_in_redis_before_the_job_is_published(isettings, db, broker):
+    """Written after publishing, PENDING could overwrite a fast worker's STARTED."""
+    seen = []
+
+    class Watching(Publisher):
+        def publish(self, job, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((Progress(isettings).read(job.job_id) or {}).get("state"))
+            return super().publish(job, *args, **kwargs)
+
+    publisher = Watching(isettings)
+    try:
+        submit(isettings, io.BytesIO(DATA), "people", publisher=publisher)
+    finally:
+        publisher.close()
+    assert seen == ["PENDING"]
