@@ -199,6 +199,8 @@ class Loader:
         if not suspects:
             raw.close()
             return BatchResult(rows=loaded)
+        if sum(e - s for s, e in suspects) > len(batch.data) * prescreen.MAX_SUSPECT_SHARE:
+            self.screening = False  # a format the screen does not know (say 01/31/2024): not worth it
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
                                                   self.suspect_chunk, min_chunk=1)

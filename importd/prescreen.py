@@ -26,6 +26,9 @@ from collections.abc import Iterator, Sequence
 
 from importd import csvscan
 
+#: Share of a batch's bytes found suspect past which the job stops screening (the column
+#: formats are ones the patterns do not know, e.g. US dates, and screening only costs time).
+MAX_SUSPECT_SHARE = 0.5
 #: Bytes screened between two writes to COPY (PostgreSQL parses one while Python screens the next).
 WINDOW = 256 * 1024
 

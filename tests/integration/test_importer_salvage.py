@@ -158,3 +158,15 @@ def test_screening_changes_nothing_but_speed_whatever_the_types_and_values(isett
         loaded = rows(db, "SELECT wide::text FROM wide ORDER BY id")  # as text: NaN == NaN
         outcomes.append((rec.state, rec.rows_imported, rec.rows_rejected, loaded, rejected(isettings, rec.id)))
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_format_the_screen_does_not_know_turns_screening_off_after_one_batch(isettings, db, monkeypatch):
+    rows_ = [f"{i},n{i},{i}.50,{'x' if i % 10 == 0 else '12/31/2024'}" for i in range(1, 301)]  # US dates
+    data = ("id,name,amount,note\n" + "\n".join(rows_) + "\n").encode()
+    db.execute("ALTER TABLE big ALTER COLUMN note TYPE date USING NULL")
+    screened = []
+    split = prescreen.split
+    monkeypatch.setattr(prescreen, "split", lambda *args: screened.append(1) or split(*args))
+    rec, _ = run_import(isettings, data, "big", max_errors=30, options={"batch_bytes": 1024})
+    assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 270, 30)
+    assert len(screened) == 1
