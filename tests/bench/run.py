@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench-data"
 DB = "importd_bench"
 VHOST = "importd-bench"
-#: Interleaved runs of each clean case (the table shows the median).
-ROUNDS = 3
+#: Interleaved runs of each clean case, even so that each order comes equally often (the table
+#: shows the median).
+ROUNDS = 4
 TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_dirty", "bench_double", "bench_small")
 
 
@@ -216,13 +217,24 @@ def main() -> int:
     size = clean.stat().st_size
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
     results = []
-    psql_s, engine_s, e2e_s = [], [], []
-    for _ in range(ROUNDS):  # interleaved, so a slow minute on the machine hits every case
-        psql_s.append(psql_copy(s, clean, "bench_psql"))
-        secs, engine_rss, job = engine_alone(s, clean, "bench_engine")
-        engine_s.append(secs)
-        secs, e2e_rss, state = end_to_end(s, clean, "bench_e2e", publisher)
-        e2e_s.append(secs)
+    psql_s: list[float] = []
+    engine_s: list[float] = []
+    e2e_s: list[float] = []
+    engine_rss = e2e_rss = 0.0
+    job: dict[str, object] = {}
+    state = ""
+    for round_ in range(ROUNDS):  # interleaved, and in reverse order every other round, so
+        # neither a slow minute nor the machine speeding up over the run favours a case
+        steps = ["psql", "engine", "e2e"]
+        for step in steps if round_ % 2 == 0 else reversed(steps):
+            if step == "psql":
+                psql_s.append(psql_copy(s, clean, "bench_psql"))
+            elif step == "engine":
+                secs, engine_rss, job = engine_alone(s, clean, "bench_engine")
+                engine_s.append(secs)
+            else:
+                secs, e2e_rss, state = end_to_end(s, clean, "bench_e2e", publisher)
+                e2e_s.append(secs)
     base = statistics.median(psql_s)
     results.append(Row("psql \\copy (clean)", rows, base, size, extra=spread(psql_s)))
     results.append(Row("importd engine alone (clean)", rows, statistics.median(engine_s), size, base, engine_rss,
