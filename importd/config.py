@@ -48,6 +48,9 @@ class Settings:
     max_upload_bytes: int = 10 * 1024**3
     #: Bytes of CSV sent to PostgreSQL per COPY batch (one savepoint, one checkpoint each).
     import_batch_bytes: int = 8 * 1024 * 1024
+    #: COPY streams (connections) of a resumable import of more than one batch; batches load
+    #: at once and commit in file order (atomic imports always use one).
+    import_streams: int = 2
     #: Longest CSV line (record) accepted, in bytes; a longer one is a rejected row.
     max_line_bytes: int = 4 * 1024 * 1024
     #: Longest CSV field accepted, in bytes; a longer one is a rejected row.

@@ -32,7 +32,7 @@ from psycopg import pq, sql
 from importd import progress, store, targets
 from importd.config import Settings
 from importd.errors import PermanentError, TransientError
-from importd.importrun import ImportRun, lock_key, worker_name  # noqa: F401 - re-exported
+from importd.importrun import ImportRun, connect, lock_key, worker_name  # noqa: F401 - re-exported
 from importd.jobs import JobContext
 from importd.progress import Progress
 from importd.store import NOW
@@ -41,16 +41,6 @@ from importd.store import NOW
 #: resources (53), operator intervention (57: cancel, admin shutdown), system (58).
 TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
 TRANSIENT_CODES = ("55P03",)  # lock_not_available
-
-#: Session settings of the import connection: a worker host that vanishes (power loss)
-#: must not hold the job's advisory lock for the kernel's default two hours of TCP
-#: keepalive, and a COPY stuck behind another session's lock fails (transient, retried)
-#: instead of waiting forever.
-SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
-                  "-c lock_timeout=60000"
-#: Client-side keepalives (a vanished database server is noticed too).
-CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                                     "keepalives_count": 3}
 
 _connections: dict[str, psycopg.Connection[Any]] = {}
 
@@ -103,8 +93,7 @@ def _take_connection(settings: Settings) -> psycopg.Connection[Any]:
             pass
     if conn is not None:
         conn.close()
-    return store.connect(settings, application_name="importd-worker", options=SESSION_OPTIONS,
-                         **CLIENT_KEEPALIVES)
+    return connect(settings)
 
 
 def _give_back(settings: Settings, conn: psycopg.Connection[Any]) -> None:

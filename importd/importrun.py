@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
-from importd import csvscan, events, loader, progress, store, targets
+from importd import csvscan, events, loader, progress, store, streams, targets
+from importd.batches import Batch
 from importd.batches import batches as read_batches
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError
@@ -29,7 +31,23 @@ COUNT_LIMIT = 10_000
 #: covers small changes, and one ANALYZE job per 100-row file would double the job count.
 ANALYZE_MIN_ROWS = 1000
 
+#: Session settings of an import connection: a worker host that vanishes (power loss) must
+#: not hold the job's advisory lock for the kernel's default two hours of TCP keepalive, and
+#: a COPY stuck behind another session's lock fails (transient, retried) instead of waiting
+#: forever.
+SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
+                  "-c lock_timeout=60000"
+#: Client-side keepalives (a vanished database server is noticed too).
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                     "keepalives_count": 3}
+
 _publishers: dict[str, Any] = {}
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    """A new import connection (:data:`SESSION_OPTIONS`, :data:`CLIENT_KEEPALIVES`)."""
+    return store.connect(settings, application_name="importd-worker", options=SESSION_OPTIONS,
+                         **CLIENT_KEEPALIVES)
 
 
 def worker_name() -> str:
@@ -66,6 +84,9 @@ class ImportRun:
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
         self.first_reject: Reject | None = None
+        self.opts: ImportOptions
+        self.size = 0
+        self.committing = False
 
     def run(self) -> None:
         locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
@@ -122,10 +143,10 @@ class ImportRun:
         self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
                                 error=error or "", table=rec.target_table)
 
-    def _store_rejects(self) -> None:
+    def _store_rejects(self, conn: psycopg.Connection[Any] | None = None) -> None:
         room = store.MAX_STORED_REJECTS - self.stored
         keep = self.pending_rejects[:max(0, room)]
-        store.add_rejected_rows(self.conn, self.job_id, keep)
+        store.add_rejected_rows(conn or self.conn, self.job_id, keep)
         self.stored += len(keep)
         self.pending_rejects = []
 
@@ -184,43 +205,73 @@ class ImportRun:
     def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
               opts: ImportOptions, resumable: bool) -> str:
         """Load every batch; return "done", "cancelled" or "too-many-errors"."""
-        committing = resumable
-        size = rec.file_size or 0
+        self.opts, self.size, self.committing = opts, rec.file_size or 0, resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
-            return self._load_batches(batches, engine, opts, committing, size)
-
-    def _load_batches(self, batches: Any, engine: loader.Loader, opts: ImportOptions, committing: bool,
-                      size: int) -> str:
-        fresh = True  # nothing in the transaction yet (start, or just after a checkpoint commit)
-        for index, batch in enumerate(batches):
-            self.ctx.check()
-            if index and self._cancel_requested():  # checked at the start for the first batch
-                return "cancelled"
-            result = engine.load(batch, fresh=fresh)
-            fresh = False
-            self.rows += result.rows
-            self.rejected += len(result.rejects)
-            self.pending_rejects.extend(result.rejects)
-            if result.rejects and self.first_reject is None:
-                self.first_reject = result.rejects[0]
-            if committing and self.rejected > opts.max_errors:
-                committing = False  # this batch and the rest are only counted, never committed
-            if committing:
-                self._store_rejects()
-                store.update_job(self.conn, self.job_id, checkpoint_offset=batch.end,
-                                 checkpoint_rows=self.rows, rows_imported=self.rows,
-                                 rows_rejected=self.rejected)
-                self.conn.commit()
-                fresh = True
-            elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
-                del self.pending_rejects[store.MAX_STORED_REJECTS:]
-            self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=size,
-                                 rejected=self.rejected)
-            events.progress(self.ctx, rows=self.rows, bytes=batch.end, total_bytes=size, rejected=self.rejected)
-            if self.rejected > opts.max_errors + COUNT_LIMIT:
-                break
+            count = self._streams(engine, offset) if resumable else 1
+            reason = self._load_serial(batches, engine) if count == 1 else self._load_parallel(batches, engine, count)
+        if reason is not None:
+            return reason
         return "too-many-errors" if self.rejected > opts.max_errors else "done"
+
+    def _streams(self, engine: loader.Loader, offset: int) -> int:
+        """COPY streams for a resumable import: one unless the rest of the file is more than a batch
+        (:mod:`importd.streams`; ``on_conflict`` skip/update keep one)."""
+        if engine.opts.on_conflict != "error" or self.size - offset <= engine.opts.batch_bytes:
+            return 1
+        return max(1, self.settings.import_streams)
+
+    def _load_serial(self, batches: Any, engine: loader.Loader) -> str | None:
+        for index, batch in enumerate(batches):
+            reason = self.before(self.conn, index)
+            if reason is not None:
+                return reason
+            fresh = self.conn.info.transaction_status == pq.TransactionStatus.IDLE  # after a commit
+            if not self.settle(self.conn, batch, engine.load(batch, fresh=fresh)):
+                break
+        return None
+
+    def _load_parallel(self, batches: Any, engine: loader.Loader, count: int) -> str | None:
+        conns: list[psycopg.Connection[Any]] = []
+        try:
+            for _ in range(count - 1):
+                conns.append(connect(self.settings))
+                conns[-1].autocommit = False
+            engines = [engine] + [loader.Loader(c, engine.target, engine.columns, engine.opts) for c in conns]
+            self.log.info("loading in parallel streams", streams=count)
+            return streams.Streams(engines, batches, self, self.log).run()
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def before(self, conn: psycopg.Connection[Any], index: int) -> str | None:
+        """Stop before batch ``index``: raise at the soft limit or on a stop request; "cancelled"."""
+        self.ctx.check()
+        if index and self._cancel_requested(conn):  # checked at the start for the first batch
+            return "cancelled"
+        return None
+
+    def settle(self, conn: psycopg.Connection[Any], batch: Batch, result: loader.BatchResult) -> bool:
+        """Count a loaded batch (in file order) and commit it with the checkpoint while the job
+        may still succeed; False once enough rejected rows are counted to stop reading."""
+        self.rows += result.rows
+        self.rejected += len(result.rejects)
+        self.pending_rejects.extend(result.rejects)
+        if result.rejects and self.first_reject is None:
+            self.first_reject = result.rejects[0]
+        if self.committing and self.rejected > self.opts.max_errors:
+            self.committing = False  # this batch and the rest are only counted, never committed
+        if self.committing:
+            self._store_rejects(conn)
+            store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
+                             rows_imported=self.rows, rows_rejected=self.rejected)
+            conn.commit()
+        elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
+            del self.pending_rejects[store.MAX_STORED_REJECTS:]
+        self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=self.size,
+                             rejected=self.rejected)
+        events.progress(self.ctx, rows=self.rows, bytes=batch.end, total_bytes=self.size, rejected=self.rejected)
+        return self.rejected <= self.opts.max_errors + COUNT_LIMIT
 
     def _roll_back(self, resumable: bool) -> None:
         """Drop the uncommitted part; ``rows`` becomes what stays in the table."""
@@ -231,8 +282,8 @@ class ImportRun:
         else:
             self.rows = 0
 
-    def _cancel_requested(self) -> bool:
-        row = self.conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s",
+    def _cancel_requested(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s",
                                 (self.job_id,)).fetchone()
         return bool(row and row[0])
 
