@@ -205,7 +205,7 @@ class ImportRun:
     def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
               opts: ImportOptions, resumable: bool) -> str:
         """Load every batch; return "done", "cancelled" or "too-many-errors"."""
-        self.opts, self.size, self.committing = opts, rec.file_size or 0, resumable
+        self.opts, self.size, self.committing = opts, rec.file_size or os.fstat(f.fileno()).st_size, resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             count = self._streams(engine, offset) if resumable else 1

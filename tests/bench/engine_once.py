@@ -1,4 +1,4 @@
-"""One import by the engine alone, in this process, with no broker: ``FILE TABLE``.
+"""One import by the engine alone, in this process, with no broker: ``FILE TABLE [MODE]``.
 
 Prints a JSON line: seconds, this process's peak RSS in MB, and the finished job.
 """
@@ -6,6 +6,7 @@ Prints a JSON line: seconds, this process's peak RSS in MB, and the finished job
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -20,17 +21,18 @@ from importd.store import JobRecord
 from importd.tasks import get
 
 
-def main(path: str, table: str) -> int:
+def main(path: str, table: str, mode: str = "atomic") -> int:
     settings = Settings.from_env()
     logs.configure("warning")
     job_id = uuid.uuid4().hex
     with store.connect(settings) as conn:
-        store.create_job(conn, JobRecord(id=job_id, target_table=table, file_path=path,
+        store.create_job(conn, JobRecord(id=job_id, target_table=table, file_path=path, mode=mode,
+                                         file_size=os.path.getsize(path),
                                          options={"max_errors": 10**9}))
     spec = get("import.csv")
     assert spec is not None
     job = Job(job_id=job_id, task="import.csv",
-              args={"file": path, "table": table, "mode": "atomic", "max_errors": 10**9})
+              args={"file": path, "table": table, "mode": mode, "max_errors": 10**9})
     ctx = JobContext(job=job, spec=spec, settings=settings, queue="import_queue", log=logs.get("bench"))
     started, cpu = time.perf_counter(), time.process_time()
     run_import_task(ctx)
@@ -43,4 +45,4 @@ def main(path: str, table: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))

@@ -1,8 +1,10 @@
 """`make bench`: importd against `psql \\copy`, measured in one run on this machine.
 
 Prints one table: rows/s, MB/s, the ratio to `psql \\copy` of the same file into the same
-kind of table, and the worker's peak RSS; the same with 1 % bad rows; the engine's peak RSS
-on a file twice as large; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
+kind of table, and the worker's peak RSS, for importd's engine alone and end to end, in
+each mode (atomic: one transaction, one COPY stream; resumable: two streams, see
+:mod:`importd.streams`); the same with 1 % bad rows; the engine's peak RSS on a file twice
+as large; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
 noisy on a shared 2-core machine: compare ratios within one run. The import rate limit
 (10/min) is lifted for the run (IMPORTD_RATE_LIMIT=none), since it alone would cap the
 small-file case at 0.17 jobs/s.
@@ -35,6 +37,10 @@ VHOST = "importd-bench"
 #: Interleaved runs of each clean case, even so that each order comes equally often (the table
 #: shows the median).
 ROUNDS = 4
+#: The clean cases of each round: psql, then importd's engine alone and end to end in each mode
+#: (resumable loads on two COPY streams, see importd/streams.py).
+STEPS = {"psql": "psql", "engine-atomic": "engine atomic", "e2e-atomic": "end to end atomic",
+         "engine-resumable": "engine resumable", "e2e-resumable": "end to end resumable"}
 TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_dirty", "bench_double", "bench_small")
 
 
@@ -51,7 +57,7 @@ class Row:
     def line(self) -> str:
         ratio = f"{self.baseline_s / self.seconds:5.2f} x" if self.baseline_s else "   1.00 x"
         rss = f"{self.rss_mb:7.1f}" if self.rss_mb is not None else "      -"
-        return (f"| {self.name:<34} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
+        return (f"| {self.name:<37} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
                 f"{self.size / 1e6 / self.seconds:6.1f} | {ratio:>8} | {rss} | {self.extra}")
 
 
@@ -94,14 +100,14 @@ def psql_copy(s: Settings, path: Path, table: str) -> float:
     return time.perf_counter() - started
 
 
-def engine_alone(s: Settings, path: Path, table: str) -> tuple[float, float, dict[str, object]]:
+def engine_alone(s: Settings, path: Path, table: str, mode: str = "atomic") -> tuple[float, float, dict[str, object]]:
     """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job."""
     quiesce(s)
     reset_table(s, table)
     staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
     if not staged.exists():
         os.link(path, staged)
-    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", str(staged), f"public.{table}"],
+    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", str(staged), f"public.{table}", mode],
                          env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning"), cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
@@ -110,7 +116,8 @@ def engine_alone(s: Settings, path: Path, table: str) -> tuple[float, float, dic
     return float(result["seconds"]), float(result["rss_mb"]), result["job"]
 
 
-def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher) -> tuple[float, float, str]:
+def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher, mode: str = "atomic"
+               ) -> tuple[float, float, str]:
     """Submit to SUCCESS with one worker running: seconds, the child's peak RSS, the state."""
     quiesce(s)
     reset_table(s, table)
@@ -118,7 +125,7 @@ def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher) -> tup
         w.wait_consuming()
         (child,) = w.child_pids()
         started = time.perf_counter()
-        job = submit(s, path, f"public.{table}", publisher=publisher, max_errors=10**9)
+        job = submit(s, path, f"public.{table}", publisher=publisher, max_errors=10**9, mode=mode)
         state = wait_final(s, job.id, 600)
         seconds = time.perf_counter() - started
         rss = peak_rss_mb(child)
@@ -217,41 +224,41 @@ def main() -> int:
     size = clean.stat().st_size
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
     results = []
-    psql_s: list[float] = []
-    engine_s: list[float] = []
-    e2e_s: list[float] = []
-    engine_rss = e2e_rss = 0.0
-    job: dict[str, object] = {}
-    state = ""
+    runs: dict[str, list[float]] = {step: [] for step in STEPS}
+    rss: dict[str, float] = {}
+    outcome: dict[str, str] = {}
     for round_ in range(ROUNDS):  # interleaved, and in reverse order every other round, so
         # neither a slow minute nor the machine speeding up over the run favours a case
-        steps = ["psql", "engine", "e2e"]
-        for step in steps if round_ % 2 == 0 else reversed(steps):
+        for step in STEPS if round_ % 2 == 0 else tuple(reversed(STEPS)):
             if step == "psql":
-                psql_s.append(psql_copy(s, clean, "bench_psql"))
-            elif step == "engine":
-                secs, engine_rss, job = engine_alone(s, clean, "bench_engine")
-                engine_s.append(secs)
+                runs[step].append(psql_copy(s, clean, "bench_psql"))
+                continue
+            kind, mode = step.split("-")
+            if kind == "engine":
+                secs, rss[step], job = engine_alone(s, clean, "bench_engine", mode)
+                outcome[step] = str(job.get("state"))
             else:
-                secs, e2e_rss, state = end_to_end(s, clean, "bench_e2e", publisher)
-                e2e_s.append(secs)
-    base = statistics.median(psql_s)
-    results.append(Row("psql \\copy (clean)", rows, base, size, extra=spread(psql_s)))
-    results.append(Row("importd engine alone (clean)", rows, statistics.median(engine_s), size, base, engine_rss,
-                       f"{job.get('state')} {spread(engine_s)}"))
-    results.append(Row("importd end to end (clean)", rows, statistics.median(e2e_s), size, base, e2e_rss,
-                       f"{state} {spread(e2e_s)}"))
-    secs, rss, job = engine_alone(s, dirty, "bench_dirty")
-    results.append(Row("importd engine alone (1% bad rows)", rows, secs, dirty.stat().st_size, base, rss,
-                       f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
-    secs, rss, job = engine_alone(s, double, "bench_double")
-    results.append(Row("importd engine alone (2x file)", 2 * rows, secs, double.stat().st_size, 2 * base, rss,
-                       str(job.get("state"))))
+                secs, rss[step], outcome[step] = end_to_end(s, clean, "bench_e2e", publisher, mode)
+            runs[step].append(secs)
+    base = statistics.median(runs["psql"])
+    results.append(Row("psql \\copy (clean)", rows, base, size, extra=spread(runs["psql"])))
+    for step, name in STEPS.items():
+        if step != "psql":
+            results.append(Row(f"importd {name} (clean)", rows, statistics.median(runs[step]), size, base,
+                               rss[step], f"{outcome[step]} {spread(runs[step])}"))
+    for mode in ("atomic", "resumable"):
+        secs, peak, job = engine_alone(s, dirty, "bench_dirty", mode)
+        results.append(Row(f"importd engine {mode} (1% bad rows)", rows, secs, dirty.stat().st_size, base, peak,
+                           f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
+    for mode in ("atomic", "resumable"):
+        secs, peak, job = engine_alone(s, double, "bench_double", mode)
+        results.append(Row(f"importd engine {mode} (2x file)", 2 * rows, secs, double.stat().st_size, 2 * base,
+                           peak, str(job.get("state"))))
     quiesce(s)
     jobs_per_s = small_files(s, publisher)
     publisher.close()
     print(f"\nmachine: {machine()}")
-    print("| case                               |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
+    print("| case                                  |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(r.line())
