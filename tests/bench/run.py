@@ -57,7 +57,7 @@ class Row:
     def line(self) -> str:
         ratio = f"{self.baseline_s / self.seconds:5.2f} x" if self.baseline_s else "   1.00 x"
         rss = f"{self.rss_mb:7.1f}" if self.rss_mb is not None else "      -"
-        return (f"| {self.name:<37} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
+        return (f"| {self.name:<38} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
                 f"{self.size / 1e6 / self.seconds:6.1f} | {ratio:>8} | {rss} | {self.extra}")
 
 
@@ -258,7 +258,7 @@ def main() -> int:
     jobs_per_s = small_files(s, publisher)
     publisher.close()
     print(f"\nmachine: {machine()}")
-    print("| case                                  |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
+    print("| case                                   |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(r.line())
