@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from importd import csvscan, prescreen, salvage
+from importd import csvscan, prescreen, salvage, triage
 from importd.batches import Batch
 from importd.csvscan import NL, Encoding
 from importd.salvage import CONTEXT_LINE, Failure
@@ -91,6 +91,7 @@ class Loader:
         self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
         self.screening = opts.on_conflict == "error"
         self.screens: dict[bool, re.Pattern[bytes] | None] = {}
+        self.triage_columns: list[triage.Column] | None = None
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
             sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
@@ -201,15 +202,29 @@ class Loader:
             return BatchResult(rows=loaded)
         if sum(e - s for s, e in suspects) > len(batch.data) * prescreen.MAX_SUSPECT_SHARE:
             self.screening = False  # a format the screen does not know (say 01/31/2024): not worth it
+        checked, suspects = self._triage(batch.data, suspects)
+        if not suspects:
+            raw.close()
+            return self._rejected(batch, loaded, checked)
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
                                                   self.suspect_chunk, min_chunk=1)
-        bad = []
+        bad = checked
         for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
             index = bisect.bisect_right(starts, start) - 1
             moved = suspects[index][0] - starts[index]
             bad.append((start + moved, stop + moved, why))
         return self._rejected(batch, loaded + got.rows, bad)
+
+    def _triage(self, data: bytes, suspects: list[tuple[int, int]]
+                ) -> tuple[list[tuple[int, int, Failure]], list[tuple[int, int]]]:
+        """The suspects a cast shows bad (:mod:`importd.triage`), and the others."""
+        if self.triage_columns is None:
+            types = [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
+            self.triage_columns = triage.columns(self.columns, types, self.opts.delimiter.encode()) or []
+        if not self.triage_columns:
+            return [], suspects
+        return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode())
 
     def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
         """The screening pattern for ``data``'s line endings (None: screening is off)."""
