@@ -232,13 +232,22 @@ class ImportRun:
         return None
 
     def _load_parallel(self, batches: Any, engine: loader.Loader, count: int) -> str | None:
+        """The other streams' connections are extra: if the server refuses them (max_connections
+        reached, say), the import goes on with the streams it has, down to one."""
         conns: list[psycopg.Connection[Any]] = []
         try:
             for _ in range(count - 1):
-                conns.append(connect(self.settings))
+                try:
+                    conns.append(connect(self.settings))
+                except psycopg.OperationalError as exc:
+                    self.log.warning("no connection for another COPY stream; going on with fewer",
+                                     streams=len(conns) + 1, error=str(exc).strip()[:300])
+                    break
                 conns[-1].autocommit = False
+            if not conns:
+                return self._load_serial(batches, engine)
             engines = [engine] + [loader.Loader(c, engine.target, engine.columns, engine.opts) for c in conns]
-            self.log.info("loading in parallel streams", streams=count)
+            self.log.info("loading in parallel streams", streams=len(engines))
             return streams.Streams(engines, batches, self, self.log).run()
         finally:
             for conn in conns:

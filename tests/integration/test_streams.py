@@ -7,11 +7,12 @@ import dataclasses
 import threading
 import uuid
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd import store
+from importd import importrun, store
 from importd.config import Settings
 from importd.errors import TransientError
 from importd.importer import lock_key, run_import_task
@@ -144,3 +145,16 @@ def test_two_streams_give_one_streams_outcome_whatever_the_bad_rows(isettings, d
         rec, _ = run_import(s, data, mode="resumable", max_errors=max_errors, options={"batch_bytes": batch})
         results.append(outcome(s, db, rec))
     assert results[0] == results[1]
+
+
+def test_a_refused_extra_connection_leaves_the_import_to_one_stream(isettings, db, monkeypatch, capsys):
+    """max_connections reached: the job does not fail its attempt for want of a second stream."""
+    def refuse(settings):
+        raise psycopg.OperationalError("FATAL:  sorry, too many clients already")
+
+    monkeypatch.setattr(importrun, "connect", refuse)
+    rec, raised = run_import(isettings, people(3000), mode="resumable", options=BATCHES)
+    assert raised is None and (rec.state, rec.rows_imported) == ("SUCCESS", 3000)
+    assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (3000, 3000)
+    out = capsys.readouterr().out
+    assert "no connection for another COPY stream" in out and "loading in parallel streams" not in out
