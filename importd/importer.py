@@ -10,7 +10,8 @@ A cleanly finished run leaves its connection to the next job of the process.
 - ``atomic`` (default): every batch in one transaction, committed together with the job's
   SUCCESS; any crash rolls everything back and a redelivery starts over.
 - ``resumable``: each batch commits together with the job's checkpoint (byte offset, rows,
-  rejected rows); a redelivery resumes after the checkpoint. A resumable job that ends in
+  rejected rows); a redelivery resumes after the checkpoint. A file of more than one batch
+  loads on two connections at once, committing in file order (:mod:`importd.streams`). A resumable job that ends in
   FAILURE (too many bad rows) or CANCELLED keeps the batches it committed.
 - ``validate_only``: the same path in a transaction that is always rolled back.
 

@@ -292,8 +292,7 @@ class ImportRun:
             self.rows = 0
 
     def _cancel_requested(self, conn: psycopg.Connection[Any]) -> bool:
-        row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s",
-                                (self.job_id,)).fetchone()
+        row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s", (self.job_id,)).fetchone()
         return bool(row and row[0])
 
     def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
