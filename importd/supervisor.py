@@ -13,6 +13,7 @@ does, and WATCHDOG=1 every half ``WATCHDOG_USEC`` while all children are alive.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
 import os
@@ -39,6 +40,11 @@ MAX_RESPAWN_DELAY_S = 30.0
 #: Exit code when the broker's topology conflicts with ours (EX_CONFIG).
 EXIT_CONFIG = 78
 
+#: Signals that stop a worker (blocked around a fork, see :meth:`Supervisor._spawn`).
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+#: ``prctl`` option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
 _ctx = multiprocessing.get_context("fork")
 
 
@@ -53,7 +59,17 @@ class Child:
 
 def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: Any,
                consuming: Any | None = None) -> None:
-    """Entry point of a forked child: its own logging, its own connection."""
+    """Entry point of a forked child: its own logging, its own connection.
+
+    The child starts with SIGTERM and SIGINT blocked (see :meth:`Supervisor._spawn`) and the
+    supervisor's handlers: it restores the default action (a stop before it consumes anything
+    just ends it), asks to die with its supervisor, and unblocks; the consumer then installs
+    its own handlers.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    _die_with_parent(os.getppid())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     logs.configure(settings.log_level)
     tasks.load_modules(settings.task_module_list)
     if settings.rate_limit:
@@ -70,6 +86,22 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
                         extensions=[*_extensions(), mark_consuming])
     consumer.install_signal_handlers()
     os._exit(consumer.run())
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the supervisor dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A child that outlived a SIGKILLed or crashed supervisor would go on consuming with nobody
+    to enforce its hard time limit or replace it; with this it finishes its job and leaves, as
+    on a normal stop. Elsewhere the call is skipped.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _extensions() -> list[Callable[..., None]]:
@@ -188,12 +220,21 @@ class Supervisor:
             _signal(child.process.pid, signal.SIGTERM)
 
     def _spawn(self, index: int) -> None:
+        """Fork child ``index`` with the stop signals blocked until it is in ``children``: a
+        SIGTERM arriving meanwhile then reaches it through :meth:`_on_signal` (and none is
+        started once stopping), instead of leaving a child nobody told to stop."""
         deadline = _ctx.Value("d", 0.0, lock=False)
         consuming = _ctx.Value("b", 0, lock=False)
         process = _ctx.Process(target=child_main, name=f"importd-child-{index}",
                                args=(self.settings, self.queues, self.max_tasks_per_child, deadline, consuming))
-        process.start()
-        self.children[index] = Child(index, process, time.monotonic(), deadline, consuming)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if self.stopping:
+                return
+            process.start()
+            self.children[index] = Child(index, process, time.monotonic(), deadline, consuming)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.log.info("child started", child=index, child_pid=process.pid)
 
     def _reap(self) -> None:

@@ -136,3 +136,22 @@ def test_broker_restart_worker_reconnects_and_persistent_messages_survive(broker
         broker.publish_job("test.record", {"log": str(log)})
         wait_for(lambda: len(test_tasks.runs(log)) == 1, 30)
     assert broker.depth("import_queue") == 1
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by whatever init this machine has, or not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_children_leave_when_their_supervisor_is_killed(start_worker):
+    """Protection proved: PR_SET_PDEATHSIG. Without it the children of a SIGKILLed supervisor
+    go on consuming with nobody to enforce their hard time limit or stop them."""
+    with start_worker("-Q", "default", "-c", "2") as w:
+        w.wait_consuming(2)
+        children = w.child_pids()
+        assert len(children) == 2
+        os.kill(w.proc.pid, signal.SIGKILL)
+        wait_for(lambda: not any(_running(pid) for pid in children), 20, what="children gone")
