@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -158,7 +159,8 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "importd", "worker", *args], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=True)  # its own process group: see stop()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -180,11 +182,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for pid in self.child_pids():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        try:  # children included, even those a killed supervisor left to another parent
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._log.close()
         return self.proc.returncode
 
