@@ -220,11 +220,14 @@ class Loader:
                 ) -> tuple[list[tuple[int, int, Failure]], list[tuple[int, int]]]:
         """The suspects a cast shows bad (:mod:`importd.triage`), and the others."""
         if self.triage_columns is None:
-            types = [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
-            self.triage_columns = triage.columns(self.columns, types, self.opts.delimiter.encode()) or []
+            self.triage_columns = triage.columns(self.columns, self._types(), self.opts.delimiter.encode()) or []
         if not self.triage_columns:
             return [], suspects
         return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode())
+
+    def _types(self) -> list[tuple[str, bool]]:
+        """(type, not null) of each loaded column, in file order (what the screen and the triage read)."""
+        return [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
 
     def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
         """The screening pattern for ``data``'s line endings (None: screening is off)."""
@@ -237,8 +240,7 @@ class Loader:
         first = csvscan.first_record_end(data)
         crlf = data[first - 2:first] == b"\r\n"
         if crlf not in self.screens:
-            types = [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
-            self.screens[crlf] = prescreen.compile_rows(types, self.opts.delimiter, crlf)
+            self.screens[crlf] = prescreen.compile_rows(self._types(), self.opts.delimiter, crlf)
         return self.screens[crlf]
 
     def _rejected(self, batch: Batch, rows: int, bad: list[tuple[int, int, Failure]]) -> BatchResult:

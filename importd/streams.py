@@ -129,8 +129,8 @@ class Streams:
             with self.turn:
                 self.loading.pop(index, None)
                 self.settled += 1
-                self.enough = self.enough or not more
-                self.stopped = self.stopped or not more
+                if not more:
+                    self.enough = self.stopped = True
                 self.turn.notify_all()
             if not more:
                 return
