@@ -3,10 +3,7 @@ without a failed COPY each, and the salvage for what a cast cannot judge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from unittest import mock
-
-import pytest
 
 from importd import prescreen, salvage, triage
 from tests.integration.test_importer_salvage import WIDE_DDL
@@ -26,13 +23,6 @@ BAD = {
 }
 #: Bad rows a cast cannot judge: a text column over its length, an empty NOT NULL field, ragged.
 SALVAGED = {12: "1,1,1.5,true,,,abcde,,", 13: "1,1,1.5,,,,,,", 14: "1,1"}
-
-
-@pytest.fixture(autouse=True)
-def no_wide_table_left(db) -> Iterator[None]:
-    """Other tests expect ``wide`` not to exist."""
-    yield
-    db.execute("DROP TABLE IF EXISTS wide")
 
 
 def wide_file(copies: int = 20) -> bytes:

@@ -47,12 +47,13 @@ def isettings(migrated: Settings) -> Settings:
 
 @pytest.fixture
 def db(isettings: Settings) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection; (re)creates the test tables empty for each test."""
+    """An autocommit connection; (re)creates the test tables empty for each test, drops ``wide`` after."""
     with store.connect(isettings) as conn:
         for name, ddl in (("people", PEOPLE_DDL), ("items", ITEMS_DDL), ("big", BIG_DDL)):
             conn.execute(f"DROP TABLE IF EXISTS {name}")
             conn.execute(ddl)
         yield conn
+        conn.execute("DROP TABLE IF EXISTS wide")  # made by some tests; others expect it missing
 
 
 def write(settings: Settings, data: bytes, name: str | None = None) -> Path:
