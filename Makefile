@@ -20,6 +20,7 @@ services:
 lint: install
 	$(VENV)/bin/ruff check importd api tests
 	$(VENV)/bin/mypy importd api
+	$(VENV)/bin/lint-imports
 
 browser:
 	@scripts/browser.sh

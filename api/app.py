@@ -2,7 +2,7 @@
 
 Thin on purpose: a routes list, a lifespan holding the pools (:mod:`api.services`), auth as
 pure ASGI middleware (:mod:`api.auth`), one JSON error shape (:mod:`api.errors`), and
-``/metrics`` from :mod:`importd.metrics` (outside ``/api``: public like ``/healthz``, so
+``/metrics`` from :mod:`importd.ops.metrics` (outside ``/api``: public like ``/healthz``, so
 loopback-only when no tokens are set).
 """
 
@@ -16,8 +16,8 @@ from api import errors, openapi, sse
 from api.auth import AuthMiddleware
 from api.routes import health, jobs, page, session, upload
 from api.services import lifespan_for
-from importd import metrics
 from importd.config import Settings
+from importd.ops import metrics
 
 ROUTES = [
     Route("/", page.index, methods=["GET"]),

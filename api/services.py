@@ -2,7 +2,7 @@
 
 PostgreSQL: a psycopg_pool of autocommit connections (store functions are synchronous and run
 in the threadpool). Redis: one ``redis.asyncio`` pool for short reads; every SSE stream opens
-its own connection (see :mod:`api.sse`). RabbitMQ: :class:`importd.publisher.Publisher`,
+its own connection (see :mod:`api.sse`). RabbitMQ: :class:`importd.worker.publisher.Publisher`,
 blocking, called from the threadpool. None of them connects at start-up, so the API starts
 while a service is down and ``/readyz`` says which one.
 """
@@ -22,8 +22,8 @@ from starlette.requests import Request
 
 from importd import logs
 from importd.config import Settings
-from importd.progress import Progress
-from importd.publisher import Publisher
+from importd.imports.progress import Progress
+from importd.worker.publisher import Publisher
 
 #: Seconds a Redis call from the API may take before Redis counts as down.
 REDIS_TIMEOUT_S = 0.5

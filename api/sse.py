@@ -3,7 +3,7 @@
 Each stream entry becomes one event with ``id: <stream id>`` and ``event: <type>`` (state,
 progress, final), so a browser reconnecting with ``Last-Event-ID`` resumes exactly after the
 last event it saw: XREAD is exclusive of the id it is given, so nothing repeats and nothing is
-lost while the entry is kept (``importd.progress`` keeps the stream an hour after the end).
+lost while the entry is kept (``importd.imports.progress`` keeps the stream an hour after the end).
 The ``final`` event is the last; the stream closes after it.
 
 While the job is quiet a comment line (``: keepalive``) goes out every

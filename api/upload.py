@@ -6,7 +6,7 @@ python-multipart's streaming parser) and a raw CSV body (``Content-Type: text/cs
 part is spooled to the upload directory in ``WRITE_CHUNK_BYTES`` writes from the threadpool,
 so memory stays flat whatever the size, and the event loop never blocks on the disk.
 
-A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.submit.submit``
+A raw body is not spooled at all: :class:`BodyReader` hands it to ``importd.imports.submit.submit``
 as a plain blocking file object whose ``read`` pulls the next chunks from the event loop, so
 the bytes are written once, straight to the job's file. Multipart bodies are spooled first,
 because their form fields may come after the file and submit needs them before it starts;

@@ -56,7 +56,7 @@ def from_redis(job_id: str, h: dict[str, str]) -> dict[str, Any]:
 
 
 def from_record(rec: Any) -> dict[str, Any]:
-    """From an ``importd.store.JobRecord``."""
+    """From an ``importd.imports.store.JobRecord``."""
     d = rec.to_dict()
     out: dict[str, Any] = {key: d.get(key) for key in JOB_KEYS}
     out.update({

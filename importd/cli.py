@@ -9,46 +9,34 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
-from importd import logs, topology
+from importd import logs
 from importd.config import Settings
 from importd.errors import TopologyMismatch
-
-#: Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
-
-Command = Callable[[argparse.Namespace, Settings], int]
-
-
-class Subcommand(NamedTuple):
-    """One command living in another module, for :data:`EXTERNAL` (``"module:ATTR"``)."""
-
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Command
-
+from importd.subcommand import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, Command
+from importd.worker import topology
 
 #: Subcommands implemented in other modules: name -> ("module" or "module:ATTR", help). The
 #: module (or its attribute ATTR, when one module serves several commands) has
 #: ``add_arguments(parser)`` and ``run(args, settings) -> int``.
 EXTERNAL: dict[str, tuple[str, str]] = {
-    "migrate": ("importd.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
-    "submit": ("importd.commands.submit", "queue a CSV import (--follow shows its progress)"),
-    "job": ("importd.commands.job", "show a job's state (Redis, else PostgreSQL)"),
-    "errors": ("importd.commands.errors", "print a job's rejected rows as CSV"),
-    "replay-dlq": ("importd.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
-    "dlq": ("importd.dlq:DLQ", "list or purge what failed_tasks holds"),
-    "ping": ("importd.control:PING", "ask every live worker to answer"),
-    "inspect": ("importd.control:INSPECT", "show what the workers run now"),
-    "status": ("importd.status:STATUS", "queue depths, consumers and job counts"),
-    "events": ("importd.events:EVENTS", "tail job events (received, started, ..., dead-lettered)"),
+    "migrate": ("importd.imports.commands.migrate", "create or upgrade importd's tables in PostgreSQL"),
+    "submit": ("importd.imports.commands.enqueue", "queue a CSV import (--follow shows its progress)"),
+    "job": ("importd.imports.commands.job", "show a job's state (Redis, else PostgreSQL)"),
+    "errors": ("importd.imports.commands.rejects", "print a job's rejected rows as CSV"),
+    "replay-dlq": ("importd.ops.dlq:REPLAY", "move dead letters from failed_tasks back to their queue"),
+    "dlq": ("importd.ops.dlq:DLQ", "list or purge what failed_tasks holds"),
+    "ping": ("importd.ops.control:PING", "ask every live worker to answer"),
+    "inspect": ("importd.ops.control:INSPECT", "show what the workers run now"),
+    "status": ("importd.ops.status:STATUS", "queue depths, consumers and job counts"),
+    "events": ("importd.ops.events:EVENTS", "tail job events (received, started, ..., dead-lettered)"),
     "api": ("api.cli", "serve the HTTP API and the upload page (uvicorn)"),
 }
 
 
 def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
-    from importd.publisher import broker_connection
+    from importd.worker.publisher import broker_connection
 
     try:
         with broker_connection(settings) as conn:
@@ -62,8 +50,8 @@ def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from importd import sdnotify
-    from importd.supervisor import Supervisor
+    from importd.worker import sdnotify
+    from importd.worker.supervisor import Supervisor
 
     queues = [q.strip() for q in (args.queues or settings.queues).split(",") if q.strip()]
     for name in queues:
@@ -74,7 +62,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_USAGE
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port:
-        from importd import metrics
+        from importd.ops import metrics
 
         metrics.serve_worker(settings, metrics_port)  # before the children fork
     supervisor = Supervisor(

@@ -59,6 +59,9 @@ class Settings:
     tables: str = ""
     #: Comma separated modules imported at worker start, each registering extra task types.
     task_modules: str = ""
+    #: Consumer extensions every worker child attaches, comma separated ``module:function``
+    #: paths; one that fails to load stops the worker at start (exit 78).
+    worker_extensions: str = "importd.ops.control:attach,importd.ops.events:attach,importd.ops.metrics:attach"
     #: Override every task's rate limit ("10/m", "none" to lift it); empty keeps the table's.
     rate_limit: str = ""
     #: Comma separated bearer tokens for the API; empty disables auth.
@@ -107,6 +110,10 @@ class Settings:
     @property
     def task_module_list(self) -> list[str]:
         return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+
+    @property
+    def worker_extension_list(self) -> list[str]:
+        return [m.strip() for m in self.worker_extensions.split(",") if m.strip()]
 
 
 def _convert(type_name: Any, raw: str, name: str) -> Any:

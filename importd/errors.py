@@ -50,3 +50,7 @@ class TopologyMismatch(ImportdError):
 
 class PublishError(TransientError):
     """A publish was returned (unroutable) or not confirmed by the broker."""
+
+
+class ExtensionError(ImportdError):
+    """A worker extension listed in ``IMPORTD_WORKER_EXTENSIONS`` cannot be loaded (exit 78)."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from importd import topology
 from importd.config import Settings
-from importd.publisher import broker_connection
+from importd.worker import topology
+from importd.worker.publisher import broker_connection
 from tests.support import infra
 
 #: Import fixtures (migrated database, allowlisted tables) for every test module.

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from api.errors import error_response
 from api.services import Services, services
 from importd import logs
-from importd.publisher import broker_connection
+from importd.worker.publisher import broker_connection
 
 log = logs.get("api.health")
 

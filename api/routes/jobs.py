@@ -14,8 +14,9 @@ from starlette.responses import JSONResponse, Response
 from api import views
 from api.errors import ApiError
 from api.services import Services, services
-from importd import keys, logs, store
-from importd.messages import JOB_ID
+from importd import keys, logs
+from importd.imports import store
+from importd.worker.messages import JOB_ID
 
 log = logs.get("api.jobs")
 

@@ -1,6 +1,6 @@
 """``POST /api/upload``: receive the CSV, check it, create and publish the job, answer 202.
 
-The header row is checked against the table by ``importd.submit.submit`` before anything is
+The header row is checked against the table by ``importd.imports.submit.submit`` before anything is
 queued; its problems come back as 400 ``bad_upload`` with the list in ``problems``. With an
 ``Idempotency-Key`` header the same key returns the same job: a key already used answers
 before the body is read (nothing stored twice); two requests racing with one key meet at the
@@ -19,9 +19,10 @@ from starlette.responses import JSONResponse, Response
 from api import upload, views
 from api.errors import ApiError
 from api.services import Services, services
-from importd import logs, store, targets
+from importd import logs
 from importd.errors import PublishError
-from importd.submit import SubmitError, submit
+from importd.imports import store, targets
+from importd.imports.submit import SubmitError, submit
 
 log = logs.get("api.upload")
 

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from importd import store
 from importd.config import Settings
+from importd.imports import store
 from tests.support import infra
 
 #: Tables the API tests import into (no primary key: uploads may repeat rows).

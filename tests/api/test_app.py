@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from api import auth
 from api.app import create_app
-from importd import cli
+from importd import subcommand
 
 pytestmark = pytest.mark.anyio
 TOKEN = "s3cret-token"
@@ -126,7 +126,7 @@ def test_importd_api_refuses_a_public_address_without_tokens(api_settings: Any) 
     env.pop("IMPORTD_API_TOKENS", None)
     out = subprocess.run([sys.executable, "-m", "importd", "api", "--host", "0.0.0.0", "--port", "1"], env=env,
                          capture_output=True, text=True, timeout=60, cwd=infra.ROOT)
-    assert out.returncode == cli.EXIT_CONFIG
+    assert out.returncode == subcommand.EXIT_CONFIG
     assert "--insecure-no-auth" in out.stderr
 
 
@@ -139,7 +139,7 @@ def test_importd_api_serves_on_loopback_and_stops_promptly_with_an_sse_client_co
 
     import httpx
 
-    from importd import store
+    from importd.imports import store
     from tests.api.conftest import free_port
     from tests.support import infra
 

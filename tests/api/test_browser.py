@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from importd import store
 from importd.config import Settings
+from importd.imports import store
 from tests.api.conftest import HEADER, TABLES
 from tests.support.infra import ROOT
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import redis
 
-from importd import keys, store
+from importd import keys
 from importd.config import Settings
-from importd.progress import Progress
+from importd.imports import store
+from importd.imports.progress import Progress
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from importd import store
 from importd.config import Settings
+from importd.imports import store
 from tests.api.conftest import HEADER
 
 #: Size of the upload.

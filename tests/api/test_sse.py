@@ -13,9 +13,10 @@ import httpx
 import pytest
 import redis
 
-from importd import keys, store
+from importd import keys
 from importd.config import Settings
-from importd.progress import Progress
+from importd.imports import store
+from importd.imports.progress import Progress
 from tests.support.infra import wait_for
 
 pytestmark = pytest.mark.anyio

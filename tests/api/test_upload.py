@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from importd import keys, store
+from importd import keys
 from importd.config import Settings
+from importd.imports import store
 from tests.api.conftest import HEADER
 
 pytestmark = pytest.mark.anyio

@@ -12,13 +12,14 @@ import sys
 import time
 import uuid
 
-from importd import logs, store
+from importd import logs
 from importd.config import Settings
-from importd.importer import run_import_task
-from importd.jobs import JobContext
-from importd.messages import Job
-from importd.store import JobRecord
-from importd.tasks import get
+from importd.imports import store
+from importd.imports.handlers import run_import_task
+from importd.imports.store import JobRecord
+from importd.worker.context import JobContext
+from importd.worker.messages import Job
+from importd.worker.tasks import get
 
 
 def main(path: str, table: str, mode: str = "atomic") -> int:

@@ -3,7 +3,7 @@
 Prints one table: rows/s, MB/s, the ratio to `psql \\copy` of the same file into the same
 kind of table, and the worker's peak RSS, for importd's engine alone and end to end, in
 each mode (atomic: one transaction, one COPY stream; resumable: two streams, see
-:mod:`importd.streams`); the same with 1 % bad rows; the engine's peak RSS on a file twice
+:mod:`importd.imports.copy.streams`); the same with 1 % bad rows; the engine's peak RSS on a file twice
 as large; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
 noisy on a shared 2-core machine: compare ratios within one run. The import rate limit
 (10/min) is lifted for the run (IMPORTD_RATE_LIMIT=none), since it alone would cap the
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import psycopg
 
-from importd import store, topology
 from importd.config import Settings
-from importd.publisher import Publisher, broker_connection
-from importd.submit import submit
+from importd.imports import store
+from importd.imports.submit import submit
+from importd.worker import topology
+from importd.worker.publisher import Publisher, broker_connection
 from tests.bench.generate import TABLE_DDL, generate
 from tests.support import infra
 

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from importd import store
 from importd.config import Settings
-from importd.publisher import Publisher
-from importd.submit import submit
+from importd.imports import store
+from importd.imports.submit import submit
+from importd.worker.publisher import Publisher
 from tests.support import report
 from tests.support.infra import Broker, wait_for
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd import store
 from importd.config import Settings
+from importd.imports import store
 from tests.support import report
 from tests.support.importing import run_import
 

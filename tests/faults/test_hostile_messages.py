@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from importd import messages
+from importd.worker import messages
 from tests.support import report
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, wait_for
@@ -55,7 +55,7 @@ def test_hostile_import_jobs_end_in_failure_with_their_reason_and_the_worker_goe
     """Protection proved: the import resolves the file inside the upload directory, checks
     the allowlist and the job's arguments before touching the database. Without it
     ``/etc/passwd`` or ``../../x`` would be read, or an unlisted table written."""
-    from importd import store
+    from importd.imports import store
     from tests.faults.conftest import TABLE, WORKER_ENV
 
     good = fsettings.upload_dir / "good.csv"

@@ -9,7 +9,7 @@ import time
 
 import psycopg
 
-from importd import store
+from importd.imports import store
 from tests.faults.conftest import TABLE, WORKER_ENV, audit, make_file, states, submit_files
 from tests.faults.test_consumer_timeout import short_consumer_timeout  # noqa: F401 - fixture
 from tests.support.infra import SERVICES, rabbitmqctl, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from importd import messages, retry
+from importd.worker import messages, retry
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, wait_for
 

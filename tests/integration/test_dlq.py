@@ -9,9 +9,9 @@ from pathlib import Path
 
 from kombu import Producer
 
-from importd import messages, topology
 from importd.config import Settings
-from importd.publisher import send
+from importd.worker import messages, topology
+from importd.worker.publisher import send
 from tests.support import ops_tasks
 from tests.support.cli import OPS_TASK_MODULES, popen_cli, run_cli
 from tests.support.infra import Broker, wait_for

@@ -11,10 +11,10 @@ import uuid
 import psycopg
 import pytest
 
-from importd import store
 from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded, TransientError
-from importd.importer import lock_key, on_import_give_up, on_import_retry, run_import_task
-from importd.progress import Progress
+from importd.imports import store
+from importd.imports.handlers import lock_key, on_import_give_up, on_import_retry, run_import_task
+from importd.imports.progress import Progress
 from tests.support.importing import context, rejected, rows, run_import, write
 from tests.support.infra import wait_for
 
@@ -237,24 +237,24 @@ def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(ise
 
 
 def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_or_temp_tables(isettings, db):
-    from importd import importer
+    from importd.imports import handlers
 
     first, _ = run_import(isettings, b"sku,qty\na,1\n", "items", options={"on_conflict": "skip"})
-    conn = importer._connections[isettings.database_url]
+    conn = handlers._connections[isettings.database_url]
     pid = conn.info.backend_pid
     with store.connect(isettings) as other:  # the first job's lock is free
         assert other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                              (lock_key(first.id),)).fetchone() == (True,)
     second, _ = run_import(isettings, b"id,name\n1,a\n", options={"on_conflict": "skip"})
     assert (first.state, second.state) == ("SUCCESS", "SUCCESS")
-    assert importer._connections[isettings.database_url].info.backend_pid == pid
+    assert handlers._connections[isettings.database_url].info.backend_pid == pid
 
 
 def test_a_kept_connection_closed_by_the_server_is_replaced_without_failing_the_job(isettings, db):
-    from importd import importer
+    from importd.imports import handlers
 
     run_import(isettings, b"id,name\n1,a\n")
-    kept = importer._connections[isettings.database_url]
+    kept = handlers._connections[isettings.database_url]
     db.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
     rec, raised = run_import(isettings, b"id,name\n2,b\n")
     assert raised is None and rec.state == "SUCCESS"

@@ -9,7 +9,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd import prescreen, salvage
+from importd.imports.copy import salvage, screen
 from tests.support.importing import rejected, rows, run_import
 
 NAMES = st.sampled_from(["plain", '"with, comma"', '"two\nlines"', '"three\nshort\nlines"', '"quote "" inside"',
@@ -70,7 +70,7 @@ def test_screened_batches_load_and_reject_exactly_what_the_plain_salvage_does(is
     screened, _ = run_import(isettings, data, "big", max_errors=bad, options=options)
     loaded = rows(db, "SELECT * FROM big ORDER BY id")
     db.execute("TRUNCATE big")
-    monkeypatch.setattr(prescreen, "compile_rows", lambda *args, **kwargs: None)
+    monkeypatch.setattr(screen, "compile_rows", lambda *args, **kwargs: None)
     plain, _ = run_import(isettings, data, "big", max_errors=bad, options=options)
     assert (screened.state, screened.rows_rejected) == (plain.state, plain.rows_rejected) == ("SUCCESS", bad)
     assert loaded == rows(db, "SELECT * FROM big ORDER BY id") and len(loaded) == 3000 - bad
@@ -80,7 +80,7 @@ def test_screened_batches_load_and_reject_exactly_what_the_plain_salvage_does(is
 def test_screening_sends_each_good_row_once_and_a_failed_copy_only_for_bad_rows_a_cast_cannot_judge(
         isettings, db, monkeypatch):
     """The typed bad rows (a word, an overflowing number) are judged by one cast query per
-    batch (importd.triage); each ragged row costs one failed one-record COPY."""
+    batch (importd.imports.copy.triage); each ragged row costs one failed one-record COPY."""
     data, bad = dirty_big_file()
     failed, sent = [], []
     attempt = salvage.RawCopy.attempt
@@ -102,7 +102,7 @@ def test_screening_sends_each_good_row_once_and_a_failed_copy_only_for_bad_rows_
     screened = sum(sent)
     sent.clear()
     db.execute("TRUNCATE big")
-    monkeypatch.setattr(prescreen, "compile_rows", lambda *args, **kwargs: None)
+    monkeypatch.setattr(screen, "compile_rows", lambda *args, **kwargs: None)
     run_import(isettings, data, "big", max_errors=bad, options={"batch_bytes": 32768})
     assert sum(sent) > 1.5 * screened
 
@@ -152,10 +152,10 @@ def test_screening_changes_nothing_but_speed_whatever_the_types_and_values(isett
         lines.append(line + ("\xff" if twist == "latin1" else "") + "\n")
     data = "".join(lines).encode("utf-8", "surrogateescape").replace("\xff".encode(), b"\xff")
     outcomes = []
-    for screen in (prescreen.compile_rows, lambda *args, **kwargs: None):
+    for compile_rows in (screen.compile_rows, lambda *args, **kwargs: None):
         db.execute("DROP TABLE IF EXISTS wide")
         db.execute(WIDE_DDL)
-        with mock.patch.object(prescreen, "compile_rows", screen):
+        with mock.patch.object(screen, "compile_rows", compile_rows):
             rec, raised = run_import(isettings, data, "wide", max_errors=len(records), options={"batch_bytes": batch})
         assert raised is None, raised
         loaded = rows(db, "SELECT wide::text FROM wide ORDER BY id")  # as text: NaN == NaN
@@ -168,8 +168,8 @@ def test_a_format_the_screen_does_not_know_turns_screening_off_after_one_batch(i
     data = ("id,name,amount,note\n" + "\n".join(rows_) + "\n").encode()
     db.execute("ALTER TABLE big ALTER COLUMN note TYPE date USING NULL")
     screened = []
-    split = prescreen.split
-    monkeypatch.setattr(prescreen, "split", lambda *args: screened.append(1) or split(*args))
+    split = screen.split
+    monkeypatch.setattr(screen, "split", lambda *args: screened.append(1) or split(*args))
     rec, _ = run_import(isettings, data, "big", max_errors=30, options={"batch_bytes": 1024})
     assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 270, 30)
     assert len(screened) == 1

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from importd import store
-from importd.progress import Progress
-from importd.publisher import Publisher
-from importd.submit import submit
+from importd.imports import store
+from importd.imports.progress import Progress
+from importd.imports.submit import submit
+from importd.worker.publisher import Publisher
 from tests.support.importing import TABLES
 from tests.support.infra import wait_for
 

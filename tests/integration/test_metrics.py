@@ -14,10 +14,11 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from importd import metrics, store
 from importd.config import Settings
-from importd.publisher import Publisher
-from importd.submit import submit
+from importd.imports import store
+from importd.imports.submit import submit
+from importd.ops import metrics
+from importd.worker.publisher import Publisher
 from tests.support import tasks as test_tasks
 from tests.support.importing import TABLES
 from tests.support.infra import Broker, wait_for
@@ -90,7 +91,7 @@ def test_api_metrics_app_reports_queue_and_dlq_depths(settings: Settings, broker
     assert _value(samples, "importd_queue_messages", queue="bulk_ops_queue") == 2
     assert _value(samples, "importd_queue_messages", queue="import_queue.retry.3") == 0
     assert _value(samples, "importd_dlq_messages") == 1
-    if importlib.util.find_spec("importd.store") is not None:  # job figures come from PostgreSQL
+    if importlib.util.find_spec("importd.imports.store") is not None:  # job figures come from PostgreSQL
         assert ("importd_database_up", frozenset()) in samples
 
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd import prescreen, store
 from importd.config import Settings
+from importd.imports import store
+from importd.imports.copy import screen
 
 TYPES = ["smallint", "integer", "bigint", "numeric", "numeric(14,2)", "numeric(5,0)", "real", "double precision",
          "boolean", "uuid", "date", "timestamp without time zone", "timestamp with time zone",
@@ -38,7 +39,7 @@ def copy_accepts(conn: psycopg.Connection[Any], pg_type: str, fields: list[bytes
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_every_field_the_screen_matches_is_accepted_by_copy(conn, pg_type, data):
-    pattern = prescreen.field_pattern(pg_type, False, b",")
+    pattern = screen.field_pattern(pg_type, False, b",")
     assert pattern is not None
     fields = data.draw(st.lists(st.from_regex(pattern, fullmatch=True), min_size=1, max_size=40))
     fields = [f for f in fields if b"\n" not in f and b"\r" not in f and utf8(f)]  # one record per line
@@ -62,45 +63,45 @@ def utf8(field: bytes) -> bool:
     ("character varying(5)", b"abcdef"), ("text", b"a\x00b"), ("text", b'a"b'), ("text", b'"a"b'),
 ])
 def test_values_postgresql_may_refuse_are_suspects(pg_type, value):
-    pattern = prescreen.field_pattern(pg_type, False, b",")
+    pattern = screen.field_pattern(pg_type, False, b",")
     assert pattern is not None
     assert re.fullmatch(pattern, value) is None
 
 
 @pytest.mark.parametrize("pg_type", ["json", "integer[]", "interval", "numeric(2,2)", "bytea", "my_domain"])
 def test_a_type_without_a_pattern_turns_screening_off(pg_type):
-    assert prescreen.compile_rows([("integer", True), (pg_type, False)], ",", crlf=False) is None
+    assert screen.compile_rows([("integer", True), (pg_type, False)], ",", crlf=False) is None
 
 
 def test_an_unquoted_empty_field_of_a_not_null_column_is_a_suspect():
-    rows = prescreen.compile_rows([("integer", True), ("text", True)], ",", crlf=False)
+    rows = screen.compile_rows([("integer", True), ("text", True)], ",", crlf=False)
     assert rows is not None
     suspects: list[tuple[int, int]] = []
     data = b'1,a\n2,\n3,""\n'
-    good = b"".join(prescreen.split(rows, data, suspects))
+    good = b"".join(screen.split(rows, data, suspects))
     assert (good, suspects) == (b'1,a\n3,""\n', [(4, 7)])
 
 
 def test_split_hands_back_every_record_either_as_good_or_as_a_suspect():
-    rows = prescreen.compile_rows([("bigint", True), ("text", False), ("date", False)], ";", crlf=True)
+    rows = screen.compile_rows([("bigint", True), ("text", False), ("date", False)], ";", crlf=True)
     assert rows is not None
     records = [b'1;"multi\r\nline; ""quoted""";2024-01-02\r\n', b"2;x;2024-02-30\r\n", b"3;;\r\n",
                b"4;ragged\r\n", b"5;z;2024-01-01\r\n", b'6;"open quote;2024-01-01\r\n7;y;2024-01-01']
     data = b"".join(records)
     suspects: list[tuple[int, int]] = []
-    good = b"".join(prescreen.split(rows, data, suspects))
+    good = b"".join(screen.split(rows, data, suspects))
     assert good == records[0] + records[2] + records[4]
     assert [data[s:e] for s, e in suspects] == [records[1], records[3], records[5]]  # an open quote runs on
 
 
 def test_split_screens_window_by_window_and_loses_no_record_at_a_window_edge(monkeypatch):
-    monkeypatch.setattr(prescreen, "WINDOW", 64)
-    rows = prescreen.compile_rows([("integer", True), ("text", False)], ",", crlf=False)
+    monkeypatch.setattr(screen, "WINDOW", 64)
+    rows = screen.compile_rows([("integer", True), ("text", False)], ",", crlf=False)
     assert rows is not None
     records = [b"%d,%s\n" % (i, b"x" * (i % 37)) if i % 7 else b"%d,bad\x00\n" % i for i in range(200)]
     data = b"".join(records)
     suspects: list[tuple[int, int]] = []
-    parts = list(prescreen.split(rows, data, suspects))
+    parts = list(screen.split(rows, data, suspects))
     assert len(parts) > 20  # yielded window by window, not once at the end
     assert b"".join(parts) == b"".join(r for i, r in enumerate(records) if i % 7)
     assert [data[s:e] for s, e in suspects] == [r for i, r in enumerate(records) if not i % 7]

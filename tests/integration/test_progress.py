@@ -10,7 +10,7 @@ import redis
 
 from importd import keys
 from importd.config import Settings
-from importd.progress import MIN_INTERVAL_S, TTL_AFTER_END_S, Progress
+from importd.imports.progress import MIN_INTERVAL_S, TTL_AFTER_END_S, Progress
 
 
 def test_states_progress_and_final_event_are_written_and_resumable_by_event_id(settings: Settings):

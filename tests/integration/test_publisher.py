@@ -3,10 +3,10 @@
 import pytest
 from kombu import Producer
 
-from importd import messages
 from importd.config import Settings
 from importd.errors import PublishError
-from importd.publisher import Publisher, broker_connection, send
+from importd.worker import messages
+from importd.worker.publisher import Publisher, broker_connection, send
 from tests.support.infra import Broker
 
 

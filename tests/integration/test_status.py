@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from importd import topology
 from importd.config import Settings
+from importd.worker import topology
 from tests.support.cli import run_cli
 from tests.support.infra import SERVICES, Broker
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from importd import store
 from importd.config import Settings
+from importd.imports import store
 from tests.support import infra
 
 

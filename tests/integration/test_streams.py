@@ -1,4 +1,4 @@
-"""Parallel COPY streams of a resumable import (:mod:`importd.streams`): batches load at once on
+"""Parallel COPY streams of a resumable import (:mod:`importd.imports.copy.streams`): batches load at once on
 two connections and settle in file order, so the outcome is one stream's, row for row."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd import importrun, store
 from importd.config import Settings
 from importd.errors import TransientError
-from importd.importer import lock_key, run_import_task
+from importd.imports import run, store
+from importd.imports.handlers import lock_key, run_import_task
 from tests.support.importing import context, rejected, rows, run_import, write
 from tests.support.infra import wait_for
 
@@ -152,7 +152,7 @@ def test_a_refused_extra_connection_leaves_the_import_to_one_stream(isettings, d
     def refuse(settings):
         raise psycopg.OperationalError("FATAL:  sorry, too many clients already")
 
-    monkeypatch.setattr(importrun, "connect", refuse)
+    monkeypatch.setattr(run, "connect", refuse)
     rec, raised = run_import(isettings, people(3000), mode="resumable", options=BATCHES)
     assert raised is None and (rec.state, rec.rows_imported) == ("SUCCESS", 3000)
     assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (3000, 3000)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from importd import store
-from importd.progress import Progress
-from importd.publisher import Publisher
-from importd.submit import SubmitError, submit
+from importd.imports import store
+from importd.imports.progress import Progress
+from importd.imports.submit import SubmitError, submit
+from importd.worker.publisher import Publisher
 
 DATA = b"id,name,age\n1,Ann,3\n"
 

@@ -8,10 +8,10 @@ import sys
 import pytest
 from kombu import Queue
 
-from importd import retry, topology
 from importd.config import Settings
 from importd.errors import TopologyMismatch
-from importd.publisher import broker_connection
+from importd.worker import retry, topology
+from importd.worker.publisher import broker_connection
 from tests.support import infra
 
 

@@ -1,11 +1,11 @@
-"""Suspects judged by one cast query per batch (importd.triage): the same rejects as COPY,
+"""Suspects judged by one cast query per batch (importd.imports.copy.triage): the same rejects as COPY,
 without a failed COPY each, and the salvage for what a cast cannot judge."""
 
 from __future__ import annotations
 
 from unittest import mock
 
-from importd import prescreen, salvage, triage
+from importd.imports.copy import salvage, screen, triage
 from tests.integration.test_importer_salvage import WIDE_DDL
 from tests.support.importing import rejected, rows, run_import
 
@@ -42,11 +42,11 @@ def test_typed_bad_fields_are_reported_as_copy_reports_them_without_a_failed_cop
     monkeypatch.setattr(salvage.RawCopy, "attempt",
                         lambda self, parts: (lambda r: failed.append(r[1] is not None) or r)(attempt(self, parts)))
     outcomes = []
-    for screen in (prescreen.compile_rows, lambda *args, **kwargs: None):
+    for compile_rows in (screen.compile_rows, lambda *args, **kwargs: None):
         db.execute("DROP TABLE IF EXISTS wide")
         db.execute(WIDE_DDL)
         failed.clear()
-        with mock.patch.object(prescreen, "compile_rows", screen):
+        with mock.patch.object(screen, "compile_rows", compile_rows):
             rec, raised = run_import(isettings, wide_file(), "wide", max_errors=1000, options={"batch_bytes": 4096})
         assert raised is None
         outcomes.append((rec.rows_imported, rec.rows_rejected, rows(db, "SELECT wide::text FROM wide ORDER BY id"),

@@ -12,11 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from importd import logs, store, tasks
+from importd import logs
 from importd.config import Settings
-from importd.importer import run_import_task
-from importd.jobs import JobContext
-from importd.messages import Job
+from importd.imports import store
+from importd.imports.handlers import run_import_task
+from importd.worker import tasks
+from importd.worker.context import JobContext
+from importd.worker.messages import Job
 
 #: Tables the tests import into (all allowlisted).
 TABLES = "public.people,public.items,public.wide,public.big"

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from kombu import Connection, Producer
 
-from importd import messages, topology
 from importd.config import Settings
-from importd.publisher import broker_connection, route_for, send
+from importd.worker import messages, topology
+from importd.worker.publisher import broker_connection, route_for, send
 from tests.support.services import CURRENT as SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from importd.errors import TransientError
-from importd.jobs import JobContext
-from importd.tasks import TaskSpec, register
+from importd.worker.context import JobContext
+from importd.worker.tasks import TaskSpec, register
 
 
 def runs(directory: Path | str, job_id: str) -> list[dict[str, object]]:

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from importd.errors import PermanentError, TransientError
-from importd.jobs import JobContext
-from importd.tasks import TaskSpec, register
+from importd.worker.context import JobContext
+from importd.worker.tasks import TaskSpec, register
 
 
 def _record(ctx: JobContext, event: str = "run") -> int:
@@ -90,6 +90,6 @@ register(TaskSpec("test.soft_limit", "default", cooperative, soft_time_limit_s=1
                   max_retries=0))
 register(TaskSpec("test.hard_limit", "default", sleep, soft_time_limit_s=0.3, hard_time_limit_s=2,
                   max_retries=1))
-register(TaskSpec("test.import_soft", "default", "importd.importer:run_import_task", soft_time_limit_s=0.3,
-                  hard_time_limit_s=60, max_retries=30, on_retry="importd.importer:on_import_retry",
-                  on_give_up="importd.importer:on_import_give_up"))
+register(TaskSpec("test.import_soft", "default", "importd.imports.handlers:run_import_task", soft_time_limit_s=0.3,
+                  hard_time_limit_s=60, max_retries=30, on_retry="importd.imports.handlers:on_import_retry",
+                  on_give_up="importd.imports.handlers:on_import_give_up"))

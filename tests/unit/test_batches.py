@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from importd.batches import batches
-from importd.csvscan import encoding
-from importd.loader import LoadOptions
+from importd.imports.copy.batches import batches
+from importd.imports.copy.loader import LoadOptions
+from importd.imports.copy.scan import encoding
 
 
 def reader_threads() -> int:

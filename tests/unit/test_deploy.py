@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from importd import tasks
 from importd.config import PREFIX, Settings
+from importd.worker import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

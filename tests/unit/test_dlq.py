@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from importd import dlq, messages
+from importd.ops import dlq
+from importd.worker import messages
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importd import csvscan
+from importd.imports.copy import scan
 
 FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n\r é;')), max_size=8)
 ROWS = st.lists(st.lists(FIELD, min_size=1, max_size=4), min_size=1, max_size=12)
@@ -31,33 +31,33 @@ def serialize(rows: list[list[str]], eol: str) -> tuple[bytes, list[int]]:
 @given(rows=ROWS, eol=st.sampled_from(["\n", "\r\n"]))
 def test_record_ends_match_the_records_a_csv_writer_wrote(rows, eol):
     data, ends = serialize(rows, eol)
-    assert csvscan.record_ends(data) == ends
-    assert csvscan.first_record_end(data) == ends[0]
-    assert csvscan.last_record_end(data) == ends[-1]
+    assert scan.record_ends(data) == ends
+    assert scan.first_record_end(data) == ends[0]
+    assert scan.last_record_end(data) == ends[-1]
 
 
 @given(rows=ROWS, cut=st.integers(min_value=0, max_value=400))
 def test_last_record_end_before_any_cut_is_a_record_boundary(rows, cut):
     data, ends = serialize(rows, "\n")
     cut = min(cut, len(data))
-    found = csvscan.last_record_end(data, 0, cut)
+    found = scan.last_record_end(data, 0, cut)
     before = [e for e in ends if e <= cut]
     assert found == (before[-1] if before else -1)
 
 
 def test_unclosed_quote_runs_to_the_end():
     data = b'1,"open\n2,b\n'
-    assert csvscan.record_ends(data) == [len(data)]
-    assert csvscan.last_record_end(data) == -1
+    assert scan.record_ends(data) == [len(data)]
+    assert scan.last_record_end(data) == -1
 
 
 def test_long_runs_are_found_at_any_alignment():
     for pad in range(0, 40, 7):
         line = b"x" * 33
         data = b"a\n" * pad + line + b"\nb\n"
-        assert csvscan.has_long_run(data, 32)
-        assert not csvscan.has_long_run(data, 33)
-        assert not csvscan.has_long_run(b"a,b\n" * 100, 8, b"\n,")
+        assert scan.has_long_run(data, 32)
+        assert not scan.has_long_run(data, 33)
+        assert not scan.has_long_run(b"a,b\n" * 100, 8, b"\n,")
 
 
 @pytest.mark.parametrize(("data", "marker"), [
@@ -65,7 +65,7 @@ def test_long_runs_are_found_at_any_alignment():
     (b"1,\\.\n", False), (b"a\\.b\n", False), (b"1,2\n", False),
 ])
 def test_end_of_data_marker_lines_are_detected(data, marker):
-    assert csvscan.has_end_marker(data) is marker
+    assert scan.has_end_marker(data) is marker
 
 
 @pytest.mark.parametrize(("line", "delimiter"), [
@@ -73,30 +73,30 @@ def test_end_of_data_marker_lines_are_detected(data, marker):
     ('"a;b",c,d', ","),
 ])
 def test_delimiter_is_sniffed_from_the_header_outside_quotes(line, delimiter):
-    assert csvscan.sniff_delimiter(line) == delimiter
+    assert scan.sniff_delimiter(line) == delimiter
 
 
 def test_encodings_map_to_postgresql_names_and_unknown_ones_are_refused():
-    assert csvscan.encoding(None) == csvscan.Encoding("UTF8", "utf-8")
-    assert csvscan.encoding("Windows-1252").pg == "WIN1252"
+    assert scan.encoding(None) == scan.Encoding("UTF8", "utf-8")
+    assert scan.encoding("Windows-1252").pg == "WIN1252"
     with pytest.raises(ValueError, match="unsupported encoding 'utf-16'"):
-        csvscan.encoding("utf-16")
+        scan.encoding("utf-16")
 
 
 def test_header_is_parsed_after_a_bom_and_may_span_lines():
     data = b'\xef\xbb\xbfid,"two\nlines",x\r\n1,2,3\r\n'
-    header = csvscan.read_header(io.BytesIO(data), csvscan.encoding("utf-8"), None, 1024)
+    header = scan.read_header(io.BytesIO(data), scan.encoding("utf-8"), None, 1024)
     assert header.fields == ["id", "two\nlines", "x"]
     assert (header.data_offset, header.delimiter, header.lines) == (data.index(b"1,2"), ",", 2)
-    with pytest.raises(csvscan.CsvFormatError, match="the file is empty"):
-        csvscan.read_header(io.BytesIO(b"\xef\xbb\xbf"), csvscan.encoding("utf-8"), None, 1024)
-    with pytest.raises(csvscan.CsvFormatError, match="byte 0xff at byte offset 3"):
-        csvscan.read_header(io.BytesIO(b"id,\xff\n"), csvscan.encoding("utf-8"), None, 1024)
+    with pytest.raises(scan.CsvFormatError, match="the file is empty"):
+        scan.read_header(io.BytesIO(b"\xef\xbb\xbf"), scan.encoding("utf-8"), None, 1024)
+    with pytest.raises(scan.CsvFormatError, match="byte 0xff at byte offset 3"):
+        scan.read_header(io.BytesIO(b"id,\xff\n"), scan.encoding("utf-8"), None, 1024)
 
 
 def test_has_long_record_sees_a_quoted_field_spanning_short_lines():
     short_lines = b'1,"' + b"\n".join([b"a" * 10] * 5) + b'"\n'  # one record of 60 bytes
-    assert csvscan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 40)
-    assert not csvscan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 60)
-    assert not csvscan.has_long_record(b'1,"a\nb"\n' * 1000, 16)
-    assert csvscan.has_long_record(b"1,x\n" + b"z" * 50, 40)  # an unterminated last record
+    assert scan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 40)
+    assert not scan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 60)
+    assert not scan.has_long_record(b'1,"a\nb"\n' * 1000, 16)
+    assert scan.has_long_record(b"1,x\n" + b"z" * 50, 40)  # an unterminated last record

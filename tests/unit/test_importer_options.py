@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from importd.config import Settings
-from importd.importopts import JobArgsError, job_from_args, normalize, options_of
-from importd.messages import Job
-from importd.store import JobRecord
+from importd.imports.options import JobArgsError, job_from_args, normalize
+from importd.imports.run import options_of
+from importd.imports.store import JobRecord
+from importd.worker.messages import Job
 
 
 def test_options_are_normalized_with_their_defaults():

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importd import messages
 from importd.errors import InvalidMessage
+from importd.worker import messages
 
 TASK = {messages.TASK_HEADER: "import.csv"}
 

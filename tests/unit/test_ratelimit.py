@@ -2,8 +2,8 @@
 
 import pytest
 
-from importd import ratelimit
 from importd.config import Settings
+from importd.worker import ratelimit
 
 
 def test_parse_celery_style_rates():

@@ -5,7 +5,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importd import retry
+from importd.worker import retry
 
 
 def test_delays_double_from_two_seconds():

@@ -1,11 +1,11 @@
 """Splitting a suspect record into its raw CSV fields the way PostgreSQL reads them, or
-declining (importd.triage.split)."""
+declining (importd.imports.copy.triage.split)."""
 
 from __future__ import annotations
 
 import pytest
 
-from importd.triage import split
+from importd.imports.copy.triage import split
 
 
 @pytest.mark.parametrize(("body", "fields"), [

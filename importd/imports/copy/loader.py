@@ -1,0 +1,369 @@
+"""The COPY engine: raw file bytes to ``COPY ... FROM STDIN`` in record-aligned batches.
+
+Clean path: each record-aligned batch (:mod:`importd.imports.copy.batches`) goes unchanged to COPY
+inside a savepoint. PostgreSQL does all per-field work (encoding, NUL bytes, types, ragged
+rows, constraints); Python never touches a field. So every path follows PostgreSQL's CSV
+rules, including NULLs: an unquoted empty field is NULL, a quoted empty field (``""``) is
+''.
+
+Salvage: a batch PostgreSQL rejects is rolled back to its savepoint and loaded again
+around its bad records: screened first where the column types allow
+(:mod:`importd.imports.copy.screen`: the rows surely good in one COPY, the suspects through the
+salvage), else by :func:`importd.imports.copy.salvage.salvage` over the whole batch (byte ranges, one
+failed COPY per bad row). Two cases take the slower record path here instead: batches the cheap checks
+flagged (a line or field over the limit, a ``\\.`` line that would end COPY early), which
+need a look at each record, and ``on_conflict`` skip/update, whose constraint errors come
+from the ``INSERT ... SELECT`` without a line: records go in sub-batches of
+:data:`SALVAGE_RECORDS`, and one at a time when an error names no line. After a batch needed
+salvage the next batch goes straight to it (a file with many bad rows does not pay for a
+failed full-batch COPY each time).
+
+Line numbers reported are the physical line (1-based, the header is line 1) where the bad
+record starts in the file (PostgreSQL's own numbering is only used to find the record; see
+:func:`importd.imports.copy.salvage.locate`).
+
+``on_conflict`` ``skip``/``update`` COPY into a temporary staging table with the target's
+column types, then ``INSERT ... SELECT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from importd.imports.copy import salvage, scan, screen, triage
+from importd.imports.copy.batches import Batch
+from importd.imports.copy.salvage import CONTEXT_LINE, Failure
+from importd.imports.copy.scan import NL
+from importd.imports.copy.spec import LoadOptions, Reject, Target
+
+#: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
+#: statements when ~1% of rows are bad).
+SALVAGE_RECORDS = 100
+#: Longest value kept in a rejected-row report (characters).
+MAX_REPORTED_VALUE = 1000
+#: Savepoint names.
+BATCH_SP, SUB_SP = sql.Identifier("importd_batch"), sql.Identifier("importd_sub")
+STAGE = sql.Identifier("importd_stage")
+
+def is_data_error(exc: BaseException) -> bool:
+    return salvage.is_data_state(getattr(exc, "sqlstate", None))
+
+
+@dataclass
+class BatchResult:
+    rows: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+class Loader:
+    """Loads batches of one file into one table on ``conn`` (inside the caller's transaction)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], target: Target, columns: list[str],
+                 opts: LoadOptions) -> None:
+        self.conn = conn
+        self.target = target
+        self.columns = columns
+        self.opts = opts
+        self.salvage_next = False
+        self.fresh = False
+        self.chunk = salvage.START_CHUNK
+        self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
+        self.screening = opts.on_conflict == "error"
+        self.screens: dict[bool, re.Pattern[bytes] | None] = {}
+        self.triage_columns: list[triage.Column] | None = None
+        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+        options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
+            sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
+        staged = opts.on_conflict != "error"
+        into = STAGE if staged else target.ident()
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(into, cols, options)
+        self.insert_sql: sql.Composed | None = None
+        self.raw: salvage.RawCopy | None = None
+        if staged:
+            conflict: sql.Composable = sql.SQL("ON CONFLICT DO NOTHING")
+            if opts.on_conflict == "update":
+                key = sql.SQL(", ").join(map(sql.Identifier, opts.conflict_key))
+                sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
+                        if c not in opts.conflict_key]
+                conflict = (sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(key, sql.SQL(", ").join(sets))
+                            if sets else sql.SQL("ON CONFLICT ({}) DO NOTHING").format(key))
+            self.insert_sql = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
+                target.ident(), cols, cols, STAGE, conflict)
+
+    def prepare(self) -> None:
+        """Create the staging table (on_conflict skip/update); commits, so call it first."""
+        if self.insert_sql is None:
+            return
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+            STAGE, cols, self.target.ident()))
+        self.conn.commit()
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def load(self, batch: Batch, fresh: bool = False) -> BatchResult:
+        """Load ``batch`` in a savepoint; bad records are salvaged around and reported.
+
+        ``fresh``: the transaction holds nothing yet, so rolling it back is as good as a
+        savepoint and two round trips are saved (small files are mostly round trips).
+        """
+        self.fresh = fresh
+        self._savepoint("SAVEPOINT")
+        if not self.salvage_next and not batch.suspicious:
+            try:
+                rows = self._copy(batch.data)
+                self._savepoint("RELEASE SAVEPOINT")
+                return BatchResult(rows=rows)
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+        result = self._salvage_fast(batch) if self.insert_sql is None and not batch.suspicious else None
+        if result is None:
+            result = self._salvage(batch)
+        self._savepoint("RELEASE SAVEPOINT")
+        self.salvage_next = bool(result.rejects)
+        return result
+
+    def _savepoint(self, verb: str) -> None:
+        """The batch savepoint statement ``verb``; in a fresh transaction, rollback or nothing."""
+        if self.fresh:
+            if verb.startswith("ROLLBACK"):
+                self.conn.rollback()
+            return
+        self.conn.execute(sql.SQL(verb + " {}").format(BATCH_SP))  # type: ignore[arg-type]
+
+    def _copy(self, data: bytes) -> int:
+        with self.conn.cursor() as cur:
+            if self.insert_sql is not None:
+                cur.execute(sql.SQL("TRUNCATE {}").format(STAGE))
+            with cur.copy(self.copy_sql) as copy:
+                copy.write(data)
+            if self.insert_sql is None:
+                return cur.rowcount
+            cur.execute(self.insert_sql)
+            return cur.rowcount
+
+    # -- salvage -----------------------------------------------------------------------
+
+    def _salvage_fast(self, batch: Batch) -> BatchResult | None:
+        """Byte-range salvage (:mod:`importd.imports.copy.salvage`), of the screen's suspects only when the
+        batch can be screened (:mod:`importd.imports.copy.screen`); None if it cannot tell the bad records."""
+        if self.raw is None:
+            self.raw = salvage.RawCopy(self.conn, self.copy_sql.as_bytes(self.conn))
+        try:
+            screened = self._screened(batch, self.raw)
+            if screened is not None:
+                return screened
+            got, self.chunk = salvage.salvage(self.raw, batch.data, self.chunk)
+        except psycopg.Error as exc:
+            if not is_data_error(exc):
+                raise
+            self._savepoint("ROLLBACK TO SAVEPOINT")
+            return None
+        return self._rejected(batch, got.rows, got.bad)
+
+    def _screened(self, batch: Batch, raw: salvage.RawCopy) -> BatchResult | None:
+        """The screened rows in one COPY, then the suspects through the salvage; None (and no
+        more screening) if PostgreSQL refused a screened row or the batch cannot be screened."""
+        rows = self._screen(batch.data)
+        if rows is None:
+            return None
+        suspects: list[tuple[int, int]] = []
+        loaded, failure = raw.attempt(screen.split(rows, batch.data, suspects))
+        if failure is not None:
+            if not salvage.is_data_state(failure.sqlstate):
+                raise failure.error()
+            self.screening = False  # a constraint the types do not show: salvage as before
+            return None
+        if not suspects:
+            raw.close()
+            return BatchResult(rows=loaded)
+        if sum(e - s for s, e in suspects) > len(batch.data) * screen.MAX_SUSPECT_SHARE:
+            self.screening = False  # a format the screen does not know (say 01/31/2024): not worth it
+        checked, suspects = self._triage(batch.data, suspects)
+        if not suspects:
+            raw.close()
+            return self._rejected(batch, loaded, checked)
+        starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
+        got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
+                                                  self.suspect_chunk, min_chunk=1)
+        bad = checked
+        for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
+            index = bisect.bisect_right(starts, start) - 1
+            moved = suspects[index][0] - starts[index]
+            bad.append((start + moved, stop + moved, why))
+        return self._rejected(batch, loaded + got.rows, bad)
+
+    def _triage(self, data: bytes, suspects: list[tuple[int, int]]
+                ) -> tuple[list[tuple[int, int, Failure]], list[tuple[int, int]]]:
+        """The suspects a cast shows bad (:mod:`importd.imports.copy.triage`), and the others."""
+        if self.triage_columns is None:
+            self.triage_columns = triage.columns(self.columns, self._types(), self.opts.delimiter.encode()) or []
+        if not self.triage_columns:
+            return [], suspects
+        return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode())
+
+    def _types(self) -> list[tuple[str, bool]]:
+        """(type, not null) of each loaded column, in file order (what the screen and the triage read)."""
+        return [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
+
+    def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
+        """The screening pattern for ``data``'s line endings (None: screening is off)."""
+        if not self.screening or not self.opts.encoding.is_utf8:
+            return None
+        try:
+            data.decode("utf-8")  # C speed; a bad byte needs PostgreSQL's own error and offset
+        except UnicodeDecodeError:
+            return None
+        first = scan.first_record_end(data)
+        crlf = data[first - 2:first] == b"\r\n"
+        if crlf not in self.screens:
+            self.screens[crlf] = screen.compile_rows(self._types(), self.opts.delimiter, crlf)
+        return self.screens[crlf]
+
+    def _rejected(self, batch: Batch, rows: int, bad: list[tuple[int, int, Failure]]) -> BatchResult:
+        """The result of a salvaged batch: ``bad`` (start, end, failure) become rejected rows."""
+        result = BatchResult(rows=rows)
+        line, counted = batch.line, 0
+        for start, stop, failure in sorted(bad, key=lambda b: b[0]):
+            line += batch.data.count(NL, counted, start)
+            counted = start
+            rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)
+            result.rejects.append(self._describe(rec, failure))
+        return result
+
+    def _salvage(self, batch: Batch) -> BatchResult:
+        data = batch.data
+        result = BatchResult()
+        records: list[_Record] = []
+        start, line = 0, batch.line
+        for end in scan.record_ends(data):
+            raw = data[start:end]
+            rec = _Record(raw=raw, line=line, offset=batch.offset + start)
+            problem = self._precheck(rec)
+            if problem:
+                result.rejects.append(problem)
+            else:
+                records.append(rec)
+            line += raw.count(NL)
+            start = end
+        for i in range(0, len(records), SALVAGE_RECORDS):
+            self._load_records(records[i:i + SALVAGE_RECORDS], result)
+        result.rejects.sort(key=lambda r: r[0])
+        return result
+
+    def _precheck(self, rec: _Record) -> Reject | None:
+        """Reject what COPY would accept wrongly or too late (limits); quote an end marker."""
+        body = scan.strip_eol(rec.raw)
+        if len(body) > self.opts.max_line_bytes:
+            return (rec.line, None, self._text(body[:MAX_REPORTED_VALUE]),
+                    f"line longer than {self.opts.max_line_bytes} bytes ({len(body)} bytes)")
+        if len(body) > self.opts.max_field_bytes:
+            for index, value in enumerate(self._fields(body)):
+                size = len(value.encode(self.opts.encoding.python, errors="replace"))
+                if size > self.opts.max_field_bytes:
+                    return (rec.line, self._column(index), value[:MAX_REPORTED_VALUE],
+                            f"field longer than {self.opts.max_field_bytes} bytes ({size} bytes)")
+        if body == b"\\.":
+            rec.raw = b'"\\."' + rec.raw[len(body):]
+        return None
+
+    def _load_records(self, pending: list[_Record], result: BatchResult) -> None:
+        while pending:
+            payload = b"".join(r.raw for r in pending)
+            self.conn.execute(sql.SQL("SAVEPOINT {}").format(SUB_SP))
+            try:
+                result.rows += self._copy(payload)
+                self.conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(SUB_SP))
+                return
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(SUB_SP))
+                failure = Failure.from_exception(exc)
+                bad = self._culprit(pending, failure)
+                if bad is None:
+                    if len(pending) == 1:
+                        result.rejects.append(self._describe(pending[0], failure))
+                        return
+                    for rec in pending:  # no line to go by: one record at a time
+                        self._load_records([rec], result)
+                    return
+                result.rejects.append(self._describe(pending[bad], failure))
+                pending = pending[:bad] + pending[bad + 1:]
+
+    @staticmethod
+    def _culprit(pending: list[_Record], failure: Failure) -> int | None:
+        """Index of the record the error's ``line N`` designates (see :func:`salvage.locate`)."""
+        match = CONTEXT_LINE.search(failure.context)
+        if not match:
+            return None
+        payload = b"".join(r.raw for r in pending)
+        found = salvage.locate(payload, [(0, len(payload))], int(match.group(1)))
+        if found is None:
+            return None
+        offset = 0
+        for index, rec in enumerate(pending):
+            if offset == found[0]:
+                return index
+            offset += len(rec.raw)
+        return None
+
+    def _describe(self, rec: _Record, failure: Failure) -> Reject:
+        """(line, column, value, reason) of a record PostgreSQL refused."""
+        reason = failure.message_primary
+        match = CONTEXT_LINE.search(failure.context)
+        column = (match.group(2) if match and match.group(2) else None) or failure.column_name
+        body = scan.strip_eol(rec.raw)
+        if failure.sqlstate in ("22021", "22P05"):  # invalid byte sequence / untranslatable character
+            position = self._bad_byte(body)
+            if position is not None:
+                reason += f" at byte offset {rec.offset + position}"
+            return rec.line, None, self._text(body), reason
+        value: str | None = self._text(body)
+        if column is not None and column in self.columns:
+            fields = self._fields(body)
+            index = self.columns.index(column)
+            value = fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None
+            if failure.sqlstate == "23502":
+                value = None
+        return rec.line, column, value, reason
+
+    def _bad_byte(self, body: bytes) -> int | None:
+        nul = body.find(b"\x00")
+        try:
+            body.decode(self.opts.encoding.python)
+        except UnicodeDecodeError as exc:
+            return exc.start if nul < 0 else min(nul, exc.start)
+        return nul if nul >= 0 else None
+
+    def _fields(self, body: bytes) -> list[str]:
+        text = body.decode(self.opts.encoding.python, errors="replace").replace("\x00", "\ufffd")
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.opts.delimiter))
+        except csv.Error:
+            return [text]
+        return rows[0] if rows else [""]
+
+    def _text(self, body: bytes) -> str:
+        return body.decode(self.opts.encoding.python, errors="replace")[:MAX_REPORTED_VALUE]
+
+    def _column(self, index: int) -> str | None:
+        return self.columns[index] if index < len(self.columns) else None
+
+
+@dataclass
+class _Record:
+    raw: bytes
+    line: int
+    offset: int

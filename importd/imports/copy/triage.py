@@ -1,0 +1,158 @@
+"""Suspect records judged field by field in one query, before any of them goes to COPY.
+
+The screen (:mod:`importd.imports.copy.screen`) sends the records it cannot vouch for to the salvage,
+which pays a failed one-record COPY (two round trips and a rolled-back subtransaction) for
+each bad one. Most bad records in a dirty file are bad in one typed field: a word where a
+number goes, the 45th day of the 13th month. Here the fields of the suspects that the
+patterns do not vouch for go in one query to a temporary function that casts each value to
+its column's type in an exception block and returns PostgreSQL's own error. A record with a
+failing field is rejected for its first failing column, with the message COPY gives (COPY
+converts the fields in column order and stops at the first error).
+
+What the function cannot judge goes on to the salvage, where PostgreSQL has the last word
+as before: records of the wrong length, quotes inside an unquoted field, NUL bytes, a text
+column over its length, an empty NOT NULL field (constraints are checked after conversion),
+and records whose checked fields all pass (a constraint may still refuse them). Only the
+types the screen knows are cast (integers, numeric, floats, boolean, uuid, date,
+timestamps); for them a cast of a literal runs the type's input function with the column's
+type modifier, as COPY does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from importd.imports.copy import scan, screen
+from importd.imports.copy.salvage import Failure
+
+#: A temporary function (it goes with the session): each value cast to its type, errors back.
+FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.importd_input_errors(vals text[], types text[])
+RETURNS TABLE (k integer, state text, message text) LANGUAGE plpgsql AS $fn$
+BEGIN
+    FOR n IN 1 .. coalesce(array_length(vals, 1), 0) LOOP
+        BEGIN
+            EXECUTE format('SELECT %L::%s', vals[n], types[n]);
+        EXCEPTION WHEN data_exception THEN
+            k := n; state := SQLSTATE; message := SQLERRM;
+            RETURN NEXT;
+        END;
+    END LOOP;
+END $fn$"""
+#: SQLSTATE classes that are not about the query (connection, rollback, resources, operator, system).
+TROUBLE = ("08", "40", "53", "57", "58")
+CHECK = "SELECT k, state, message FROM pg_temp.importd_input_errors(%s::text[], %s::text[])"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type, e.g. "numeric(14,2)"
+    field: re.Pattern[bytes]  # a CSV field the screen vouches for
+    castable: bool  # a screened type (not text-like): a failing value can be cast to learn why
+
+
+def columns(names: Sequence[str], types: Sequence[tuple[str, bool]], delimiter: bytes) -> list[Column] | None:
+    """The columns of a screened table (None if a type has no pattern)."""
+    out = []
+    for name, (pg_type, not_null) in zip(names, types, strict=True):
+        pattern = screen.field_pattern(pg_type, not_null, delimiter)
+        if pattern is None:
+            return None
+        out.append(Column(name, pg_type, re.compile(pattern), screen.value_pattern(pg_type) is not None))
+    return out
+
+
+@dataclass
+class _Check:
+    record: int
+    column: int
+    value: str
+    type: str
+
+
+def triage(conn: psycopg.Connection[Any], cols: list[Column], data: bytes, suspects: list[tuple[int, int]],
+           delimiter: bytes) -> tuple[list[tuple[int, int, Failure]], list[tuple[int, int]]]:
+    """Split ``suspects`` ((start, end) of records in ``data``) into the rejected ones, with
+    the failure COPY would give, and the rest (still suspects, for the salvage)."""
+    checks: list[_Check] = []
+    for index, (start, stop) in enumerate(suspects):
+        checks.extend(_checks(cols, scan.strip_eol(data[start:stop]), delimiter, index) or ())
+    if not checks:
+        return [], suspects
+    errors = _cast(conn, checks)
+    if errors is None:
+        return [], suspects
+    first: dict[int, tuple[int, Failure]] = {}
+    for number, state, message in errors:
+        check = checks[number - 1]
+        if check.record not in first or check.column < first[check.record][0]:
+            first[check.record] = (check.column, Failure(state, message, "", cols[check.column].name))
+    bad = [(suspects[i][0], suspects[i][1], failure) for i, (_, failure) in sorted(first.items())]
+    rest = [s for i, s in enumerate(suspects) if i not in first]
+    return bad, rest
+
+
+def _checks(cols: list[Column], body: bytes, delimiter: bytes, record: int) -> list[_Check] | None:
+    """The casts that judge one record, or None if a cast cannot (see the module docstring)."""
+    fields = split(body, delimiter)
+    if fields is None or len(fields) != len(cols):
+        return None
+    out = []
+    for index, (raw, col) in enumerate(zip(fields, cols, strict=True)):
+        if col.field.fullmatch(raw):
+            continue
+        if not col.castable or not raw or b"\x00" in raw:
+            return None
+        value = raw[1:-1].replace(b'""', b'"') if raw.startswith(b'"') else raw
+        out.append(_Check(record, index, value.decode("utf-8"), col.type))
+    return out or None
+
+
+def split(body: bytes, delimiter: bytes) -> list[bytes] | None:
+    """The raw fields of one CSV record (quotes kept); None for a quote inside an unquoted
+    field or text after a closing quote, which PostgreSQL reads its own way."""
+    fields: list[bytes] = []
+    pos, size = 0, len(body)
+    while True:
+        if body.startswith(b'"', pos):
+            end = pos + 1
+            while True:
+                end = body.find(b'"', end)
+                if end < 0:
+                    return None
+                if body.startswith(b'""', end):
+                    end += 2
+                    continue
+                break
+            end += 1
+            if end < size and body[end:end + 1] != delimiter:
+                return None
+        else:
+            found = body.find(delimiter, pos)
+            end = size if found < 0 else found
+            if b'"' in body[pos:end]:
+                return None
+        fields.append(body[pos:end])
+        if end >= size:
+            return fields
+        pos = end + 1
+
+
+def _cast(conn: psycopg.Connection[Any], checks: list[_Check]) -> list[tuple[int, str, str]] | None:
+    """(check number, SQLSTATE, message) of each failing cast; None if the query failed."""
+    try:
+        conn.execute("SAVEPOINT importd_triage; " + FUNCTION)
+        rows = conn.execute(CHECK, ([c.value for c in checks], [c.type for c in checks])).fetchall()  # type: ignore[arg-type]
+        conn.execute("RELEASE SAVEPOINT importd_triage")
+    except psycopg.Error as exc:
+        if not exc.sqlstate or exc.sqlstate[:2] in TROUBLE:  # the database is in trouble, not the query
+            raise
+        conn.execute("ROLLBACK TO SAVEPOINT importd_triage; RELEASE SAVEPOINT importd_triage")
+        return None
+    return [(int(k), str(state), str(message)) for k, state, message in rows]

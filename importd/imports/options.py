@@ -1,0 +1,110 @@
+"""An import job's arguments: validated once, the same way for the API, the CLI and the worker.
+
+Message args: ``{"file", "table", "mode", "max_errors", "validate_only", "options": {...}}``.
+The job row keeps ``mode`` in its column and the rest in ``options`` (jsonb):
+``max_errors`` (int >= 0, default 0), ``validate_only`` (bool), ``delimiter`` (one ASCII
+character; sniffed from the header when absent), ``encoding`` (default utf-8, see
+:data:`importd.imports.copy.scan.ENCODINGS`), ``columns`` (explicit mapping header name -> column),
+``on_conflict`` (error | skip | update), ``conflict_key`` (columns of the unique key for
+``update``), ``max_line_bytes`` / ``max_field_bytes`` / ``batch_bytes`` (override settings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from importd.imports.copy import scan
+from importd.imports.store import JobRecord
+from importd.worker.messages import Job
+
+MODES = ("atomic", "resumable")
+ON_CONFLICT = ("error", "skip", "update")
+#: Keys allowed in ``options``.
+OPTION_KEYS = frozenset({"max_errors", "validate_only", "delimiter", "encoding", "columns", "on_conflict",
+                         "conflict_key", "max_line_bytes", "max_field_bytes", "batch_bytes"})
+
+
+class JobArgsError(ValueError):
+    """Arguments or options that cannot describe an import."""
+
+
+def normalize(options: dict[str, Any] | None, *, max_errors: Any = None,
+              validate_only: Any = None) -> dict[str, Any]:
+    """Checked, JSON-ready options (what the job row stores); JobArgsError on any defect."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise JobArgsError("options must be an object")
+    unknown = set(options) - OPTION_KEYS
+    if unknown:
+        raise JobArgsError(f"unknown options: {', '.join(sorted(unknown))}")
+    out = dict(options)
+    if max_errors is not None:
+        out["max_errors"] = max_errors
+    if validate_only is not None:
+        out["validate_only"] = validate_only
+    out["max_errors"] = _int(out.get("max_errors", 0), "max_errors")
+    if not isinstance(out.get("validate_only", False), bool):
+        raise JobArgsError("validate_only must be true or false")
+    out["validate_only"] = bool(out.get("validate_only", False))
+    delimiter = out.get("delimiter")
+    if delimiter is not None:
+        if delimiter == "\\t":
+            delimiter = out["delimiter"] = "\t"
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n' or ord(delimiter) > 127:
+            raise JobArgsError("delimiter must be one ASCII character other than a quote or newline")
+    try:
+        scan.encoding(out.get("encoding"))
+    except ValueError as exc:
+        raise JobArgsError(str(exc)) from exc
+    columns = out.get("columns") or {}
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in columns.items()):
+        raise JobArgsError("columns must map header names to column names")
+    on_conflict = out.get("on_conflict", "error")
+    if on_conflict not in ON_CONFLICT:
+        raise JobArgsError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}")
+    key = out.get("conflict_key") or []
+    if isinstance(key, str):
+        key = out["conflict_key"] = [k.strip() for k in key.split(",") if k.strip()]
+    if not isinstance(key, list) or not all(isinstance(k, str) for k in key):
+        raise JobArgsError("conflict_key must be a list of column names")
+    if on_conflict == "update" and not key:
+        raise JobArgsError("on_conflict update needs conflict_key")
+    for name in ("max_line_bytes", "max_field_bytes", "batch_bytes"):
+        if name in out:
+            out[name] = _int(out[name], name, low=1)
+    return out
+
+
+def _int(value: Any, name: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise JobArgsError(f"{name} must be an integer")
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise JobArgsError(f"{name} must be an integer") from exc
+    if number < low:
+        raise JobArgsError(f"{name} must be >= {low}")
+    return number
+
+
+def job_from_args(job: Job) -> JobRecord:
+    """A job row for a message that arrived without one (published by hand)."""
+    args = job.args
+    file, table, mode = args.get("file"), args.get("table"), args.get("mode", "atomic")
+    if not isinstance(file, str) or not file:
+        raise JobArgsError("args.file must be a path")
+    if not isinstance(table, str) or not table:
+        raise JobArgsError("args.table must be a table name")
+    if mode not in MODES:
+        raise JobArgsError(f"args.mode must be one of {', '.join(MODES)}")
+    options = normalize(args.get("options"), max_errors=args.get("max_errors"),
+                        validate_only=args.get("validate_only"))
+    try:
+        size: int | None = Path(file).stat().st_size
+    except OSError:
+        size = None
+    return JobRecord(id=job.job_id, task=job.task, target_table=table, file_path=file, file_size=size,
+                     mode=mode, options=options, priority=max(0, min(10, job.priority)))

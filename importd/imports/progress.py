@@ -1,0 +1,197 @@
+"""Live progress of jobs in Redis: a state hash and an event stream per job, best effort.
+
+The import never waits on Redis and never fails because of it: every call has short socket
+timeouts, every Redis error is swallowed and logged, and after an error the next calls are
+skipped for :data:`BACKOFF_S` seconds, so an import with Redis down pays one timeout per
+back-off window instead of one per batch. PostgreSQL holds the durable record.
+
+Hash ``keys.job_state``: state, rows, bytes, total_bytes, percent, rejected, attempt, error,
+table, started_at, finished_at, updated_at (all strings). Stream ``keys.job_events``: each
+entry has ``type`` in {state, progress, final}; the last entry of a job is ``final`` with
+its end state. Keys expire :data:`TTL_AFTER_END_S` after the job ends (and
+:data:`TTL_RUNNING_S` after the last write while it runs, so abandoned jobs vanish too).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from importd import keys, logs
+from importd.config import Settings
+
+#: Seconds a Redis connect or command may take before it counts as down.
+SOCKET_TIMEOUT_S = 0.25
+#: Seconds Redis calls are skipped after a failure.
+BACKOFF_S = 5.0
+#: Shortest interval between two progress writes of one job (at most ~4 per second).
+MIN_INTERVAL_S = 0.25
+#: Keys live this long after the job's final state.
+TTL_AFTER_END_S = 3600
+#: Keys of a running job live this long after its last write.
+TTL_RUNNING_S = 24 * 3600
+#: Longest wait of one blocking events() call, in milliseconds.
+MAX_BLOCK_MS = 30_000
+#: Events kept per job (approximate trim).
+STREAM_MAXLEN = 1000
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Progress:
+    """Writes and reads job progress; safe to share between threads."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.prefix = settings.redis_prefix
+        self.url = settings.redis_url
+        self._blocking: redis.Redis | None = None
+        self.redis = client or redis.Redis.from_url(
+            settings.redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            decode_responses=True, health_check_interval=0)
+        self.log = logs.get("importd.imports.progress")
+        self._down_until = 0.0
+        self._last_write: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- best-effort plumbing ---------------------------------------------------------
+
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _call(self, what: str, fn: Any, default: Any = None) -> Any:
+        if not self.available():
+            return default
+        try:
+            return fn()
+        except (redis.RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + BACKOFF_S
+            self.log.warning("redis unavailable, progress skipped", op=what, error=str(exc)[:200],
+                             retry_in_s=BACKOFF_S)
+            return default
+
+    def _write(self, job_id: str, fields: dict[str, Any], event: dict[str, Any], ttl: int) -> None:
+        state_key, events_key = keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)
+        mapping: dict[Any, Any] = {k: _text(v) for k, v in fields.items() if v is not None}
+        entry: dict[Any, Any] = {k: _text(v) for k, v in event.items() if v is not None}
+
+        def go() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(state_key, mapping=mapping)
+            pipe.xadd(events_key, entry, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.expire(state_key, ttl)
+            pipe.expire(events_key, ttl)
+            pipe.execute()
+
+        self._call("write", go)
+
+    # -- writers ----------------------------------------------------------------------
+
+    def set_state(self, job_id: str, state: str, **fields: Any) -> None:
+        """Record a state change (and a ``state`` event, or ``final`` for an end state)."""
+        now = _now()
+        fields = {"state": state, "updated_at": now, **fields}
+        if state == "STARTED":
+            fields.setdefault("started_at", now)
+        final = state in FINAL_STATES
+        if final:
+            fields.setdefault("finished_at", now)
+            if state == "SUCCESS":
+                fields.setdefault("percent", 100)
+        event = {"type": "final" if final else "state", **fields}
+        self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S)
+        with self._lock:  # the first progress update comes MIN_INTERVAL_S after the start
+            if final:
+                self._last_write.pop(job_id, None)
+            else:
+                self._last_write[job_id] = time.monotonic()
+
+    def update(self, job_id: str, rows: int | None = None, bytes: int | None = None,  # noqa: A002
+               total_bytes: int | None = None, rejected: int | None = None, force: bool = False) -> bool:
+        """Record counts, at most once per MIN_INTERVAL_S per job; True if written."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._last_write.get(job_id, 0.0) < MIN_INTERVAL_S:
+                return False
+            self._last_write[job_id] = now
+        if not self.available():
+            return False
+        percent = None
+        if total_bytes and bytes is not None:
+            percent = round(min(100.0, 100.0 * bytes / total_bytes), 1)
+        fields = {"rows": rows, "bytes": bytes, "total_bytes": total_bytes, "rejected": rejected,
+                  "percent": percent, "updated_at": _now()}
+        self._write(job_id, fields, {"type": "progress", **fields}, TTL_RUNNING_S)
+        return True
+
+    def forget(self, job_id: str) -> None:
+        """Drop the throttle state of a job this process no longer runs."""
+        with self._lock:
+            self._last_write.pop(job_id, None)
+
+    # -- readers ----------------------------------------------------------------------
+
+    def read(self, job_id: str) -> dict[str, str] | None:
+        """The job's hash, or None if Redis has nothing (or is down)."""
+        data = self._call("read", lambda: self.redis.hgetall(keys.job_state(self.prefix, job_id)))
+        return dict(data) if data else None
+
+    def events(self, job_id: str, after_id: str = "0", block_ms: int = 0,
+               count: int = 100) -> list[tuple[str, dict[str, str]]]:
+        """Events after ``after_id`` (``"0"``: from the start), waiting up to ``block_ms``."""
+        key = keys.job_events(self.prefix, job_id)
+
+        def go() -> list[tuple[str, dict[str, str]]]:
+            if block_ms:
+                result: Any = self._blocking_client().xread({key: after_id}, count=count,
+                                                       block=min(block_ms, MAX_BLOCK_MS))
+            else:
+                result = self.redis.xread({key: after_id}, count=count)
+            out: list[tuple[str, dict[str, str]]] = []
+            for _stream, entries in result or []:
+                out.extend((event_id, dict(data)) for event_id, data in entries)
+            return out
+
+        return self._call("events", go, default=[]) or []
+
+    def _blocking_client(self) -> redis.Redis:
+        """A second client whose read timeout outlasts a blocking XREAD."""
+        if self._blocking is None:
+            self._blocking = redis.Redis.from_url(
+                self.url, socket_timeout=SOCKET_TIMEOUT_S + MAX_BLOCK_MS / 1000,
+                socket_connect_timeout=SOCKET_TIMEOUT_S, decode_responses=True)
+        return self._blocking
+
+    def close(self) -> None:
+        try:
+            self.redis.close()
+            if self._blocking is not None:
+                self._blocking.close()
+        except Exception:  # noqa: BLE001 - closing is best effort too
+            pass
+
+
+_shared: dict[tuple[str, str], Progress] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(settings: Settings) -> Progress:
+    """One Progress per process and Redis, so its back-off state is shared by every caller
+    (with Redis down, only the first call in each back-off window pays the timeout)."""
+    key = (settings.redis_url, settings.redis_prefix)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Progress(settings)
+        return _shared[key]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

@@ -1,0 +1,382 @@
+"""One run of one import job: lock, job row, checks, batches, outcome.
+
+The order of a run and the meaning of its outcomes are described in :mod:`importd.imports.handlers`
+(the task entry points); this module is the run itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from importd.config import Settings
+from importd.errors import Deferred, InvalidMessage, PermanentError
+from importd.imports import progress, store, targets
+from importd.imports.copy import loader, scan, streams
+from importd.imports.copy.batches import Batch
+from importd.imports.copy.batches import batches as read_batches
+from importd.imports.copy.spec import LoadOptions, Reject
+from importd.imports.options import JobArgsError, job_from_args, normalize
+from importd.imports.store import NOW, JobRecord
+from importd.worker.context import JobContext
+from importd.worker.messages import Job
+
+#: Rejected rows counted past ``max_errors`` before a failing job stops reading.
+COUNT_LIMIT = 10_000
+#: An import that loads fewer rows queues no ANALYZE: autovacuum's own analyze threshold
+#: covers small changes, and one ANALYZE job per 100-row file would double the job count.
+ANALYZE_MIN_ROWS = 1000
+
+#: Session settings of an import connection: a worker host that vanishes (power loss) must
+#: not hold the job's advisory lock for the kernel's default two hours of TCP keepalive, and
+#: a COPY stuck behind another session's lock fails (transient, retried) instead of waiting
+#: forever.
+SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 " \
+                  "-c lock_timeout=60000"
+#: Client-side keepalives (a vanished database server is noticed too).
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                                     "keepalives_count": 3}
+
+_publishers: dict[str, Any] = {}
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    """A new import connection (:data:`SESSION_OPTIONS`, :data:`CLIENT_KEEPALIVES`)."""
+    return store.connect(settings, application_name="importd-worker", options=SESSION_OPTIONS,
+                         **CLIENT_KEEPALIVES)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lock_key(job_id: str) -> str:
+    """Text hashed into the job's advisory lock key (``hashtextextended(key, 0)``)."""
+    return f"importd.job:{job_id}"
+
+
+def publish_analyze(settings: Settings, job_id: str, table: str, log: Any) -> None:
+    """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
+    from importd.worker.publisher import Publisher
+
+    try:
+        publisher = _publishers.get(settings.broker_url)
+        if publisher is None:
+            publisher = _publishers[settings.broker_url] = Publisher(settings)
+        publisher.publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
+                              args={"op": "analyze", "table": table}))
+    except Exception as exc:  # noqa: BLE001 - the import is done; ANALYZE is an optimisation
+        log.warning("could not queue ANALYZE", table=table, error=str(exc))
+
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    max_errors: int
+    validate_only: bool
+    delimiter: str | None
+    mapping: dict[str, str]
+    load: LoadOptions
+
+    def with_delimiter(self, delimiter: str) -> LoadOptions:
+        return replace(self.load, delimiter=delimiter)
+
+
+def options_of(rec: JobRecord, settings: Settings) -> ImportOptions:
+    """The import options of a job row, with settings as defaults."""
+    opts = normalize(rec.options)
+    load = LoadOptions(
+        delimiter=opts.get("delimiter") or ",",
+        encoding=scan.encoding(opts.get("encoding")),
+        batch_bytes=opts.get("batch_bytes", settings.import_batch_bytes),
+        max_line_bytes=opts.get("max_line_bytes", settings.max_line_bytes),
+        max_field_bytes=min(opts.get("max_field_bytes", settings.max_field_bytes),
+                            opts.get("max_line_bytes", settings.max_line_bytes)),
+        on_conflict=opts.get("on_conflict", "error"),
+        conflict_key=tuple(opts.get("conflict_key") or ()),
+    )
+    return ImportOptions(max_errors=opts["max_errors"], validate_only=opts["validate_only"],
+                         delimiter=opts.get("delimiter"), mapping=dict(opts.get("columns") or {}), load=load)
+
+
+class ImportRun:
+    """One delivery of one import job on one connection (autocommit until loading starts)."""
+
+    def __init__(self, ctx: JobContext, conn: psycopg.Connection[Any]) -> None:
+        self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
+        self.job_id = ctx.job.job_id
+        self.log = ctx.log
+        self.progress = progress.shared(ctx.settings)
+        self.rows = self.rejected = self.stored = 0
+        self.pending_rejects: list[Reject] = []
+        self.first_reject: Reject | None = None
+        self.opts: ImportOptions
+        self.size = 0
+        self.committing = False
+
+    def run(self) -> None:
+        locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                   (lock_key(self.job_id),)).fetchone()
+        if not locked or not locked[0]:
+            raise Deferred("locked")
+        started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+        if started is None:  # finished, cancelled, or no row yet
+            rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
+            if rec.finished:
+                self.log.info("job already finished, nothing to do", state=rec.state)
+                return
+            if rec.cancel_requested:
+                self._finish(rec, "CANCELLED", "cancelled before it started")
+                return
+            started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+            if started is None:
+                return
+        rec = started
+        self.progress.set_state(self.job_id, "STARTED", attempt=self.ctx.job.attempt,
+                                table=rec.target_table, total_bytes=rec.file_size)
+        try:
+            self._import(started)
+        finally:
+            self.progress.forget(self.job_id)
+
+    def _create_from_args(self) -> JobRecord:
+        try:
+            rec = job_from_args(self.ctx.job)
+        except JobArgsError as exc:
+            raise InvalidMessage("bad-args", f"job {self.job_id} has no record and invalid arguments: {exc}") from exc
+        try:
+            return store.create_job(self.conn, rec)
+        except psycopg.errors.UniqueViolation:
+            found = store.get_job(self.conn, self.job_id)
+            assert found is not None
+            return found
+
+    def _fail(self, rec: JobRecord, reason: str) -> PermanentError:
+        """Record FAILURE with ``reason``; the caller raises what this returns."""
+        self._finish(rec, "FAILURE", reason)
+        return PermanentError(reason)
+
+    def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
+        """Write the final state (and pending rejected rows) in the current transaction; commit."""
+        self._store_rejects()
+        done = store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
+                                rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
+        if not self.conn.autocommit:
+            if done is None:  # someone else ended the job meanwhile: keep their outcome, not our rows
+                self.conn.rollback()
+                raise PermanentError(f"job {self.job_id} was ended elsewhere; this run rolled back")
+            self.conn.commit()
+        self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
+                                error=error or "", table=rec.target_table)
+
+    def _store_rejects(self, conn: psycopg.Connection[Any] | None = None) -> None:
+        room = store.MAX_STORED_REJECTS - self.stored
+        keep = self.pending_rejects[:max(0, room)]
+        store.add_rejected_rows(conn or self.conn, self.job_id, keep)
+        self.stored += len(keep)
+        self.pending_rejects = []
+
+    def _open(self, rec: JobRecord) -> tuple[Path, ImportOptions, targets.Target]:
+        try:
+            opts = options_of(rec, self.settings)
+        except JobArgsError as exc:
+            raise self._fail(rec, f"invalid options: {exc}") from exc
+        path = Path(rec.file_path or "")
+        upload = self.settings.upload_dir.resolve()
+        resolved = path.resolve()
+        if not rec.file_path or not resolved.is_relative_to(upload):
+            raise self._fail(rec, f"file path {rec.file_path!r} is outside the upload directory")
+        if not resolved.is_file():
+            raise self._fail(rec, f"file not found: {rec.file_path}")
+        if rec.file_size is not None and rec.checkpoint_offset and resolved.stat().st_size != rec.file_size:
+            raise self._fail(rec, "the file changed since the job was created; cannot resume")
+        try:
+            target = targets.load(self.conn, self.settings, rec.target_table or "")
+        except targets.TargetError as exc:
+            raise self._fail(rec, str(exc)) from exc
+        return resolved, opts, target
+
+    def _import(self, rec: JobRecord) -> None:
+        path, opts, target = self._open(rec)
+        with path.open("rb") as f:
+            try:
+                header = scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
+                columns = targets.map_header(target, header.fields, opts.mapping)
+            except (scan.CsvFormatError, targets.TargetError) as exc:
+                raise self._fail(rec, str(exc)) from exc
+            load_opts = opts.with_delimiter(header.delimiter)
+            engine = loader.Loader(self.conn, target, columns, load_opts)
+            try:
+                engine.prepare()
+            except psycopg.errors.DataError as exc:
+                raise self._fail(rec, str(exc)) from exc
+            resumable = rec.mode == "resumable" and not opts.validate_only
+            offset, line = header.data_offset, 1 + header.lines
+            if resumable and rec.checkpoint_offset > offset:
+                offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset)
+                self.rows, self.rejected = rec.checkpoint_rows, rec.rows_rejected
+                self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
+            if resumable:
+                self.stored = _stored_rejects(self.conn, self.job_id)
+            elif rec.attempts > 1 or rec.checkpoint_offset:
+                store.delete_rejected_rows(self.conn, self.job_id)
+            self.conn.autocommit = False
+            try:
+                outcome = self._load(rec, f, engine, offset, line, opts, resumable)
+            except scan.CsvFormatError as exc:
+                self._roll_back(resumable)
+                raise self._fail(rec, str(exc)) from exc
+        self._conclude(rec, target, outcome, opts, resumable)
+
+    def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
+              opts: ImportOptions, resumable: bool) -> str:
+        """Load every batch; return "done", "cancelled" or "too-many-errors"."""
+        self.opts, self.size, self.committing = opts, rec.file_size or os.fstat(f.fileno()).st_size, resumable
+        batches = read_batches(f, offset, line, engine.opts)
+        with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
+            count = self._streams(engine, offset) if resumable else 1
+            reason = self._load_serial(batches, engine) if count == 1 else self._load_parallel(batches, engine, count)
+        if reason is not None:
+            return reason
+        return "too-many-errors" if self.rejected > opts.max_errors else "done"
+
+    def _streams(self, engine: loader.Loader, offset: int) -> int:
+        """COPY streams for a resumable import: one unless the rest of the file is more than a batch
+        (:mod:`importd.imports.copy.streams`; ``on_conflict`` skip/update keep one)."""
+        if engine.opts.on_conflict != "error" or self.size - offset <= engine.opts.batch_bytes:
+            return 1
+        return max(1, self.settings.import_streams)
+
+    def _load_serial(self, batches: Any, engine: loader.Loader) -> str | None:
+        for index, batch in enumerate(batches):
+            reason = self.before(self.conn, index)
+            if reason is not None:
+                return reason
+            fresh = self.conn.info.transaction_status == pq.TransactionStatus.IDLE  # after a commit
+            if not self.settle(self.conn, batch, engine.load(batch, fresh=fresh)):
+                break
+        return None
+
+    def _load_parallel(self, batches: Any, engine: loader.Loader, count: int) -> str | None:
+        """The other streams' connections are extra: if the server refuses them (max_connections
+        reached, say), the import goes on with the streams it has, down to one."""
+        conns: list[psycopg.Connection[Any]] = []
+        try:
+            for _ in range(count - 1):
+                try:
+                    conns.append(connect(self.settings))
+                except psycopg.OperationalError as exc:
+                    self.log.warning("no connection for another COPY stream; going on with fewer",
+                                     streams=len(conns) + 1, error=str(exc).strip()[:300])
+                    break
+                conns[-1].autocommit = False
+            if not conns:
+                return self._load_serial(batches, engine)
+            engines = [engine] + [loader.Loader(c, engine.target, engine.columns, engine.opts) for c in conns]
+            self.log.info("loading in parallel streams", streams=len(engines))
+            return streams.Streams(engines, batches, self, self.log).run()
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def before(self, conn: psycopg.Connection[Any], index: int) -> str | None:
+        """Stop before batch ``index``: raise at the soft limit or on a stop request; "cancelled"."""
+        self.ctx.check()
+        if index and self._cancel_requested(conn):  # checked at the start for the first batch
+            return "cancelled"
+        return None
+
+    def settle(self, conn: psycopg.Connection[Any], batch: Batch, result: loader.BatchResult) -> bool:
+        """Count a loaded batch (in file order) and commit it with the checkpoint while the job
+        may still succeed; False once enough rejected rows are counted to stop reading."""
+        self.rows += result.rows
+        self.rejected += len(result.rejects)
+        self.pending_rejects.extend(result.rejects)
+        if result.rejects and self.first_reject is None:
+            self.first_reject = result.rejects[0]
+        if self.committing and self.rejected > self.opts.max_errors:
+            self.committing = False  # this batch and the rest are only counted, never committed
+        if self.committing:
+            self._store_rejects(conn)
+            store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
+                             rows_imported=self.rows, rows_rejected=self.rejected)
+            conn.commit()
+        elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
+            del self.pending_rejects[store.MAX_STORED_REJECTS:]
+        self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=self.size,
+                             rejected=self.rejected)
+        self.ctx.progress(rows=self.rows, bytes=batch.end, total_bytes=self.size, rejected=self.rejected)
+        return self.rejected <= self.opts.max_errors + COUNT_LIMIT
+
+    def _roll_back(self, resumable: bool) -> None:
+        """Drop the uncommitted part; ``rows`` becomes what stays in the table."""
+        self.conn.rollback()
+        if resumable:
+            found = store.get_job(self.conn, self.job_id)
+            self.rows = found.checkpoint_rows if found else 0
+        else:
+            self.rows = 0
+
+    def _cancel_requested(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s", (self.job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
+                  resumable: bool) -> None:
+        if outcome == "done" and not opts.validate_only:
+            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+                         if self.rejected else None)
+            self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
+            if self.rows >= ANALYZE_MIN_ROWS:
+                publish_analyze(self.settings, self.job_id, target.name, self.log)
+            return
+        counted_rows = self.rows
+        self._roll_back(resumable)
+        if outcome == "cancelled":
+            self._finish(rec, "CANCELLED", "cancelled on request")
+            self.log.info("import cancelled", rows=self.rows)
+            return
+        if outcome == "done":  # validate_only, valid enough
+            self.rows = counted_rows
+            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+                         if self.rejected else None)
+            return
+        if opts.validate_only:
+            self.rows = counted_rows
+        reason = _summary(self.rejected, self.first_reject, opts.max_errors, stopped=self.rejected
+                          > opts.max_errors + COUNT_LIMIT)
+        raise self._fail(rec, reason)
+
+
+def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool = False) -> str:
+    count = f"more than {rejected - 1}" if stopped else str(rejected)
+    text = f"{count} row(s) rejected (max_errors {max_errors})"
+    if first is not None:
+        line, column, _value, reason = first
+        text += f"; first: line {line}" + (f", column {column}" if column else "") + f": {reason}"
+    return text
+
+
+def _count_lines(f: Any, end: int) -> int:
+    """Newlines in the file before byte ``end`` (streamed in 8 MiB pieces)."""
+    f.seek(0)
+    total, left = 0, end
+    while left > 0:
+        chunk = f.read(min(left, 8 * 1024 * 1024))
+        if not chunk:
+            break
+        total += chunk.count(b"\n")
+        left -= len(chunk)
+    return total
+
+
+def _stored_rejects(conn: psycopg.Connection[Any], job_id: str) -> int:
+    row = conn.execute("SELECT count(*) FROM importd.rejected_rows WHERE job_id = %s", (job_id,)).fetchone()
+    return int(row[0]) if row else 0

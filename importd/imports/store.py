@@ -1,0 +1,309 @@
+"""importd's durable records in PostgreSQL: migrations, the jobs table, rejected rows.
+
+Every other module (engine, API, ops) reads and writes jobs through these functions, so the
+SQL of the ``importd`` schema lives here and in ``importd/migrations/NNN_*.sql`` only.
+
+Migrations are plain SQL files applied in version order, each in its own transaction
+together with its row in ``importd.schema_migrations``, all under one session advisory
+lock: two hosts running ``importd migrate`` at once serialise, and a second run finds
+nothing to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from importd.config import Settings
+from importd.imports.copy.spec import Reject
+
+#: Directory of the versioned SQL migrations (``NNN_name.sql``).
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Advisory lock key that serialises migrations across hosts ("importd-migrate").
+MIGRATE_LOCK_KEY = 0x1D_0A_7E_5C_4E_3A
+#: Job states; the last three are final.
+STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+#: Rejected rows stored per job (all are counted in ``jobs.rows_rejected``).
+MAX_STORED_REJECTS = 1000
+
+_MIGRATION_FILE = re.compile(r"^(\d+)_[\w-]+\.sql$")
+
+
+@dataclass
+class JobRecord:
+    """One row of ``importd.jobs``."""
+
+    id: str
+    task: str = "import.csv"
+    target_table: str | None = None
+    file_path: str | None = None
+    file_size: int | None = None
+    checksum: str | None = None
+    state: str = "PENDING"
+    priority: int = 0
+    mode: str = "atomic"
+    options: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    rows_imported: int = 0
+    rows_rejected: int = 0
+    checkpoint_offset: int = 0
+    checkpoint_rows: int = 0
+    error: str | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    worker: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (timestamps as ISO 8601 strings)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+
+_COLUMNS = [f.name for f in fields(JobRecord)]
+_SELECT = sql.SQL("SELECT {} FROM importd.jobs").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+
+
+def connect(settings: Settings, autocommit: bool = True, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A new connection to importd's database (autocommit unless asked otherwise)."""
+    kwargs.setdefault("application_name", "importd")
+    kwargs.setdefault("connect_timeout", 10)
+    return psycopg.connect(settings.database_url, autocommit=autocommit, **kwargs)
+
+
+def pool(settings: Settings, min_size: int = 1, max_size: int = 10) -> Any:
+    """A psycopg_pool.ConnectionPool of autocommit connections (for the API); open it yourself."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(settings.database_url, min_size=min_size, max_size=max_size, open=False,
+                          kwargs={"autocommit": True, "application_name": "importd-api"})
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+def migration_files() -> list[tuple[int, Path]]:
+    """The migrations shipped with importd, in version order."""
+    found = []
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        match = _MIGRATION_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def migrate(settings: Settings) -> list[int]:
+    """Apply the migrations not applied yet; return their versions (empty: up to date)."""
+    applied: list[int] = []
+    with connect(settings) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
+        try:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS importd")
+            conn.execute("CREATE TABLE IF NOT EXISTS importd.schema_migrations ("
+                         " version integer PRIMARY KEY, name text NOT NULL,"
+                         " applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {row[0] for row in conn.execute("SELECT version FROM importd.schema_migrations")}
+            for version, path in migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text())  # type: ignore[arg-type]  # our own file
+                    conn.execute("INSERT INTO importd.schema_migrations (version, name) VALUES (%s, %s)",
+                                 (version, path.name))
+                applied.append(version)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
+    return applied
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+def create_job(conn: psycopg.Connection[Any], rec: JobRecord) -> JobRecord:
+    """Insert ``rec`` (timestamps default to now); return the stored row."""
+    values = {k: v for k, v in asdict(rec).items()
+              if k not in ("created_at", "updated_at") or v is not None}
+    values["options"] = Jsonb(values.get("options") or {})
+    query = sql.SQL("INSERT INTO importd.jobs ({}) VALUES ({}) RETURNING {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(sql.Placeholder(k) for k in values),
+        sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+    )
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        cur.execute(query, values)
+        row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def get_job(conn: psycopg.Connection[Any], job_id: str, *, for_update: bool = False) -> JobRecord | None:
+    query = _SELECT + sql.SQL(" WHERE id = %s") + (sql.SQL(" FOR UPDATE") if for_update else sql.SQL(""))
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(query, (job_id,)).fetchone()
+
+
+def get_job_by_idempotency_key(conn: psycopg.Connection[Any], key: str) -> JobRecord | None:
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(_SELECT + sql.SQL(" WHERE idempotency_key = %s"), (key,)).fetchone()
+
+
+def update_job(conn: psycopg.Connection[Any], job_id: str, *, only_unfinished: bool = False,
+               **values: Any) -> JobRecord | None:
+    """Set columns of one job (``updated_at`` too); None if no row matched.
+
+    ``only_unfinished`` leaves a job in a final state untouched (a late retry hook must not
+    turn a SUCCESS back into RETRY). Pass ``finished_at=NOW``/``started_at=NOW`` for the
+    time of the statement: ``clock_timestamp()``, since ``now()`` is when the transaction began
+    and an atomic import finishes in the transaction that loaded it (minutes earlier).
+    """
+    if "options" in values:
+        values["options"] = Jsonb(values["options"])
+    sets: list[sql.Composable] = [
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.SQL("clock_timestamp()") if v is NOW
+        else sql.Placeholder(k)) for k, v in values.items()]
+    sets.append(sql.SQL("updated_at = clock_timestamp()"))
+    query = sql.SQL("UPDATE importd.jobs SET {} WHERE id = %(_id)s{} RETURNING {}").format(
+        sql.SQL(", ").join(sets),
+        sql.SQL(" AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')") if only_unfinished else sql.SQL(""),
+        sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
+    )
+    params = {k: v for k, v in values.items() if v is not NOW}
+    params["_id"] = job_id
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(query, params).fetchone()
+
+
+def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: str) -> JobRecord | None:
+    """Mark a job STARTED (attempt, worker, first start time) unless it is final or a cancel
+    was requested; None if it was not started (or has no row)."""
+    query = sql.SQL(
+        "UPDATE importd.jobs SET state = 'STARTED', attempts = %s, worker = %s, error = NULL,"
+        " started_at = coalesce(started_at, now()), updated_at = now()"
+        " WHERE id = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED') AND NOT cancel_requested"
+        " RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(query, (attempt, worker, job_id)).fetchone()
+
+
+class _Now:
+    def __repr__(self) -> str:
+        return "NOW"
+
+
+#: Marker value for :func:`update_job`: the column is set to the database's clock_timestamp().
+NOW: Any = _Now()
+
+
+def list_jobs(conn: psycopg.Connection[Any], state: str | None = None, limit: int = 50,
+              cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    """Jobs newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
+    limit = max(1, min(int(limit), 1000))
+    where: list[sql.Composable] = []
+    params: list[Any] = []
+    if state:
+        where.append(sql.SQL("state = %s"))
+        params.append(state)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        where.append(sql.SQL("(created_at, id) < (%s::timestamptz, %s)"))
+        params += [created, job_id]
+    query: sql.Composable = _SELECT
+    if where:
+        query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+    query += sql.SQL(" ORDER BY created_at DESC, id DESC LIMIT %s")
+    params.append(limit + 1)
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        rows = cur.execute(query, params).fetchall()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = _encode_cursor(last.created_at, last.id)
+    return rows, next_cursor
+
+
+def _encode_cursor(created: datetime | None, job_id: str) -> str:
+    raw = json.dumps([created.isoformat() if created else None, job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"bad cursor {cursor!r}") from exc
+
+
+def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | None:
+    """Ask a job to stop: a job not yet running becomes CANCELLED at once; a running job gets
+    ``cancel_requested`` and the engine stops it between batches; a final job is unchanged."""
+    query = sql.SQL(
+        "UPDATE importd.jobs SET cancel_requested = true, updated_at = now(),"
+        " state = CASE WHEN state IN ('PENDING', 'RETRY') THEN 'CANCELLED' ELSE state END,"
+        " finished_at = CASE WHEN state IN ('PENDING', 'RETRY') THEN now() ELSE finished_at END"
+        " WHERE id = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED') RETURNING {}"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        row = cur.execute(query, (job_id,)).fetchone()
+    return row if row is not None else get_job(conn, job_id)
+
+
+def counts_by_state(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in conn.execute("SELECT state, count(*) FROM importd.jobs GROUP BY state"):
+        counts[state] = int(n)
+    return counts
+
+
+# -- rejected rows ------------------------------------------------------------------------
+
+#: One rejected row: (line_number, column_name, value, reason).
+
+
+def add_rejected_rows(conn: psycopg.Connection[Any], job_id: str, rows: list[Reject]) -> None:
+    """Store rejected rows (the caller keeps the per-job total under MAX_STORED_REJECTS)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        with cur.copy("COPY importd.rejected_rows (job_id, line_number, column_name, value, reason)"
+                      " FROM STDIN") as copy:
+            for line, column, value, reason in rows:
+                copy.write_row((job_id, line, column, _clean(value), _clean(reason)))
+
+
+def _clean(text: str | None) -> str | None:
+    """Text PostgreSQL accepts (no NUL)."""
+    return None if text is None else text.replace("\x00", "\\x00")
+
+
+def delete_rejected_rows(conn: psycopg.Connection[Any], job_id: str) -> None:
+    conn.execute("DELETE FROM importd.rejected_rows WHERE job_id = %s", (job_id,))
+
+
+def iter_rejected_rows(conn: psycopg.Connection[Any], job_id: str) -> Iterator[tuple[Any, ...]]:
+    """(line_number, column_name, value, reason) in file order, streamed."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT line_number, column_name, value, reason FROM importd.rejected_rows"
+                    " WHERE job_id = %s ORDER BY line_number, id", (job_id,))
+        yield from cur

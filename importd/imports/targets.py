@@ -1,0 +1,117 @@
+"""Where a file may go: the table allowlist, the table's columns from the catalog, and the
+mapping of CSV header columns to table columns.
+
+Names from a request or a file are only ever compared with catalog names and then passed to
+SQL as :class:`psycopg.sql.Identifier`; nothing is spliced into SQL text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from importd.config import Settings
+from importd.imports.copy.spec import Column, Target
+
+
+class TargetError(ValueError):
+    """The job's table or header cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """("schema", "table") of an allowlist entry or job table name; schema defaults to public."""
+    schema, dot, table = name.strip().rpartition(".")
+    return (schema if dot else "public"), table
+
+
+def allowed(settings: Settings, name: str) -> tuple[str, str]:
+    """The allowlisted (schema, table) that ``name`` designates; TargetError if none."""
+    if not name or not isinstance(name, str):
+        raise TargetError(["no target table given"])
+    wanted = split_name(name)
+    for entry in settings.table_list:
+        if split_name(entry) == wanted:
+            return wanted
+    raise TargetError([f"table {name!r} is not on the allowlist (IMPORTD_TABLES)"])
+
+
+_CATALOG = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.atthasdef OR a.attidentity <> '', a.attgenerated <> ''
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def load(conn: psycopg.Connection[Any], settings: Settings, name: str) -> Target:
+    """The allowlisted table ``name`` with its columns; TargetError if absent or not allowed."""
+    schema, table = allowed(settings, name)
+    rows = conn.execute(_CATALOG, (schema, table)).fetchall()
+    if not rows:
+        raise TargetError([f"table {schema}.{table} does not exist"])
+    columns = {r[0]: Column(r[0], r[1], bool(r[2]), bool(r[3]), bool(r[4])) for r in rows}
+    return Target(schema, table, columns)
+
+
+def map_header(target: Target, header: list[str], mapping: dict[str, str] | None = None) -> list[str]:
+    """Table column for each header field, in file order; TargetError listing every problem.
+
+    A header name matches a column by ``mapping`` (header name -> column) first, then by
+    name with case and surrounding spaces ignored (an exact-case match wins over others).
+    """
+    problems: list[str] = []
+    mapping = {k.strip().lower(): v for k, v in (mapping or {}).items()}
+    by_lower: dict[str, list[str]] = {}
+    for column in target.columns:
+        by_lower.setdefault(column.lower(), []).append(column)
+    stripped = [h.strip() for h in header]
+    if not any(stripped):
+        raise TargetError(["the header has no column names"])
+    dupes = [name for name, n in Counter(h.lower() for h in stripped).items() if n > 1]
+    if dupes:
+        problems.append(f"duplicate header columns: {', '.join(sorted(dupes))}")
+    result: list[str] = []
+    unknown: list[str] = []
+    for position, name in enumerate(stripped, 1):
+        col = _match(name, mapping, by_lower, target)
+        if col is None:
+            unknown.append(name or f"(empty name, column {position})")
+        elif target.columns[col].generated:
+            problems.append(f"column {col!r} is generated and cannot be imported")
+        result.append(col or "")
+    if unknown:
+        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}")
+    mapped = Counter(c for c in result if c)
+    twice = sorted(c for c, n in mapped.items() if n > 1)
+    if twice and not dupes:
+        problems.append(f"several header columns map to: {', '.join(twice)}")
+    missing = [c.name for c in target.columns.values() if c.required and c.name not in mapped]
+    if missing:
+        problems.append(f"NOT NULL columns without default missing from the header: {', '.join(missing)}")
+    if problems:
+        raise TargetError(problems)
+    return result
+
+
+def _match(name: str, mapping: dict[str, str], by_lower: dict[str, list[str]], target: Target) -> str | None:
+    explicit = mapping.get(name.lower())
+    if explicit is not None:
+        explicit = str(explicit)
+        if explicit in target.columns:
+            return explicit
+        candidates = by_lower.get(explicit.strip().lower(), [])
+        return candidates[0] if len(candidates) == 1 else None
+    candidates = by_lower.get(name.lower(), [])
+    if name in candidates:
+        return name
+    return candidates[0] if len(candidates) == 1 else None

@@ -1,0 +1,196 @@
+"""Job events on the ``importd.events`` topic exchange, and ``importd events`` to tail them.
+
+Every worker child publishes received, started, progress, retried, deferred, succeeded,
+failed and dead-lettered, with routing key ``job.<event>.<task>`` (``job.failed.#``,
+``job.*.import.csv``, ``#``). Publishing is cheap when nobody listens: non-persistent, no
+confirm wait, keys nobody is bound to skipped for a while (:class:`EventPublisher`), on a
+channel of the child's own connection from the thread that owns it (the consumer's event bus
+delivers there). An event that cannot be published is lost, by design: events are for
+watching, PostgreSQL and Redis hold the record.
+
+The import engine reports progress from its job thread with :func:`progress`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import amqp
+from kombu import Connection, Exchange, Message, Queue
+from kombu import Consumer as KombuConsumer
+
+from importd.config import Settings
+from importd.ops.control import node_name, unconfirmed_channel
+from importd.subcommand import Subcommand
+from importd.worker.publisher import broker_connection
+
+if TYPE_CHECKING:
+    from importd.worker.consumer import Consumer
+
+#: Topic exchange of job events.
+EVENTS_EXCHANGE = "importd.events"
+#: Every event type, in a job's life order.
+EVENT_TYPES = ("received", "started", "progress", "retried", "deferred", "succeeded", "failed", "dead-lettered")
+#: Backoff bounds (seconds) of ``importd events`` reconnecting after a lost broker.
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 10.0
+#: Seconds a routing key nobody listens to is not published again (see EventPublisher).
+QUIET_S = 2.0
+#: A tail's queue drops what it cannot show within this many milliseconds.
+TAIL_TTL_MS = 60_000
+
+
+
+def exchange() -> Exchange:
+    return Exchange(EVENTS_EXCHANGE, "topic", durable=True, auto_delete=False)
+
+
+def routing_key(event: str, task: str) -> str:
+    return f"job.{event}.{task or 'unknown'}"
+
+
+class EventPublisher:
+    """Bus listener that publishes each event to the exchange (owner thread only).
+
+    Events go out ``mandatory``: a routing key nobody is bound to comes back as a
+    ``basic.return``, and that key is then not published for :data:`QUIET_S` seconds, so a
+    worker nobody watches spends almost nothing on events (a tail that starts listening misses
+    at most that long of one key). The raw py-amqp publish skips kombu's per-message work.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.base = {"worker": node_name(), "hostname": socket.gethostname(), "pid": os.getpid()}
+        self.quiet_until: dict[str, float] = {}
+        channel.events["basic_return"].add(self._returned)
+
+    def _returned(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        self.quiet_until[routing_key] = time.monotonic() + QUIET_S
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        key = routing_key(event, str(fields.get("task", "")))
+        if time.monotonic() < self.quiet_until.get(key, 0.0):
+            return
+        body = {"type": event, "ts": datetime.now(UTC).isoformat(), **self.base,
+                **{k: v for k, v in fields.items() if v not in ("", None)}}
+        message = amqp.Message(json.dumps(body, default=str).encode(), content_type="application/json",
+                               content_encoding="binary", delivery_mode=1)
+        self.channel.basic_publish(message, exchange=EVENTS_EXCHANGE, routing_key=key, mandatory=True)
+
+
+def attach(consumer: Consumer, connection: Connection) -> None:
+    """Consumer extension: publish the child's job events on ``connection`` (after each connect)."""
+    channel = unconfirmed_channel(connection)
+    exchange()(channel).declare()
+    listeners = consumer.events.listeners
+    listeners[:] = [x for x in listeners if not isinstance(x, EventPublisher)]  # the old channel is gone
+    listeners.append(EventPublisher(channel))
+
+
+# -- importd events ------------------------------------------------------------------------
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One readable line per event."""
+    ts = str(event.get("ts", ""))[:23]
+    skip = {"type", "ts", "job_id", "task", "attempt", "queue", "worker", "hostname", "pid"}
+    extra = " ".join(f"{k}={_short(v)}" for k, v in event.items() if k not in skip)
+    return (f"{ts} {event.get('type', '?'):<13} {event.get('job_id', '?')} task={event.get('task', '?')} "
+            f"attempt={event.get('attempt', '?')} queue={event.get('queue', '?')} {extra} "
+            f"[{event.get('worker', '?')} pid {event.get('pid', '?')}]").replace("  ", " ")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = text.replace("\n", " ")
+    return repr(text[:80]) if " " in text else text[:80]
+
+
+def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None = None,
+         count: int | None = None, timeout_s: float | None = None, ready: Any = None,
+         on_reconnect: Any = None) -> int:
+    """Consume events matching ``keys`` until ``count`` were seen or ``timeout_s`` passed.
+
+    A lost broker connection is re-established with backoff (what was published meanwhile is
+    missed: events are for watching); ``on_reconnect(error, delay_s)`` is told each time.
+    """
+    seen = 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def on_message(message: Message) -> None:
+        nonlocal seen
+        event = json.loads(message.body)
+        if job and event.get("job_id") != job:
+            return
+        seen += 1
+        on_event(event)
+
+    def left_s() -> float:
+        return 1.0 if deadline is None else deadline - time.monotonic()
+
+    delay = RECONNECT_MIN_S
+    while (count is None or seen < count) and left_s() > 0:
+        conn = broker_connection(settings)
+        try:
+            channel = conn.channel()
+            exchange()(channel).declare()
+            queue = Queue(f"importd.events.tail.{socket.gethostname()}.{os.getpid()}",
+                          exclusive=True, auto_delete=True, durable=False,
+                          queue_arguments={"x-message-ttl": TAIL_TTL_MS, "x-max-length": 100_000})
+            bound = queue(channel)
+            bound.declare()
+            for key in keys:
+                bound.bind_to(EVENTS_EXCHANGE, routing_key=key)
+            with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
+                if ready is not None:
+                    ready()  # after every (re)connect: events from now on are seen
+                delay = RECONNECT_MIN_S
+                while (count is None or seen < count) and (left := left_s()) > 0:
+                    try:
+                        conn.drain_events(timeout=min(left, 1.0))
+                    except TimeoutError:
+                        conn.heartbeat_check()
+        except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
+            delay = min(RECONNECT_MAX_S, delay * 2)
+            if on_reconnect is not None:
+                on_reconnect(exc, delay)
+            time.sleep(min(delay, max(left_s(), 0)))
+        finally:
+            conn.release()
+    return seen
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", "--key", action="append", metavar="PATTERN",
+                        help="topic pattern, e.g. 'job.failed.#' or 'job.*.import.csv' (repeatable; default '#')")
+    parser.add_argument("--job", metavar="ID", help="only the events of this job")
+    parser.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    keys = args.key or ["#"]
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if args.json else format_event(event), flush=True)
+
+    def ready() -> None:
+        print(f"listening on {EVENTS_EXCHANGE} ({', '.join(keys)}); Ctrl-C stops", file=sys.stderr, flush=True)
+
+    def reconnecting(exc: BaseException, delay_s: float) -> None:
+        print(f"broker connection lost ({exc}); reconnecting in {delay_s:.1f}s", file=sys.stderr, flush=True)
+
+    tail(settings, keys, show, job=args.job, count=args.count, timeout_s=args.timeout, ready=ready,
+         on_reconnect=reconnecting)
+    return 0
+
+
+#: ``importd events``.
+EVENTS = Subcommand(_add_arguments, _run)

@@ -1,0 +1,440 @@
+"""The consumer loop of one worker child.
+
+One thread (the one that calls :meth:`Consumer.run`) owns the AMQP connection: it drains
+events, answers heartbeats, publishes retries and dead letters, and acks. Each job runs in a
+job thread that never touches the connection; it hands its outcome back through a queue that
+the owner drains between ``drain_events`` calls. So a 55-minute COPY never stops heartbeats.
+
+Per delivery (see :mod:`importd.worker.retry` for the delays):
+
+- undecodable / invalid / unknown task -> ``failed_tasks`` with the reason, ack (also when the
+  handler raises :class:`~importd.errors.InvalidMessage`: arguments it cannot use and no job
+  record to mark FAILURE);
+- redelivered by the broker (its worker died, or its channel closed) -> counted as a failed
+  attempt: republished with the next attempt number (or dead-lettered past max_retries), ack;
+- rate limited or deferred by the handler -> back through the first delay queue, same attempt;
+- success or :class:`~importd.errors.PermanentError` (an outcome the handler recorded) -> ack;
+- any other exception -> the next delay queue, or ``failed_tasks`` after max_retries.
+
+Every move is "publish with confirm, then ack": a crash between the two leaves a duplicate
+message, never a lost one; the import's exactly-once rule makes the duplicate harmless.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu import Connection, Message, Producer
+from kombu import Consumer as KombuConsumer
+from kombu.exceptions import OperationalError
+from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
+
+from importd import logs
+from importd.config import Settings
+from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded
+from importd.worker import messages, retry, tasks, topology
+from importd.worker.bus import Bus
+from importd.worker.context import JobContext
+from importd.worker.messages import Job
+from importd.worker.publisher import broker_connection, send
+from importd.worker.ratelimit import RateLimiter
+
+#: Longest wait of one ``drain_events`` call before the loop checks heartbeats and outcomes.
+#: It is also kept under a quarter of the heartbeat: py-amqp restarts the wait on every
+#: heartbeat frame the broker sends (each heartbeat/2 s), so a longer wait would never end
+#: and the client would miss its own heartbeats.
+DRAIN_TIMEOUT_S = 1.0
+#: Seconds after the soft limit (the cooperative stop) before the exception is raised
+#: asynchronously in a job thread that did not stop by itself.
+ASYNC_RAISE_AFTER_S = 10.0
+#: Headers importd adds to what it dead-letters.
+DEAD_HEADERS = ("x-importd-reason", "x-importd-error", "x-importd-attempts",
+                "x-importd-original-exchange", "x-importd-original-routing-key",
+                "x-importd-original-queue", "x-importd-died-at")
+
+
+class WorkerLost(Exception):
+    """The previous delivery of this message ended without an ack (process killed, OOM)."""
+
+
+@dataclass
+class Outcome:
+    """What the job thread decided; the connection's owner carries it out."""
+
+    kind: str  # "ack" | "retry" | "defer" | "dead"
+    message: Message
+    queue: str
+    generation: int
+    job: Job | None = None
+    attempt: int = 1
+    step: int = 1
+    reason: str = ""
+    error: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass
+class Slot:
+    """Shared with the supervisor: the hard deadline of the running job (0: idle)."""
+
+    set_deadline: Callable[[float], None] = field(default=lambda _: None)
+
+
+class Consumer:
+    """Consumes ``queues`` until stopped, one job at a time.
+
+    Parameters: ``settings``; ``queues`` (work queue names); ``max_tasks`` jobs before the
+    loop returns so the supervisor can replace the child (None: no limit); ``slot`` to report
+    hard deadlines to the supervisor; ``extensions``: callables run with the connection after
+    every (re)connect, e.g. the control channel that answers ``importd ping``.
+    """
+
+    def __init__(self, settings: Settings, queues: list[str], *, max_tasks: int | None = None,
+                 slot: Slot | None = None,
+                 extensions: list[Callable[[Consumer, Connection], None]] | None = None) -> None:
+        self.settings = settings
+        self.queues = [topology.queue_spec(q) for q in queues]
+        self.max_tasks = max_tasks
+        self.slot = slot or Slot()
+        self.extensions = extensions or []
+        self.log = logs.get("importd.worker.consumer")
+        self.events = Bus(self.log)  # job events for listeners (events exchange, metrics)
+        self.stopping = threading.Event()
+        self.done_tasks = 0
+        self.current: JobContext | None = None
+        self._thread: threading.Thread | None = None
+        self._async_raised = False
+        self._inbox: list[tuple[str, Message]] = []
+        self._outcomes: queue.Queue[Outcome] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._generation = 0
+        self._connection: Connection | None = None
+        self._consumers: list[KombuConsumer] = []
+        self._consuming = False
+        self._producer: Producer | None = None
+        self._limiter = RateLimiter(settings.redis_url, settings.redis_prefix)
+        beat = settings.heartbeat_s
+        self._drain_timeout = min(DRAIN_TIMEOUT_S, beat / 4) if beat else DRAIN_TIMEOUT_S
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM: finish the running job, ack, exit. SIGINT is the supervisor's to handle."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> int:
+        """Consume until stopped or max_tasks is reached; reconnect on any broker loss."""
+        for attempt in Retrying(
+            retry=retry_if_exception(self._is_connection_error),
+            wait=wait_exponential_jitter(initial=0.5, max=10),
+            before_sleep=lambda rs: self.log.warning(
+                "broker connection lost, reconnecting",
+                error=str(rs.outcome.exception()) if rs.outcome else "", retry_in_s=rs.upcoming_sleep),
+        ):
+            with attempt:
+                self._serve()
+        self._close()
+        self._limiter.close()
+        return 0
+
+    def _serve(self) -> None:
+        try:
+            self._connect()
+            while not self._finished():
+                self._tick()
+        except BaseException:
+            self._generation += 1  # deliveries of this connection can no longer be acked
+            self._inbox.clear()
+            self._drop_connection()
+            if self._finished():  # stopping with nothing running: no need to reconnect
+                return
+            raise
+
+    def _limit_reached(self) -> bool:
+        """True once this child must take no more deliveries (stopping, or max_tasks done)."""
+        return self.stopping.is_set() or (self.max_tasks is not None and self.done_tasks >= self.max_tasks)
+
+    def _finished(self) -> bool:
+        return self._limit_reached() and self._thread is None and not self._inbox
+
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        conn = self._connection or broker_connection(self.settings)
+        errors = (*conn.connection_errors, *conn.channel_errors, OperationalError, OSError)
+        return isinstance(exc, errors) and not self._finished()
+
+    def _connect(self) -> None:
+        conn = broker_connection(self.settings)
+        conn.ensure_connection(max_retries=1)
+        self._connection = conn
+        topology.declare(conn)
+        self._producer = Producer(conn.channel())
+        channel = conn.channel()
+        # global=True: one unacked delivery per channel across all the queues we consume.
+        channel.basic_qos(prefetch_size=0, prefetch_count=self.settings.prefetch, a_global=True)
+        self._consumers = []
+        for spec in self.queues:
+            consumer = KombuConsumer(channel, queues=[topology.work_queue_entity(spec)],
+                                     on_message=self._receiver(spec.name), no_ack=False)
+            self._consumers.append(consumer)
+        if self._thread is None and not self.stopping.is_set():
+            self._start_consuming()
+        for extension in self.extensions:
+            extension(self, conn)
+        self.log.info("consuming", queues=[q.name for q in self.queues], generation=self._generation)
+
+    def _start_consuming(self) -> None:
+        for consumer in self._consumers:
+            consumer.consume()
+        self._consuming = True
+
+    def _cancel_consuming(self) -> None:
+        if not self._consuming:
+            return
+        self._consuming = False
+        for consumer in self._consumers:
+            try:
+                consumer.cancel()
+            except Exception:  # noqa: BLE001 - the channel may be gone already
+                pass
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.collect()
+            except Exception:  # noqa: BLE001
+                pass
+        self._connection = None
+        self._consumers = []
+        self._consuming = False
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._cancel_consuming()
+            try:
+                self._connection.release()
+            except Exception:  # noqa: BLE001
+                pass
+            self._connection = None
+
+    # -- the loop --------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        assert self._connection is not None
+        if self._limit_reached():
+            self._cancel_consuming()
+        self._settle_outcomes()
+        while self._inbox and self._thread is None:
+            queue_name, message = self._inbox.pop(0)
+            self._dispatch(queue_name, message)
+        self._enforce_soft_limit()
+        self.events.flush()
+        if self._wait_readable():
+            try:
+                self._connection.drain_events(timeout=self._drain_timeout)
+            except TimeoutError:
+                pass
+        self._connection.heartbeat_check()
+
+    def _wait_readable(self) -> bool:
+        """Sleep until the broker sends something or a job thread posts its outcome.
+
+        Without the wake-up pipe a finished job would wait for the next frame or the drain
+        timeout before its ack: up to a second per job, which caps small-file throughput.
+        """
+        assert self._connection is not None
+        if (self._inbox and self._thread is None) or not self._outcomes.empty():
+            return False  # a synchronous call (a confirm, a declare) already read a delivery in
+        sock = self._connection.connection.sock
+        if sock is None or getattr(sock, "pending", lambda: 0)():  # TLS may hold decrypted bytes
+            return True
+        readable, _, _ = select.select([sock, self._wake_r], [], [], self._drain_timeout)
+        if self._wake_r in readable:
+            os.read(self._wake_r, 4096)
+        return sock in readable
+
+    def _receiver(self, queue_name: str) -> Callable[[Message], None]:
+        def receive(message: Message) -> None:
+            self._inbox.append((queue_name, message))
+        return receive
+
+    def _dispatch(self, queue_name: str, message: Message) -> None:
+        """Decide what to do with a fresh delivery; start a job thread if it is to run."""
+        props = message.properties
+        try:
+            job = messages.decode(message.body, message.headers, message.content_type,
+                                  props.get("priority"))
+        except InvalidMessage as exc:
+            self.log.warning("invalid message dead-lettered", reason=exc.reason, detail=exc.detail,
+                             queue=queue_name, message_id=props.get("message_id"))
+            self._carry_out(Outcome("dead", message, queue_name, self._generation,
+                                    attempt=_attempt_header(message), reason=exc.reason, error=str(exc)))
+            return
+        spec = tasks.get(job.task)
+        assert spec is not None
+        self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
+        if not message.delivery_info.get("redelivered") and not self._limiter.try_acquire(
+                spec.name, spec.rate_limit):
+            self._carry_out(Outcome("defer", message, queue_name, self._generation, job=job,
+                                    attempt=job.attempt, reason="rate-limited"))
+            return
+        log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
+        ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events)
+        lost = bool(message.delivery_info.get("redelivered"))
+        self.current = ctx
+        self._async_raised = False
+        self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
+        self._thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
+                                        name=f"job-{job.job_id}", daemon=True)
+        self._thread.start()
+        self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
+
+    def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> None:
+        """Job thread: run the handler, decide the outcome, hand it to the owner."""
+        job, spec = ctx.job, ctx.spec
+        outcome = Outcome("ack", message, ctx.queue, generation, job=job, attempt=job.attempt)
+        try:
+            if lost:
+                raise WorkerLost("redelivered: the previous delivery was never acked (worker lost)")
+            ctx.log.info("job started")
+            handler = spec.resolve("handler")
+            assert handler is not None
+            handler(ctx)
+            ctx.log.info("job succeeded", duration_s=round(time.monotonic() - ctx.started, 3))
+        except Deferred as exc:
+            ctx.log.info("job deferred", reason=exc.reason)
+            outcome.kind, outcome.reason = "defer", exc.reason
+        except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
+            ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
+            outcome.kind, outcome.reason, outcome.error = "dead", exc.reason, str(exc)
+        except PermanentError as exc:
+            ctx.log.warning("job failed permanently", error=str(exc))
+            outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
+        except BaseException as exc:  # noqa: BLE001 - every other failure is retried
+            self._fail(ctx, outcome, exc)
+        outcome.duration_s = time.monotonic() - ctx.started
+        self._outcomes.put(outcome)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full: the owner is awake anyway
+            pass
+
+    def _fail(self, ctx: JobContext, outcome: Outcome, exc: BaseException) -> None:
+        decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
+        outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
+        outcome.reason = "worker-lost" if isinstance(exc, WorkerLost) else (
+            "soft-time-limit" if isinstance(exc, SoftTimeLimitExceeded) else "max-retries")
+        hook = ctx.spec.resolve("on_give_up" if decision.gives_up else "on_retry")
+        try:
+            if hook is not None:
+                hook(ctx, exc)
+        except Exception as hook_exc:  # noqa: BLE001 - a hook must not lose the message
+            ctx.log.error("hook failed", error=str(hook_exc))
+        if decision.gives_up:
+            ctx.log.error("job dead-lettered", error=outcome.error, attempts=ctx.job.attempt)
+            outcome.kind = "dead"
+        else:
+            ctx.log.warning("job failed, will retry", error=outcome.error, step=decision.step,
+                            next_attempt=decision.next_attempt)
+            outcome.kind, outcome.step, outcome.attempt = "retry", decision.step or 1, decision.next_attempt
+
+    def _settle_outcomes(self) -> None:
+        while True:
+            try:
+                outcome = self._outcomes.get_nowait()
+            except queue.Empty:
+                return
+            if self._thread is not None:
+                self._thread.join()
+            self._thread = None
+            self.current = None
+            self.slot.set_deadline(0.0)
+            self.done_tasks += 1
+            if self._limit_reached():
+                self._cancel_consuming()  # before the ack, or the broker sends one more
+            self._carry_out(outcome)
+            if not self._consuming and self._consumers and not self._limit_reached():
+                self._start_consuming()
+
+    def _carry_out(self, outcome: Outcome) -> None:
+        """Publish (with confirm) whatever the outcome needs, then ack the delivery."""
+        if outcome.generation != self._generation:
+            self.log.warning("outcome of a lost connection dropped; the broker redelivers it",
+                             message_id=outcome.message.properties.get("message_id"))
+            return
+        assert self._producer is not None
+        props = outcome.message.properties
+        if outcome.kind in ("retry", "defer"):
+            step = outcome.step if outcome.kind == "retry" else 1
+            headers = {k: v for k, v in (outcome.message.headers or {}).items()
+                       if not k.startswith(("x-death", "x-first-death", "x-last-death"))}
+            headers[messages.ATTEMPT_HEADER] = outcome.attempt
+            send(self._producer, outcome.message.body, exchange=topology.RETRY_EXCHANGE,
+                 routing_key=topology.retry_queue_name(outcome.queue, step), headers=headers,
+                 message_id=str(props.get("message_id") or ""), priority=int(props.get("priority") or 0),
+                 expiration_ms=retry.jittered_delay_ms(step))
+        elif outcome.kind == "dead":
+            send(self._producer, outcome.message.body, exchange=topology.DLX,
+                 routing_key=topology.queue_spec(outcome.queue).failed_key,
+                 headers=self._dead_headers(outcome), message_id=str(props.get("message_id") or ""),
+                 priority=int(props.get("priority") or 0))
+        outcome.message.ack()
+        self._emit_outcome(outcome)
+
+    def _emit_outcome(self, o: Outcome) -> None:
+        """The job event of a settled outcome (``failed``: a PermanentError outcome)."""
+        event = {"ack": "failed" if o.error else "succeeded", "retry": "retried", "defer": "deferred",
+                 "dead": "dead-lettered"}[o.kind]
+        self.events.emit(event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
+                         task=o.job.task if o.job else str((o.message.headers or {}).get(messages.TASK_HEADER) or ""),
+                         attempt=o.attempt, queue=o.queue, duration_s=round(o.duration_s, 6), reason=o.reason,
+                         error=o.error)
+
+    def _dead_headers(self, outcome: Outcome) -> dict[str, Any]:
+        info = outcome.message.delivery_info
+        headers = {k: v for k, v in (outcome.message.headers or {}).items() if k not in DEAD_HEADERS}
+        headers.update({
+            "x-importd-reason": outcome.reason,
+            "x-importd-error": outcome.error,
+            "x-importd-attempts": outcome.attempt,
+            "x-importd-original-exchange": info.get("exchange", ""),
+            "x-importd-original-routing-key": info.get("routing_key", ""),
+            "x-importd-original-queue": outcome.queue,
+            "x-importd-died-at": datetime.now(UTC).isoformat(),
+        })
+        return headers
+
+    def _enforce_soft_limit(self) -> None:
+        ctx, thread = self.current, self._thread
+        if ctx is None or thread is None:
+            return
+        now = time.monotonic()
+        if now >= ctx.deadline and not ctx.stop.is_set():
+            ctx.log.warning("soft time limit reached, asking the job to stop",
+                            limit_s=ctx.spec.soft_time_limit_s)
+            ctx.request_stop(f"soft time limit of {ctx.spec.soft_time_limit_s:g} s exceeded")
+        if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and not self._async_raised and thread.ident:
+            self._async_raised = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                       ctypes.py_object(SoftTimeLimitExceeded))
+
+
+def _attempt_header(message: Message) -> int:
+    try:
+        return int((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
+    except (TypeError, ValueError):
+        return 1
