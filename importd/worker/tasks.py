@@ -1,8 +1,8 @@
 """The task registry: task name -> settings (data) and handler.
 
-Settings mirror the seed's ``task_annotations``; handlers are named by dotted path and loaded
-on first use, so the registry can be read (by the API, by ``importd status``) without
-importing the import engine. Tests and users register their own task types with
+Settings mirror the ``task_annotations`` of the Celery design importd replaces; handlers are
+named by dotted path and loaded on first use, so the registry can be read (by the API, by
+``importd status``) without importing the import engine. Tests and users register their own task types with
 :func:`register`, or list modules in ``IMPORTD_TASK_MODULES`` for the worker to import.
 """
 
@@ -53,7 +53,7 @@ class TaskSpec:
         return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
 
 
-#: The built-in task types, as in the seed configuration.
+#: The built-in task types, as in the Celery design importd replaces.
 BUILTIN: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="import.csv",

@@ -6,7 +6,7 @@ a queue that already exists with other arguments raises :class:`TopologyMismatch
 queue and the argument, instead of a crash loop on 406 PRECONDITION_FAILED.
 
 ``failed_tasks`` is bound to the direct exchange ``dlx`` once per ``<source>.failed`` key:
-the seed's ``*.failed`` would be a literal key on a direct exchange, not a wildcard.
+the Celery design's ``*.failed`` would be a literal key on a direct exchange, not a wildcard.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from importd.worker import retry
 DLX = "dlx"
 #: The dead-letter queue, kept for inspection and ``importd replay-dlq``.
 DLQ = "failed_tasks"
-#: Seven days, the seed's retention of dead letters.
+#: Seven days, the dead-letter retention of the Celery design importd replaces.
 DLQ_TTL_MS = 7 * 24 * 3600 * 1000
 #: Direct exchange that feeds the delay queues.
 RETRY_EXCHANGE = "importd.retry"
@@ -58,7 +58,7 @@ class QueueSpec:
         return args
 
 
-#: The work queues, as in the seed configuration.
+#: The work queues, as in the Celery design importd replaces.
 QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec("import_queue", "import_tasks", "import.csv", 2 * 3600 * 1000, 10, "import.failed"),
     QueueSpec("bulk_ops_queue", "import_tasks", "bulk.operations", 3600 * 1000, 5, "bulk.failed"),
