@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from api import upload, views
+from api import bodies, views
 from api.errors import ApiError
 from api.services import Services, services
 from importd import logs
@@ -106,7 +106,7 @@ async def upload_csv(request: Request) -> Response:
     if existing is not None:
         return accepted(existing, replayed=True)
     params = dict(request.query_params)
-    if upload.is_multipart(request):
+    if bodies.is_multipart(request):
         rec, size = await _from_multipart(svc, request, params, key)
     else:
         rec, size = await _from_raw_body(svc, request, params, key)
@@ -118,7 +118,7 @@ async def _from_multipart(svc: Services, request: Request, params: dict[str, str
                           key: str | None) -> tuple[store.JobRecord, int]:
     """Spool the file part (fields may follow it), then submit the spooled file, which submit
     renames into place (same directory, so same filesystem: no second copy)."""
-    received = await upload.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
+    received = await bodies.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
         return await run_in_threadpool(_submit, svc, received.path, key, kwargs, True), received.size
@@ -136,8 +136,8 @@ async def _from_raw_body(svc: Services, request: Request, params: dict[str, str]
         targets.allowed(svc.settings, kwargs["table"])  # refuse before reading a byte of the body
     except targets.TargetError as exc:
         raise ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems) from None
-    upload.check_raw(request, svc.settings.max_upload_bytes)
-    reader = upload.BodyReader(request, svc.settings.max_upload_bytes)
+    bodies.check_raw(request, svc.settings.max_upload_bytes)
+    reader = bodies.BodyReader(request, svc.settings.max_upload_bytes)
     try:
         return await run_in_threadpool(_submit, svc, reader, key, kwargs), reader.size
     except ClientDisconnect:
