@@ -7,12 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from importd import keys
 from importd.config import Settings
 from importd.imports import store
 from tests.api.conftest import HEADER
+from tests.support.headers import DELIMITERS, ENCODINGS, FIRST_LINES, KNOWN_BAD
 
 pytestmark = pytest.mark.anyio
 GOOD = HEADER + b"1,Ann,30\n2,Bob,40\n"
@@ -157,3 +161,44 @@ async def test_upload_while_rabbitmq_is_unreachable_is_503_and_the_job_is_not_le
         state, error = conn.execute("SELECT state, error FROM importd.jobs ORDER BY created_at DESC LIMIT 1"
                                     ).fetchone()  # type: ignore[misc]
     assert state == "FAILURE" and "could not queue" in error
+
+
+def _upload_kwargs(line: bytes, enc: str | None, delimiter: str | None, multipart: bool) -> dict[str, Any]:
+    body = line + b"\n1,Ann,30\n"
+    params = {"table": "public.api_people", **({"encoding": enc} if enc else {}),
+              **({"delimiter": delimiter} if delimiter else {})}
+    if multipart:
+        return {"data": params, "files": {"file": ("x.csv", body, "text/csv")}}
+    return {"params": params, "content": body, "headers": {"Content-Type": "text/csv"}}
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw", "multipart"])
+@pytest.mark.parametrize("line", KNOWN_BAD, ids=range(len(KNOWN_BAD)))
+async def test_a_header_the_csv_parser_cannot_read_is_a_4xx_naming_the_problem(
+        api_client: Any, broker: Any, line: bytes, multipart: bool) -> None:
+    """Issue 12 item 6: `"a"b,c`, `"id,name` and every other parser failure of the header
+    answer 400 bad_upload with the parser's reason (no 500 internal_error), nothing queued."""
+    async with api_client() as c:
+        r = await c.post("/api/upload", **_upload_kwargs(line, None, None, multipart))
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "bad_upload" and error["problems"]
+    assert broker.depth("import_queue") == 0
+
+
+async def test_any_first_line_is_accepted_or_refused_with_a_json_4xx_never_a_5xx(
+        api_client: Any, broker: Any) -> None:
+    """Issue 12 item 6, at the depth of the mechanism: whatever the first line's bytes (and
+    the encoding and delimiter asked for), an upload answers 202 or a 4xx JSON error."""
+    async with api_client() as c:
+        def check(line: bytes, enc: str | None, delimiter: str | None, multipart: bool) -> None:
+            r = anyio.from_thread.run(lambda: c.post("/api/upload", **_upload_kwargs(line, enc, delimiter, multipart)))
+            assert r.status_code == 202 or 400 <= r.status_code < 500, (r.status_code, r.text)
+            if r.status_code != 202:
+                assert r.json()["error"]["code"], r.text
+
+        run = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))(
+            given(line=FIRST_LINES, enc=ENCODINGS, delimiter=DELIMITERS, multipart=st.booleans())(
+                example(line=b'"a"b,c', enc=None, delimiter=None, multipart=False)(
+                    example(line=b'"id,name', enc=None, delimiter=None, multipart=True)(check))))
+        await anyio.to_thread.run_sync(run)

@@ -6,10 +6,11 @@ import csv
 import io
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from importd.imports.copy import scan
+from tests.support.headers import DELIMITERS, ENCODINGS, FIRST_LINES, KNOWN_BAD
 
 FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n\r é;')), max_size=8)
 ROWS = st.lists(st.lists(FIELD, min_size=1, max_size=4), min_size=1, max_size=12)
@@ -100,3 +101,27 @@ def test_has_long_record_sees_a_quoted_field_spanning_short_lines():
     assert not scan.has_long_record(b"1,x\n" * 10 + short_lines + b"2,y\n", 60)
     assert not scan.has_long_record(b'1,"a\nb"\n' * 1000, 16)
     assert scan.has_long_record(b"1,x\n" + b"z" * 50, 40)  # an unterminated last record
+
+
+@pytest.mark.parametrize("line", KNOWN_BAD, ids=range(len(KNOWN_BAD)))
+def test_a_header_the_csv_parser_cannot_read_raises_csv_format_error_naming_it(line):
+    """Issue 12 item 6: every parser failure of the header is the typed CsvFormatError (the
+    file's fault), never csv.Error / UnicodeDecodeError, which callers took for a server fault."""
+    with pytest.raises(scan.CsvFormatError) as caught:
+        scan.read_header(io.BytesIO(line + b"\n1,2\n"), scan.encoding(None), None, 4 * 1024 * 1024)
+    assert str(caught.value)
+
+
+@settings(max_examples=500)
+@given(line=FIRST_LINES, enc=ENCODINGS, delimiter=DELIMITERS, max_line=st.sampled_from([8, 64, 4 * 1024 * 1024]))
+@example(line=b'"a"b,c', enc=None, delimiter=None, max_line=4 * 1024 * 1024)
+@example(line=b'"id,name', enc=None, delimiter=None, max_line=4 * 1024 * 1024)
+def test_read_header_of_any_first_line_returns_a_header_or_raises_only_csv_format_error(
+        line, enc, delimiter, max_line):
+    """Issue 12 item 6, at the depth of the mechanism: whatever the first line's bytes,
+    encoding, delimiter and line limit, the header reader's only failure is CsvFormatError."""
+    try:
+        header = scan.read_header(io.BytesIO(line + b"\n1,2\n"), scan.encoding(enc), delimiter, max_line)
+    except scan.CsvFormatError:
+        return
+    assert isinstance(header.fields, list) and header.data_offset > 0

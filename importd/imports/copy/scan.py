@@ -185,7 +185,26 @@ class Header:
 
 
 def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
-    """Parse the header record of ``f`` (positioned at 0); raise CsvFormatError if none."""
+    """Parse the header record of ``f`` (positioned at 0).
+
+    Every way the bytes can fail to be a header raises :class:`CsvFormatError` (the file's
+    fault: a job outcome, HTTP 422), never a parser's own exception type, which callers
+    would take for a fault of the server: csv.Error (a quote inside a field, an unclosed
+    quote, a field past the csv module's size limit), codec errors, a bad delimiter.
+    """
+    try:
+        return _read_header(f, enc, delimiter, max_line_bytes)
+    except CsvFormatError:
+        raise
+    except csv.Error as exc:
+        raise CsvFormatError(f"the header line is not valid CSV: {exc}") from exc
+    except (UnicodeError, LookupError) as exc:
+        raise CsvFormatError(f"the header cannot be decoded as {enc.pg}: {exc}") from exc
+    except ValueError as exc:
+        raise CsvFormatError(f"the header line cannot be read: {exc}") from exc
+
+
+def _read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
     head = f.read(max_line_bytes + len(BOM_UTF8) + 1)
     skip = len(BOM_UTF8) if enc.is_utf8 and head.startswith(BOM_UTF8) else 0
     if len(head) <= skip:
