@@ -95,11 +95,22 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
         try:
             publisher.publish(Job(job_id=job_id, task=TASK, args=args, priority=int(priority)))
         except Exception as exc:
-            error = f"could not queue the job: {exc}"
-            store.update_job(conn, job_id, state="FAILURE", error=error, finished_at=store.NOW)
-            tracker.set_state(job_id, "FAILURE", table=table, error=error)
+            _never_queued(conn, tracker, job_id, table, f"could not queue the job: {exc}")
             raise
     return rec
+
+
+def _never_queued(conn: psycopg.Connection[Any], tracker: progress.Progress, job_id: str, table: str,
+                  error: str) -> None:
+    """A job whose publish failed ends FAILURE and gives its idempotency key back.
+
+    The client was told to retry (HTTP 503); a key kept on the failed job would hand that
+    failure back to every retry. Released, the retry makes a new job under the same key. A
+    message the broker did take after all (a confirm lost) finds this job finished and is a
+    no-op in the worker, so the file is imported once either way.
+    """
+    store.update_job(conn, job_id, state="FAILURE", error=error, finished_at=store.NOW, idempotency_key=None)
+    tracker.set_state(job_id, "FAILURE", table=table, error=error)
 
 
 def _store_file(settings: Settings, source: str | os.PathLike[str] | BinaryIO,

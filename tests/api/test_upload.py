@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from hypothesis import strategies as st
 from importd import keys
 from importd.config import Settings
 from importd.imports import store
-from tests.api.conftest import HEADER
+from tests.api.conftest import HEADER, TABLES
 from tests.support.headers import DELIMITERS, ENCODINGS, FIRST_LINES, KNOWN_BAD
+from tests.support.infra import wait_for
 
 pytestmark = pytest.mark.anyio
 GOOD = HEADER + b"1,Ann,30\n2,Bob,40\n"
@@ -202,3 +204,44 @@ async def test_any_first_line_is_accepted_or_refused_with_a_json_4xx_never_a_5xx
                 example(line=b'"a"b,c', enc=None, delimiter=None, multipart=False)(
                     example(line=b'"id,name', enc=None, delimiter=None, multipart=True)(check))))
         await anyio.to_thread.run_sync(run)
+
+
+def _count_people(settings: Settings) -> int:
+    with store.connect(settings) as conn:
+        return int(conn.execute("SELECT count(*) FROM api_people WHERE name = 'Idem'").fetchone()[0])  # type: ignore[index]
+
+
+async def test_a_retry_with_the_same_idempotency_key_after_a_failed_publish_is_queued_and_runs_once(
+        api_client: Any, api_settings: Settings, broker: Any, start_worker: Any) -> None:
+    """Issue 12 item 8: a 503 (publish failed) does not use up the Idempotency-Key: with the
+    broker back, the same key gets 202, one message is queued and the rows land once."""
+    body = HEADER + b"901,Idem,1\n902,Idem,2\n"
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    async with api_client(broker_url="amqp://guest:guest@127.0.0.1:1//") as c:  # RabbitMQ unreachable
+        failed = await c.post("/api/upload?table=public.api_people", content=body, headers=headers)
+    assert failed.status_code == 503, failed.text
+    async with api_client() as c:  # the broker is back
+        retried = await c.post("/api/upload?table=public.api_people", content=body, headers=headers)
+        assert retried.status_code == 202, retried.text
+        again = await c.post("/api/upload?table=public.api_people", content=body, headers=headers)
+    job_id = retried.json()["job_id"]
+    assert again.json()["job_id"] == job_id and again.headers["idempotent-replayed"] == "true"
+    assert broker.depth("import_queue") == 1
+    with start_worker("-Q", "import_queue", "-c", "1", IMPORTD_TABLES=TABLES, IMPORTD_RATE_LIMIT="none") as worker:
+        worker.wait_consuming()
+        wait_for(lambda: _job(api_settings, job_id).state == "SUCCESS", timeout=60, what="the retried job ran")
+    assert _count_people(api_settings) == 2
+    with store.connect(api_settings) as conn:
+        assert store.get_job_by_idempotency_key(conn, headers["Idempotency-Key"]).id == job_id  # type: ignore[union-attr]
+        [(state, key)] = conn.execute("SELECT state, idempotency_key FROM importd.jobs WHERE id <> %s AND "
+                                      "error LIKE 'could not queue%%' AND file_size = %s AND created_at > "
+                                      "now() - interval '1 hour' ORDER BY created_at DESC LIMIT 1",
+                                      (job_id, len(body))).fetchall()
+    assert (state, key) == ("FAILURE", None)  # the failed attempt is kept, without the key
+
+
+def _job(settings: Settings, job_id: str) -> store.JobRecord:
+    with store.connect(settings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None
+    return rec
