@@ -8,8 +8,11 @@ The ``final`` event is the last; the stream closes after it.
 
 While the job is quiet a comment line (``: keepalive``) goes out every
 ``IMPORTD_SSE_KEEPALIVE_S`` seconds (default 15) so proxies keep the connection, and at the
-same moment a stream whose Redis key is gone (expired, or Redis restarted) is checked against
-PostgreSQL: a job that ended there gets a final event without an id (nothing to resume).
+same moment the job is checked against PostgreSQL: a job that ended there gets a final event
+without an id (nothing to resume) and the stream ends, whether its Redis key is gone (expired,
+Redis restarted) or still there without a ``final`` entry (the worker's final write was lost
+to a Redis stall). So a stream never outlives its job by more than one keepalive interval.
+At the start, a stream whose key is already gone is checked at once.
 
 Each client has its own Redis connection (a blocking XREAD cannot share one), named
 ``<prefix>:sse`` in CLIENT LIST. The response listens for the client's disconnect whatever
@@ -120,21 +123,24 @@ async def _job_known(svc: Services, client: aioredis.Redis, job_id: str) -> bool
     return True
 
 
+async def _stream_exists(client: aioredis.Redis, key: str) -> bool:
+    try:
+        return bool(await client.exists(key))
+    except (redis.exceptions.RedisError, OSError):
+        return False
+
+
 async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after: str) -> AsyncIterator[str]:
     """Events after ``after`` read through ``client`` (closed by the response, not here)."""
     settings = svc.settings
     key = keys.job_events(settings.redis_prefix, job_id)
     block_ms = max(1, int(settings.sse_keepalive_s * 1000))
     yield f"retry: {RETRY_MS}\n\n"
-    check_db = after == "0"
+    check_db = after == "0" and not await _stream_exists(client, key)
     while True:
         if check_db:
             check_db = False
-            try:
-                gone = not await client.exists(key)
-            except (redis.exceptions.RedisError, OSError):
-                gone = True
-            final = await _ended_in_database(svc, job_id) if gone else None
+            final = await _ended_in_database(svc, job_id)
             if final is not None:
                 yield format_event(None, final)
                 return

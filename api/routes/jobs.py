@@ -6,7 +6,9 @@ import csv
 import io
 from typing import Any
 
+import psycopg
 import redis.exceptions
+from psycopg_pool import PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +26,8 @@ STATES = store.STATES
 FINAL_STATES = store.FINAL_STATES
 #: Largest page of the job list.
 MAX_LIMIT = 1000
+#: Seconds a status request waits for PostgreSQL when it only cross-checks Redis' answer.
+CHECK_DB_TIMEOUT_S = 1.0
 
 
 def job_id_of(request: Request) -> str:
@@ -50,13 +54,48 @@ async def read_live(svc: Services, job_id: str) -> dict[str, str] | None:
     return dict(data) if data else None
 
 
+async def read_durable(svc: Services, job_id: str) -> store.JobRecord | None:
+    """The job's PostgreSQL row for a cross-check; None when there is none or PostgreSQL cannot
+    answer within :data:`CHECK_DB_TIMEOUT_S` (then Redis' answer stands)."""
+    def call() -> store.JobRecord | None:
+        with svc.db.connection(timeout=CHECK_DB_TIMEOUT_S) as conn:
+            return store.get_job(conn, job_id)
+    try:
+        return await run_in_threadpool(call)
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.warning("postgresql unavailable, answering from redis", job_id=job_id, error=str(exc)[:200])
+        return None
+
+
+async def repair_live(svc: Services, rec: store.JobRecord) -> None:
+    """Write the terminal state PostgreSQL holds into Redis (best effort; see Progress.reconcile)."""
+    written = await run_in_threadpool(svc.progress.reconcile, rec.id, rec.state, rows=rec.rows_imported,
+                                      rejected=rec.rows_rejected, error=rec.error or "", table=rec.target_table,
+                                      finished_at=rec.finished_at.isoformat() if rec.finished_at else None)
+    if written:
+        log.info("redis behind postgresql, final state repaired", job_id=rec.id, state=rec.state)
+
+
 async def get_job(request: Request) -> Response:
+    """Redis first (live counts); a non-terminal Redis state is checked against PostgreSQL,
+    whose state wins: it is written first, so Redis can only lag behind it (a final write
+    lost to a Redis stall would otherwise say STARTED for a day)."""
     svc = services(request)
     job_id = job_id_of(request)
     live = await read_live(svc, job_id)
-    if live is not None and live.get("state"):
-        return JSONResponse(views.from_redis(job_id, live))
-    return JSONResponse(views.from_record(await load_record(svc, job_id)))
+    if live is None or not live.get("state"):
+        return JSONResponse(views.from_record(await load_record(svc, job_id)))
+    view = views.from_redis(job_id, live)
+    if live["state"] in FINAL_STATES:
+        return JSONResponse(view)
+    rec = await read_durable(svc, job_id)
+    if rec is None:
+        return JSONResponse(view)
+    if rec.state in FINAL_STATES:
+        await repair_live(svc, rec)
+        return JSONResponse(views.from_record(rec))
+    view["state"] = rec.state
+    return JSONResponse(view)
 
 
 async def list_tables(request: Request) -> Response:

@@ -5,6 +5,14 @@ timeouts, every Redis error is swallowed and logged, and after an error the next
 skipped for :data:`BACKOFF_S` seconds, so an import with Redis down pays one timeout per
 back-off window instead of one per batch. PostgreSQL holds the durable record.
 
+A job's final state is the exception: it is never skipped. Left unwritten, the hash would say
+STARTED for :data:`TTL_RUNNING_S` and the event stream would never say ``final``. So the
+final write ignores the back-off and is retried (tenacity, :data:`FINAL_ATTEMPTS` tries, well
+under three seconds in all; one try while Redis is known to be down, so a long Redis outage
+costs each job one timeout, not several). If it still fails, the API reconciles: a terminal
+state in PostgreSQL wins over a non-terminal one in Redis (``api/routes/jobs.py``,
+``api/sse.py``), and :meth:`Progress.reconcile` writes it into Redis.
+
 Hash ``keys.job_state``: state, rows, bytes, total_bytes, percent, rejected, attempt, error,
 table, started_at, finished_at, updated_at (all strings). Stream ``keys.job_events``: each
 entry has ``type`` in {state, progress, final}; the last entry of a job is ``final`` with
@@ -20,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from importd import keys, logs
 from importd.config import Settings
@@ -39,6 +48,14 @@ MAX_BLOCK_MS = 30_000
 #: Events kept per job (approximate trim).
 STREAM_MAXLEN = 1000
 FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+#: Tries of a job's final-state write while Redis is not known to be down.
+FINAL_ATTEMPTS = 4
+#: Tries of the final-state write during a back-off window (Redis failed moments ago).
+FINAL_ATTEMPTS_WHILE_DOWN = 1
+#: First wait between final-write tries, in seconds (doubling, at most 1 s).
+FINAL_RETRY_WAIT_S = 0.1
+#: Redis errors a write may meet.
+REDIS_ERRORS = (redis.RedisError, OSError)
 
 
 def _now() -> str:
@@ -76,7 +93,8 @@ class Progress:
                              retry_in_s=BACKOFF_S)
             return default
 
-    def _write(self, job_id: str, fields: dict[str, Any], event: dict[str, Any], ttl: int) -> None:
+    def _write(self, job_id: str, fields: dict[str, Any], event: dict[str, Any], ttl: int,
+               final: bool = False) -> None:
         state_key, events_key = keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)
         mapping: dict[Any, Any] = {k: _text(v) for k, v in fields.items() if v is not None}
         entry: dict[Any, Any] = {k: _text(v) for k, v in event.items() if v is not None}
@@ -89,7 +107,26 @@ class Progress:
             pipe.expire(events_key, ttl)
             pipe.execute()
 
-        self._call("write", go)
+        if final:
+            self._write_final(job_id, go)
+        else:
+            self._call("write", go)
+
+    def _write_final(self, job_id: str, go: Any) -> None:
+        """Run ``go`` (the final-state write) despite the back-off, retried a bounded number of times."""
+        attempts = FINAL_ATTEMPTS if self.available() else FINAL_ATTEMPTS_WHILE_DOWN
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(attempts), reraise=True,
+                                    wait=wait_exponential(multiplier=FINAL_RETRY_WAIT_S, max=1.0),
+                                    retry=retry_if_exception_type(REDIS_ERRORS)):
+                with attempt:
+                    go()
+        except REDIS_ERRORS as exc:
+            self._down_until = time.monotonic() + BACKOFF_S
+            self.log.warning("redis unavailable, final state not written", job_id=job_id, attempts=attempts,
+                             error=str(exc)[:200])
+            return
+        self._down_until = 0.0  # Redis answered: the other writes resume at once
 
     # -- writers ----------------------------------------------------------------------
 
@@ -105,7 +142,7 @@ class Progress:
             if state == "SUCCESS":
                 fields.setdefault("percent", 100)
         event = {"type": "final" if final else "state", **fields}
-        self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S)
+        self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S, final=final)
         with self._lock:  # the first progress update comes MIN_INTERVAL_S after the start
             if final:
                 self._last_write.pop(job_id, None)
@@ -129,6 +166,38 @@ class Progress:
                   "percent": percent, "updated_at": _now()}
         self._write(job_id, fields, {"type": "progress", **fields}, TTL_RUNNING_S)
         return True
+
+    def reconcile(self, job_id: str, state: str, **fields: Any) -> bool:
+        """Write the final ``state`` PostgreSQL holds, unless Redis already has a final state.
+
+        For readers (the API) that found Redis behind the durable record: the hash stops
+        contradicting it and the stream gets its ``final`` event. WATCH makes it a no-op when
+        a final state lands meanwhile (the worker's own write, or another reader's repair).
+        True if written; best effort like every other write.
+        """
+        assert state in FINAL_STATES
+        state_key, events_key = keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)
+        values = {"state": state, "updated_at": _now(), **fields}
+        mapping: dict[Any, Any] = {k: _text(v) for k, v in values.items() if v is not None}
+        entry: dict[Any, Any] = {"type": "final", "source": "database", **mapping}
+
+        def go() -> bool:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(state_key)
+                    if pipe.hget(state_key, "state") in FINAL_STATES:
+                        return False
+                    pipe.multi()
+                    pipe.hset(state_key, mapping=mapping)
+                    pipe.xadd(events_key, entry, maxlen=STREAM_MAXLEN, approximate=True)
+                    pipe.expire(state_key, TTL_AFTER_END_S)
+                    pipe.expire(events_key, TTL_AFTER_END_S)
+                    pipe.execute()
+                except redis.WatchError:
+                    return False
+            return True
+
+        return bool(self._call("reconcile", go, default=False))
 
     def forget(self, job_id: str) -> None:
         """Drop the throttle state of a job this process no longer runs."""

@@ -14,6 +14,7 @@ from importd import keys
 from importd.config import Settings
 from importd.imports import store
 from importd.imports.progress import Progress
+from tests.support.importing import end_with_lost_final_write
 
 pytestmark = pytest.mark.anyio
 
@@ -141,3 +142,34 @@ async def test_the_session_cookie_can_be_dropped(api_client: Any) -> None:
         r = await c.delete("/api/session", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 204
         assert (await c.get("/api/jobs/none")).status_code == 401
+
+
+async def test_a_terminal_state_in_postgresql_wins_over_a_stale_redis_state_and_repairs_it(
+        api_client: Any, api_settings: Settings) -> None:
+    """Issue 12 item 7, status side: the worker's final Redis write was lost (Redis stalled),
+    so Redis says STARTED; GET answers PostgreSQL's SUCCESS and writes it into Redis, whose
+    stream then ends with ``final``."""
+    rec = make_job(api_settings, state="STARTED")
+    end_with_lost_final_write(api_settings, rec.id, "SUCCESS", rows=3)
+    progress = Progress(api_settings)
+    assert (progress.read(rec.id) or {}).get("state") == "STARTED"  # the stale hash
+    async with api_client() as c:
+        body = (await c.get(f"/api/jobs/{rec.id}")).json()
+    assert (body["state"], body["rows_imported"], body["source"]) == ("SUCCESS", 3, "database")
+    assert (progress.read(rec.id) or {}).get("state") == "SUCCESS"  # repaired
+    assert progress.events(rec.id)[-1][1]["type"] == "final"
+    progress.close()
+
+
+async def test_a_state_postgresql_moved_past_wins_over_redis_but_live_counts_stay(
+        api_client: Any, api_settings: Settings) -> None:
+    """Issue 12 item 7: PostgreSQL leads every state change, so a Redis state it moved past
+    (a RETRY write skipped during a Redis back-off) is answered with PostgreSQL's state."""
+    rec = make_job(api_settings, state="RETRY")
+    progress = Progress(api_settings)
+    progress.set_state(rec.id, "STARTED")
+    progress.update(rec.id, rows=7, bytes=1, total_bytes=10, force=True)
+    progress.close()
+    async with api_client() as c:
+        body = (await c.get(f"/api/jobs/{rec.id}")).json()
+    assert (body["state"], body["rows_imported"], body["source"]) == ("RETRY", 7, "redis")

@@ -17,6 +17,7 @@ from importd import keys
 from importd.config import Settings
 from importd.imports import store
 from importd.imports.progress import Progress
+from tests.support.importing import end_with_lost_final_write
 from tests.support.infra import wait_for
 
 pytestmark = pytest.mark.anyio
@@ -233,3 +234,26 @@ async def test_with_redis_down_a_finished_job_still_gets_its_final_event(api_cli
         r = await c.get(f"/api/jobs/{job_id}/events")
     assert r.status_code == 200
     assert "event: final" in r.text and '"state":"FAILURE"' in r.text and '"source":"database"' in r.text
+
+
+async def test_a_stream_whose_final_redis_write_was_lost_ends_with_final_from_postgresql(
+        api_client: Any, api_settings: Settings) -> None:
+    """Issue 12 item 7, SSE side: the Redis stream exists but never got ``final`` (the worker's
+    write was lost to a stall) while PostgreSQL says FAILURE: at the next keepalive the stream
+    checks PostgreSQL, sends ``final`` and ends (it used to stay open for a day)."""
+    job_id = make_job(api_settings)
+    end_with_lost_final_write(api_settings, job_id, "FAILURE", rows=0)
+    async with api_client() as c:
+        r = await c.get(f"/api/jobs/{job_id}/events")  # returns only once the server ends the stream
+    events = real(await _parse(r.text))
+    assert [e["event"] for e in events] == ["state", "progress", "final"]
+    assert '"state":"FAILURE"' in events[-1]["data"] and '"source":"database"' in events[-1]["data"]
+
+
+async def _parse(text: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line and not line.startswith((":", "retry:"))]
+        if lines:
+            events.append(dict(line.split(": ", 1) for line in lines))
+    return events

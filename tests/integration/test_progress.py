@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import redis
 
 from importd import keys
 from importd.config import Settings
 from importd.imports.progress import MIN_INTERVAL_S, TTL_AFTER_END_S, Progress
+from tests.support.proxy import Proxy
 
 
 def test_states_progress_and_final_event_are_written_and_resumable_by_event_id(settings: Settings):
@@ -62,3 +64,45 @@ def test_redis_down_costs_one_short_timeout_then_calls_are_skipped(settings: Set
     assert down.read("j") is None and down.events("j") == []
     assert time.monotonic() - started < 2.0
     assert not down.available()
+
+
+def test_the_final_state_is_written_even_moments_after_a_redis_error(settings: Settings):
+    """Issue 12 item 7, writer side: a Redis stall near the end of a job (a write timed out,
+    the back-off window is open) does not make the final state be skipped: the hash says
+    SUCCESS and the stream ends with ``final`` (it used to say STARTED for a day)."""
+    url = urlsplit(settings.redis_url)
+    job_id = uuid.uuid4().hex
+    with Proxy(url.hostname or "127.0.0.1", url.port or 6379) as proxy:
+        progress = Progress(dataclasses.replace(settings, redis_url=url._replace(
+            netloc=f"127.0.0.1:{proxy.port}").geturl()))
+        progress.set_state(job_id, "STARTED")
+        proxy.stall()
+        assert progress.update(job_id, rows=1, bytes=1, total_bytes=2, force=True)  # tried, timed out
+        assert not progress.available()  # the back-off window is open
+        proxy.cut()  # drop what the stalled connection had in flight
+        proxy.resume()
+        progress.set_state(job_id, "SUCCESS", rows=2)
+        progress.close()
+    direct = Progress(settings)
+    state = direct.read(job_id)
+    events = direct.events(job_id)
+    direct.close()
+    assert state is not None and state["state"] == "SUCCESS"
+    assert "final" in [e["type"] for _, e in events]
+
+
+def test_reconcile_writes_the_durable_final_state_once_and_never_over_a_final_one(settings: Settings):
+    """Issue 12 item 7, reader side: the API's repair puts PostgreSQL's terminal state into a
+    Redis hash stuck at STARTED (with a ``final`` event), and leaves a final state alone."""
+    progress = Progress(settings)
+    job_id = uuid.uuid4().hex
+    progress.set_state(job_id, "STARTED")
+    assert progress.reconcile(job_id, "FAILURE", error="bad rows")
+    assert not progress.reconcile(job_id, "SUCCESS")  # already final: untouched
+    state = progress.read(job_id)
+    assert state is not None and (state["state"], state["error"]) == ("FAILURE", "bad rows")
+    assert [e["type"] for _, e in progress.events(job_id)] == ["state", "final"]
+    client = redis.Redis.from_url(settings.redis_url)
+    assert 0 < client.ttl(keys.job_state(settings.redis_prefix, job_id)) <= TTL_AFTER_END_S
+    client.close()
+    progress.close()

@@ -97,3 +97,19 @@ def rejected(settings: Settings, job_id: str) -> list[tuple[Any, ...]]:
 def rows(conn: psycopg.Connection[Any], query: str = "SELECT id, name, age, note FROM people ORDER BY id"
          ) -> list[tuple[Any, ...]]:
     return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+def end_with_lost_final_write(settings: Settings, job_id: str, state: str = "SUCCESS", rows: int = 3) -> None:
+    """A job whose worker wrote STARTED and progress to Redis, then its terminal state to
+    PostgreSQL, and whose final Redis write was lost (Redis stalled: here, a dead port)."""
+    from importd.imports.progress import Progress
+
+    live = Progress(settings)
+    live.set_state(job_id, "STARTED", attempt=1, table="public.api_people")
+    live.update(job_id, rows=1, bytes=1, total_bytes=10, force=True)
+    live.close()
+    with store.connect(settings) as conn:
+        store.update_job(conn, job_id, state=state, rows_imported=rows, finished_at=store.NOW)
+    stalled = Progress(dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    stalled.set_state(job_id, state, rows=rows)
+    stalled.close()

@@ -56,7 +56,7 @@ class Proxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket cut() closed meanwhile (fileno -1)
             return
         finally:
             for sock in (a, b):
