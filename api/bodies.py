@@ -12,6 +12,11 @@ the bytes are written once, straight to the job's file. Multipart bodies are spo
 because their form fields may come after the file and submit needs them before it starts;
 submit then renames the spooled file into place (``move=True``), so it is written once too.
 
+Each part's headers are bounded (``IMPORTD_MAX_PART_HEADER_BYTES`` for all its lines together
+and for any one line, :data:`MAX_PART_HEADERS` lines): past that the answer is 431, so a body
+cannot make the parser gather header bytes without end. python-multipart (0.0.27+) enforces the
+per-line and line-count limits itself; the total is counted here.
+
 The file gets a server-chosen name (``upload-<random>.csv``); the client's file name is never
 used for anything. Past ``IMPORTD_MAX_UPLOAD_BYTES`` the partial file is removed and the answer
 is 413. To let the client read that 413 (a server that stops reading makes most clients see a
@@ -44,6 +49,11 @@ MAX_FIELDS = 32
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 #: Body bytes read and discarded after the limit was passed, so the client sees the 413.
 DRAIN_MAX_BYTES = 16 * 1024 * 1024
+#: Header lines one multipart part may have (a file part needs two or three).
+MAX_PART_HEADERS = 8
+#: The library's messages for its own per-line / per-part header limits (it has no distinct
+#: exception type for them): those are 431 too, like our total.
+HEADER_LIMIT_MESSAGES = ("Maximum header size exceeded", "Maximum header count exceeded")
 #: Content types taken as a raw CSV body.
 RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
@@ -181,8 +191,16 @@ async def _drain(request: Request, stream: object) -> None:
         return
 
 
-async def receive_multipart(request: Request, upload_dir: Path, limit: int) -> Upload:
-    """Spool a multipart body's file part to a new file; raise ApiError (400, 413) on a bad body."""
+def part_headers_too_large(header_limit: int) -> ApiError:
+    return ApiError(431, "part_headers_too_large",
+                    f"a multipart part's headers exceed {header_limit} bytes or {MAX_PART_HEADERS} lines",
+                    limit_bytes=header_limit)
+
+
+async def receive_multipart(request: Request, upload_dir: Path, limit: int,
+                            header_limit: int = 8192) -> Upload:
+    """Spool a multipart body's file part to a new file; raise ApiError (400, 413, 431) on a bad
+    body. ``header_limit`` bounds the bytes of each part's headers (431 past it)."""
     _, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:
@@ -194,11 +212,11 @@ async def receive_multipart(request: Request, upload_dir: Path, limit: int) -> U
     sink = _Sink(new_upload_path(upload_dir), limit)
     stream = request.stream()
     try:
-        fields = await _receive_multipart(stream, boundary, sink)
+        fields = await _receive_multipart(stream, boundary, sink, header_limit)
         await sink.close()
     except ApiError as exc:
         sink.discard()
-        if exc.status == 413:
+        if exc.status in (413, 431):
             await _drain(request, stream)
         raise
     except ClientDisconnect:
@@ -210,22 +228,31 @@ async def receive_multipart(request: Request, upload_dir: Path, limit: int) -> U
     return Upload(sink.path, sink.size, fields)
 
 
-async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink) -> dict[str, str]:
+async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, header_limit: int) -> dict[str, str]:
     fields: dict[str, str] = {}
     part: dict[str, object] = {}
     header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
     headers: dict[str, bytes] = {}
+    header_bytes = [0]  # of the current part, all its lines together
     seen_file = [False]
     done = [False]
+
+    def count_header(size: int) -> None:
+        header_bytes[0] += size
+        if header_bytes[0] > header_limit:
+            raise part_headers_too_large(header_limit)
 
     def on_part_begin() -> None:
         part.clear()
         headers.clear()
+        header_bytes[0] = 0
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
+        count_header(end - start)
         header["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
+        count_header(end - start)
         header["value"] += data[start:end]
 
     def on_header_end() -> None:
@@ -270,13 +297,15 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink) -> di
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
-    })
+    }, max_header_count=MAX_PART_HEADERS, max_header_size=header_limit)
     try:
         async for chunk in stream:  # type: ignore[attr-defined]
             parser.write(chunk)
             await sink.flush()
         parser.finalize()
     except FormParserError as exc:
+        if str(exc).startswith(HEADER_LIMIT_MESSAGES):
+            raise part_headers_too_large(header_limit) from None
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
     if not done[0]:
         raise ApiError(400, "bad_multipart", "the multipart body ended early")

@@ -24,11 +24,13 @@ log = logs.get("api.errors")
 class ApiError(Exception):
     """An error the API answers on purpose; ``details`` are added to the error object."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
+                 **details: Any) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
         self.details = details
 
 
@@ -47,7 +49,7 @@ def _code_for(status: int) -> str:
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, **exc.details)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers, **exc.details)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

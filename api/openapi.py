@@ -101,10 +101,14 @@ SCHEMA: dict[str, Any] = {
             "responses": {
                 "202": _json("job created (or the job of a reused Idempotency-Key)",
                              {"$ref": "#/components/schemas/Accepted"}),
-                "400": _err("bad options, malformed body or a CSV header that does not fit the table"),
+                "400": _err("bad options, malformed body, or a CSV header that cannot be read or does not "
+                            "fit the table (code bad_upload, every problem in problems)"),
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
                 "415": _err("neither multipart/form-data nor text/csv"),
-                "503": _err("the job could not be queued"), **UNAUTHORIZED}}},
+                "431": _err("a multipart part's headers exceed IMPORTD_MAX_PART_HEADER_BYTES (all its lines "
+                            "together, or one line) or 8 lines (code part_headers_too_large)"),
+                "503": _err("the job could not be queued; its Idempotency-Key is released, so a retry with "
+                            "the same key can succeed"), **UNAUTHORIZED}}},
         "/api/tables": {"get": {
             "summary": "tables uploads may target (IMPORTD_TABLES)", "security": [{"bearer": []}],
             "responses": {"200": _json("the allowlist", {
@@ -122,7 +126,8 @@ SCHEMA: dict[str, Any] = {
                     "next_cursor": _nullable_str}}),
                 "400": _err("bad state, limit or cursor"), **UNAUTHORIZED}}},
         "/api/jobs/{job_id}": {"get": {
-            "summary": "job status (Redis first, PostgreSQL when Redis expired or is down)",
+            "summary": "job status (Redis first, PostgreSQL when Redis expired or is down; a non-terminal "
+                       "Redis state is checked against PostgreSQL, whose state wins)",
             "security": [{"bearer": []}], "parameters": [JOB_ID_PARAM],
             "responses": {"200": _json("the job", {"$ref": "#/components/schemas/Job"}),
                           "404": _err("no such job"), **UNAUTHORIZED}}},
@@ -145,6 +150,10 @@ SCHEMA: dict[str, Any] = {
             "responses": {"200": {"description": "text/event-stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           "400": _err("Last-Event-ID is not an event id"), "404": _err("no such job"),
+                          "429": {**_err("IMPORTD_SSE_MAX_CLIENTS streams are open in this API process "
+                                         "(code too_many_streams)"),
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                              "description": "seconds to wait"}}},
                           **UNAUTHORIZED}}},
         "/api/session": {"post": {
             "summary": "trade the bearer token for the page's session cookie", "security": [{"bearer": []}],

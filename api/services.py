@@ -44,6 +44,20 @@ class Services:
     redis: aioredis.Redis
     publisher: Publisher
     progress: Progress  # synchronous and best effort: used from the threadpool
+    sse_streams: int = 0  # open SSE streams (each holds a Redis connection); event-loop only
+
+    def take_sse_slot(self) -> bool:
+        """Count one more SSE stream unless ``sse_max_clients`` are open; False if full.
+
+        Called and released on the event loop only, with no await in between, so a plain
+        counter is exact."""
+        if self.sse_streams >= self.settings.sse_max_clients:
+            return False
+        self.sse_streams += 1
+        return True
+
+    def release_sse_slot(self) -> None:
+        self.sse_streams -= 1
 
     async def with_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args)`` on a pooled connection in the threadpool."""

@@ -51,6 +51,8 @@ EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 BATCH = 100
 #: Milliseconds the browser waits before reconnecting (sent as ``retry:``).
 RETRY_MS = 2000
+#: Seconds a client refused for too many streams is asked to wait (``Retry-After``).
+RETRY_AFTER_S = 5
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -163,18 +165,31 @@ async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after
 
 
 async def job_events(request: Request) -> Response:
+    """The stream; 429 once ``IMPORTD_SSE_MAX_CLIENTS`` streams are open in this process (each
+    holds a Redis connection, so their number is bounded like any other pool)."""
     svc = services(request)
     job_id = job_id_of(request)
     after = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
     if not EVENT_ID.match(after):
         raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id this stream sent")
+    if not svc.take_sse_slot():
+        raise ApiError(429, "too_many_streams",
+                       f"this server already serves {svc.settings.sse_max_clients} event streams; retry later",
+                       headers={"Retry-After": str(RETRY_AFTER_S)}, limit=svc.settings.sse_max_clients)
     client = stream_client(svc.settings)
+
+    async def cleanup() -> None:
+        try:
+            await client.aclose()
+        finally:
+            svc.release_sse_slot()
+
     try:
         await _job_known(svc, client, job_id)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await client.aclose()
+            await cleanup()
         raise
-    return EventStreamResponse(event_stream(svc, client, job_id, after), cleanup=client.aclose, headers=HEADERS)
+    return EventStreamResponse(event_stream(svc, client, job_id, after), cleanup=cleanup, headers=HEADERS)
 
 

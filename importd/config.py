@@ -76,6 +76,12 @@ class Settings:
     api_db_pool_size: int = 10
     #: Seconds between SSE keepalive comments (also how often a quiet stream re-checks the job).
     sse_keepalive_s: float = 15.0
+    #: SSE streams one API process serves at once (each holds a Redis connection); one more
+    #: is answered 429 with Retry-After.
+    sse_max_clients: int = 500
+    #: Bytes of one multipart part's headers (all its header lines together; also the longest
+    #: single line); more is answered 431.
+    max_part_header_bytes: int = 8192
     #: Lifetime in seconds of the page's session cookie (exchanged for a bearer token; EventSource
     #: and links cannot send headers).
     api_session_ttl_s: int = 900

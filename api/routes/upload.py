@@ -118,7 +118,8 @@ async def _from_multipart(svc: Services, request: Request, params: dict[str, str
                           key: str | None) -> tuple[store.JobRecord, int]:
     """Spool the file part (fields may follow it), then submit the spooled file, which submit
     renames into place (same directory, so same filesystem: no second copy)."""
-    received = await bodies.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes)
+    received = await bodies.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes,
+                                              svc.settings.max_part_header_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
         return await run_in_threadpool(_submit, svc, received.path, key, kwargs, True), received.size

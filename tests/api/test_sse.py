@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import redis
@@ -257,3 +258,38 @@ async def _parse(text: str) -> list[dict[str, Any]]:
         if lines:
             events.append(dict(line.split(": ", 1) for line in lines))
     return events
+
+
+async def test_past_sse_max_clients_a_new_stream_is_429_until_one_goes_away(
+        start_api: Any, api_settings: Settings) -> None:
+    """Issue 12 item 10: with IMPORTD_SSE_MAX_CLIENTS=2 and two streams open, a third gets 429
+    too_many_streams with Retry-After (no Redis connection taken); once one closes, a new
+    stream is served again."""
+    job_id = make_job(api_settings)
+    Progress(api_settings).set_state(job_id, "STARTED")
+    with start_api(env={"IMPORTD_SSE_MAX_CLIENTS": "2"}, sse_keepalive_s=60) as api:
+        async with httpx.AsyncClient(base_url=api.url, timeout=20) as c:
+            async with AsyncExitStack() as stack:
+                readers = []
+                for _ in range(2):
+                    r = await stack.enter_async_context(c.stream("GET", f"/api/jobs/{job_id}/events"))
+                    assert r.status_code == 200
+                    lines = r.aiter_lines()
+                    while not (await anext(lines)).startswith("data:"):
+                        pass
+                    readers.append(lines)
+                wait_for(lambda: sse_clients(api_settings) >= 2, what="two SSE redis connections")
+                refused = await c.get(f"/api/jobs/{job_id}/events")
+                assert refused.status_code == 429, refused.text
+                assert refused.json()["error"]["code"] == "too_many_streams"
+                assert int(refused.headers["retry-after"]) > 0
+            # both streams closed: their slots come back
+            async def served() -> bool:
+                async with c.stream("GET", f"/api/jobs/{job_id}/events") as again:
+                    return again.status_code == 200
+            for _ in range(100):
+                if await served():
+                    break
+                await anyio.sleep(0.1)
+            else:
+                raise AssertionError("no stream served after the others closed")

@@ -245,3 +245,36 @@ def _job(settings: Settings, job_id: str) -> store.JobRecord:
         rec = store.get_job(conn, job_id)
     assert rec is not None
     return rec
+
+
+def _multipart(*part_headers: bytes, boundary: bytes = b"xyzzy") -> tuple[bytes, dict[str, str]]:
+    """A body with a ``table`` field and a file part carrying ``part_headers`` as extra lines."""
+    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="table"\r\n\r\npublic.api_people\r\n'
+            + b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+            + b"".join(h + b"\r\n" for h in part_headers) + b"Content-Type: text/csv\r\n\r\n" + GOOD
+            + b"\r\n--" + boundary + b"--\r\n")
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}
+
+
+@pytest.mark.parametrize(("part_headers", "overrides"), [
+    ([b"X-Pad: " + b"a" * 10_000], {}),                                      # one line past the limit
+    ([b"X-Pad-%d: " % i + b"a" * 2_500 for i in range(4)], {}),              # lines within it, their sum past it
+    ([b"X-Pad-%d: a" % i for i in range(12)], {}),                           # too many lines
+    ([b"X-Pad: " + b"a" * 1_100], {"max_part_header_bytes": 1024}),          # the setting lowers the limit
+], ids=["long-line", "long-total", "many-lines", "setting"])
+async def test_multipart_part_headers_past_the_limit_are_431_and_nothing_is_stored(
+        api_client: Any, api_settings: Settings, broker: Any, part_headers: list[bytes],
+        overrides: dict[str, Any]) -> None:
+    """Issue 12 item 10: the bytes (and lines) of a multipart part's headers are bounded by
+    IMPORTD_MAX_PART_HEADER_BYTES: past it the answer is 431 part_headers_too_large, no file
+    is kept and nothing is queued; within it the same body is accepted."""
+    before = files_in(api_settings)
+    body, headers = _multipart(*part_headers)
+    async with api_client(**overrides) as c:
+        r = await c.post("/api/upload", content=body, headers=headers)
+        ok = await c.post("/api/upload", content=_multipart(b"X-Pad: a")[0], headers=headers)
+    assert r.status_code == 431, r.text
+    assert r.json()["error"]["code"] == "part_headers_too_large"
+    assert ok.status_code == 202, ok.text
+    assert broker.depth("import_queue") == 1  # only the one within the limit
+    assert files_in(api_settings) - before == {f"{ok.json()['job_id']}.csv"}
