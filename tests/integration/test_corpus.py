@@ -24,10 +24,15 @@ import csv
 import dataclasses
 import json
 import shutil
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from importd.config import Settings
 from tests.support import oracle
@@ -72,40 +77,86 @@ def test_importd_loads_each_corpus_file_as_psql_copy_does(entry: dict[str, str],
                                                          db: Any, tmp_path: Path) -> None:
     source = CORPUS / entry["file"]
     spec = spec_of(entry)
-    url = csettings.database_url
-    read_as = oracle.quote_end_markers(source, tmp_path)
-    whole = oracle.load_whole(db, url, spec, read_as, PSQL_TABLE)
-    if whole.accepted:
-        good, bad = whole.rows, 0
-    else:
-        good, bad = oracle.load_each(db, url, spec, read_as, PSQL_TABLE, tmp_path)
-        assert bad > 0, "psql refuses the file but loads each of its records alone"
+    good, bad = psql_reading(db, csettings.database_url, spec, source, tmp_path)
     path = csettings.upload_dir / f"corpus-{entry['file']}"
     shutil.copyfile(source, path)  # importd reads from its upload directory only
     size = path.stat().st_size
     options = {"delimiter": spec.delimiter, "encoding": spec.encoding,
                "batch_bytes": SMALL_BATCH if size <= SMALL_FILE else size // LARGE_FILE_BATCHES + 1}
-    max_errors = int(entry["max_errors"] or 0)
-    problems = []
-    for mode in ("atomic", "resumable"):
-        for allowed in (0, max_errors):
-            oracle.reset(db, spec, IMPORTD_TABLE)
-            rec, _ = run_import(csettings, path, IMPORTD_TABLE, mode=mode, max_errors=allowed, options=options)
-            loaded = oracle.table_rows(db, IMPORTD_TABLE)
-            run = f"{mode}, max_errors {allowed}: {rec.state} {rec.error or ''}"
-            if bad == 0:
-                if rec.state != "SUCCESS" or loaded != good:
-                    problems.append((run, _diff(loaded, good)))
-            elif allowed < bad:
-                if rec.state != "FAILURE" or not oracle.multiset_within(loaded, good) or (mode == "atomic" and loaded):
-                    problems.append((run, _diff(loaded, good)))
-            elif rec.state != "SUCCESS" or loaded != good or rec.rows_rejected != bad:
-                problems.append((run + f" (rejected {rec.rows_rejected}, psql refuses {bad})", _diff(loaded, good)))
+    runs = [(mode, allowed) for mode in ("atomic", "resumable") for allowed in (0, int(entry["max_errors"] or 0))]
+    problems = [p for mode, allowed in runs
+                if (p := differs(csettings, db, spec, path, (good, bad), mode, allowed, options))]
     assert not problems, problems
+
+
+#: Fields of the generated files: plain, quoted with every kind of line break inside, bad integers.
+TEXT = st.sampled_from(["a", "", " b", '""', '"q""q"', '"x\ny"', '"x\ry"', '"x\r\ny"', '"\n"', '"d,e"'])
+NUMBER = st.sampled_from(["1", "", "-7", "x", '"2"'])
+EOLS = st.sampled_from(["\n", "\r\n", "\r"])
+GENERATED = oracle.Spec(columns=[("a", "text"), ("b", "text"), ("n", "integer")], delimiter=",", encoding="utf8")
+
+
+@st.composite
+def mixed_files(draw: st.DrawFn) -> bytes:
+    """A header and records whose line ends mostly follow the header's, sometimes not."""
+    eol = draw(EOLS)
+    out = ["a,b,n" + eol]
+    for _ in range(draw(st.integers(min_value=0, max_value=12))):
+        end = draw(st.one_of(st.just(eol), EOLS) if draw(st.integers(0, 3)) == 0 else st.just(eol))
+        out.append(f"{draw(TEXT)},{draw(TEXT)},{draw(NUMBER)}{end}")
+    if len(out) > 1 and draw(st.booleans()):
+        out[-1] = out[-1].rstrip("\r\n")  # no final line end
+    return "".join(out).encode()
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=mixed_files(), batch=st.sampled_from([16, 64, 4096]), mode=st.sampled_from(["atomic", "resumable"]))
+def test_files_mixing_line_ends_and_quoted_newlines_load_as_psql_copy_loads_them(csettings, db, tmp_path_factory,
+                                                                                data, batch, mode):
+    work = tmp_path_factory.mktemp("mixed")
+    path = csettings.upload_dir / f"mixed-{uuid.uuid4().hex}.csv"
+    path.write_bytes(data)
+    expected = psql_reading(db, csettings.database_url, GENERATED, path, work)
+    options = {"delimiter": ",", "batch_bytes": batch}
+    problems = [p for allowed in (0, 100)
+                if (p := differs(csettings, db, GENERATED, path, expected, mode, allowed, options))]
+    assert not problems, (data, problems)
+
+
+def psql_reading(db: Any, url: str, spec: oracle.Spec, source: Path, work: Path) -> tuple[list[str], int]:
+    """(rows, bad records): psql's rows of the whole file if it loads, else of each record alone."""
+    read_as = oracle.quote_end_markers(source, work)
+    whole = oracle.load_whole(db, url, spec, read_as, PSQL_TABLE)
+    if whole.accepted:
+        return whole.rows, 0
+    good, bad = oracle.load_each(db, url, spec, read_as, PSQL_TABLE, work)
+    assert bad > 0, "psql refuses the file but loads each of its records alone"
+    return good, bad
+
+
+def differs(csettings: Settings, db: Any, spec: oracle.Spec, path: Path, expected: tuple[list[str], int],
+            mode: str, allowed: int, options: dict[str, Any]) -> tuple[str, dict[str, list[str]]] | None:
+    """How an importd run of ``path`` departs from psql's reading ``expected``; None if it does not.
+
+    psql loads the file: the same rows, SUCCESS. psql refuses it: FAILURE when ``allowed`` is
+    below the bad records, with nothing loaded in atomic mode and nothing psql would not load
+    in resumable mode; else SUCCESS with exactly the rows of the good records.
+    """
+    good, bad = expected
+    oracle.reset(db, spec, IMPORTD_TABLE)
+    rec, _ = run_import(csettings, path, IMPORTD_TABLE, mode=mode, max_errors=allowed, options=options)
+    loaded = oracle.table_rows(db, IMPORTD_TABLE)
+    run = f"{mode}, max_errors {allowed}: {rec.state} {rec.error or ''} (rejected {rec.rows_rejected}, psql {bad})"
+    if bad == 0 or allowed >= bad:
+        ok = rec.state == "SUCCESS" and loaded == good and rec.rows_rejected == bad
+    else:
+        ok = (rec.state == "FAILURE" and oracle.multiset_within(loaded, good)
+              and not (mode == "atomic" and loaded))
+    return None if ok else (run, _diff(loaded, good))
 
 
 def _diff(loaded: list[str], expected: list[str]) -> dict[str, list[str]]:
     """Rows importd loaded that psql did not, and rows it missed (the first few)."""
-    extra = sorted((oracle.Counter(loaded) - oracle.Counter(expected)).elements())[:5]
-    missing = sorted((oracle.Counter(expected) - oracle.Counter(loaded)).elements())[:5]
+    extra = sorted((Counter(loaded) - Counter(expected)).elements())[:5]
+    missing = sorted((Counter(expected) - Counter(loaded)).elements())[:5]
     return {"extra": extra, "missing": missing}
