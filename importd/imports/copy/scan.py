@@ -8,6 +8,12 @@ with ``bytes.count``/``find`` only: no Python work per field, and on the clean p
 record either. It holds for UTF-8 and for the other ASCII-compatible encodings PostgreSQL
 accepts as client encodings (in SJIS, BIG5, GBK ... no trail byte is ``"`` or ``\\n``).
 
+The newline is the file's line end, decided once at the header as PostgreSQL decides it at
+the first line (:func:`line_end`: LF, CRLF or bare CR; CR is then the byte that ends a
+record, :func:`line_break`). PostgreSQL fails a COPY at a CR or LF of another style outside
+quotes; every importd batch being its own COPY, :func:`eol_faults` finds those records so
+that they are rejected rows, whichever batch they fall in.
+
 The header (the first record only) is parsed with Python's csv module; the delimiter comes
 from the job's options or is sniffed from the header line.
 """
