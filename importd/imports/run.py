@@ -85,8 +85,9 @@ class ImportOptions:
     mapping: dict[str, str]
     load: LoadOptions
 
-    def with_delimiter(self, delimiter: str) -> LoadOptions:
-        return replace(self.load, delimiter=delimiter)
+    def dialect(self, header: scan.Header) -> LoadOptions:
+        """The load options with the file's delimiter and line end, as its header shows them."""
+        return replace(self.load, delimiter=header.delimiter, eol=header.eol)
 
 
 def options_of(rec: JobRecord, settings: Settings) -> ImportOptions:
@@ -211,7 +212,7 @@ class ImportRun:
                 columns = targets.map_header(target, header.fields, opts.mapping)
             except (scan.CsvFormatError, targets.TargetError) as exc:
                 raise self._fail(rec, str(exc)) from exc
-            load_opts = opts.with_delimiter(header.delimiter)
+            load_opts = opts.dialect(header)
             engine = loader.Loader(self.conn, target, columns, load_opts)
             try:
                 engine.prepare()
@@ -220,7 +221,7 @@ class ImportRun:
             resumable = rec.mode == "resumable" and not opts.validate_only
             offset, line = header.data_offset, 1 + header.lines
             if resumable and rec.checkpoint_offset > offset:
-                offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset)
+                offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset, load_opts.brk)
                 self.rows, self.rejected = rec.checkpoint_rows, rec.rows_rejected
                 self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
             if resumable:
@@ -364,15 +365,15 @@ def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool
     return text
 
 
-def _count_lines(f: Any, end: int) -> int:
-    """Newlines in the file before byte ``end`` (streamed in 8 MiB pieces)."""
+def _count_lines(f: Any, end: int, brk: bytes = b"\n") -> int:
+    """Line ends (``brk``) in the file before byte ``end`` (streamed in 8 MiB pieces)."""
     f.seek(0)
     total, left = 0, end
     while left > 0:
         chunk = f.read(min(left, 8 * 1024 * 1024))
         if not chunk:
             break
-        total += chunk.count(b"\n")
+        total += chunk.count(brk)
         left -= len(chunk)
     return total
 

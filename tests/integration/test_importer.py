@@ -187,10 +187,15 @@ def test_unclosed_quote_that_runs_past_the_line_limit_fails_the_job(isettings, d
     assert rows(db) == []
 
 
-def test_bare_cr_line_ends_fail_instead_of_loading_nothing(isettings, db):
-    rec, raised = run_import(isettings, b"id,name\r1,a\r2,b\r")
-    assert isinstance(raised, PermanentError)
-    assert rec.error == "lines end with a bare CR (carriage return); use LF or CRLF line ends"
+def test_bare_cr_line_ends_load_as_psql_loads_them_and_other_line_ends_are_bad_rows(isettings, db):
+    """issue 12 item 11: the line end is the header's (bare CR here) for the whole file, in
+    every batch; a record holding an LF outside quotes is a bad row, as psql fails there."""
+    data = b'id,name\r1,a\r2,"b\rc"\rx,d\r3,e\n4,f\r5,g\r'
+    rec, raised = run_import(isettings, data, max_errors=2, options={"batch_bytes": 8})
+    assert raised is None, raised
+    assert rows(db, "SELECT id, name FROM people ORDER BY id") == [(1, "a"), (2, "b\rc"), (5, "g")]
+    assert [r[:3] for r in rejected(isettings, rec.id)] == [(5, "id", "x"), (6, None, "3,e\n4,f")]
+    assert rejected(isettings, rec.id)[1][3] == "unquoted newline found in data"
 
 
 @pytest.mark.parametrize("mode", ["atomic", "resumable"])

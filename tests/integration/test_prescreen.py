@@ -70,11 +70,11 @@ def test_values_postgresql_may_refuse_are_suspects(pg_type, value):
 
 @pytest.mark.parametrize("pg_type", ["json", "integer[]", "interval", "numeric(2,2)", "bytea", "my_domain"])
 def test_a_type_without_a_pattern_turns_screening_off(pg_type):
-    assert screen.compile_rows([("integer", True), (pg_type, False)], ",", crlf=False) is None
+    assert screen.compile_rows([("integer", True), (pg_type, False)], ",", eol=b"\n") is None
 
 
 def test_an_unquoted_empty_field_of_a_not_null_column_is_a_suspect():
-    rows = screen.compile_rows([("integer", True), ("text", True)], ",", crlf=False)
+    rows = screen.compile_rows([("integer", True), ("text", True)], ",", eol=b"\n")
     assert rows is not None
     suspects: list[tuple[int, int]] = []
     data = b'1,a\n2,\n3,""\n'
@@ -83,7 +83,7 @@ def test_an_unquoted_empty_field_of_a_not_null_column_is_a_suspect():
 
 
 def test_split_hands_back_every_record_either_as_good_or_as_a_suspect():
-    rows = screen.compile_rows([("bigint", True), ("text", False), ("date", False)], ";", crlf=True)
+    rows = screen.compile_rows([("bigint", True), ("text", False), ("date", False)], ";", eol=b"\r\n")
     assert rows is not None
     records = [b'1;"multi\r\nline; ""quoted""";2024-01-02\r\n', b"2;x;2024-02-30\r\n", b"3;;\r\n",
                b"4;ragged\r\n", b"5;z;2024-01-01\r\n", b'6;"open quote;2024-01-01\r\n7;y;2024-01-01']
@@ -96,7 +96,7 @@ def test_split_hands_back_every_record_either_as_good_or_as_a_suspect():
 
 def test_split_screens_window_by_window_and_loses_no_record_at_a_window_edge(monkeypatch):
     monkeypatch.setattr(screen, "WINDOW", 64)
-    rows = screen.compile_rows([("integer", True), ("text", False)], ",", crlf=False)
+    rows = screen.compile_rows([("integer", True), ("text", False)], ",", eol=b"\n")
     assert rows is not None
     records = [b"%d,%s\n" % (i, b"x" * (i % 37)) if i % 7 else b"%d,bad\x00\n" % i for i in range(200)]
     data = b"".join(records)

@@ -125,3 +125,29 @@ def test_read_header_of_any_first_line_returns_a_header_or_raises_only_csv_forma
     except scan.CsvFormatError:
         return
     assert isinstance(header.fields, list) and header.data_offset > 0
+
+
+@pytest.mark.parametrize(("data", "eol"), [
+    (b"a,b\n1,2\r\n", b"\n"), (b"a,b\r\n1,2\n", b"\r\n"), (b"a,b\r1,2\r\n", b"\r"), (b'"a\r\n",b\r1\n', b"\r"),
+    (b'"a\n"\r\nx', b"\r\n"), (b"a,b", b"\n"),
+])
+def test_the_line_end_is_decided_at_the_first_cr_or_lf_outside_quotes(data, eol):
+    """issue 12 item 11: as PostgreSQL's CopyReadLineText decides it, for the whole file."""
+    assert scan.line_end(data) == eol
+
+
+@pytest.mark.parametrize(("data", "eol", "faults"), [
+    (b"1,2\n3,4\r\n5,6\n", b"\n", [(4, 9, scan.UNQUOTED_CR)]),
+    (b'1,"\r"\n3\r4\n', b"\n", [(6, 10, scan.UNQUOTED_CR)]),
+    (b"1,2\r\n3,4\n5,6\r\n", b"\r\n", [(5, 9, scan.UNQUOTED_NL)]),
+    (b'1,"a\nb"\r\n3,4\r5\r\n', b"\r\n", [(9, 16, scan.UNQUOTED_CR)]),
+    (b"1,2\r\n", b"\r\n", []), (b"1,2\r", b"\r\n", [(0, 4, scan.UNQUOTED_CR)]),
+    (b'1,2\r3,"\n"\r\n4\r', b"\r", [(10, 13, scan.UNQUOTED_NL)]),
+])
+def test_records_with_a_line_end_of_another_style_outside_quotes_are_faults(data, eol, faults):
+    assert scan.eol_faults(data, eol) == faults
+
+
+def test_a_bare_cr_header_is_read_and_its_line_end_kept():
+    header = scan.read_header(io.BytesIO(b'id,"x\ny"\r1,2\r'), scan.encoding("utf-8"), None, 1024)
+    assert (header.fields, header.eol, header.data_offset, header.lines) == (["id", "x\ny"], b"\r", 9, 1)

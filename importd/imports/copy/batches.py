@@ -1,7 +1,11 @@
 """Reading a CSV file as record-aligned batches of raw bytes, one batch ahead in a thread.
 
 A batch ends just after the last record that ends inside it (:func:`importd.imports.copy.scan.
-last_record_end`), so every batch is whole records and can go to COPY as it is. Reading,
+last_record_end`), so every batch is whole records and can go to COPY as it is. Records are
+cut at the file's line end (LF, CRLF or bare CR, decided once at the header as PostgreSQL
+does): a batch is its own COPY, which would decide the style again at the batch's first
+record, so the records whose line end is of another style are found here
+(:func:`importd.imports.copy.scan.eol_faults`) for the loader to reject. Reading,
 cutting and the cheap checks run in a read-ahead thread: they overlap the COPY of the
 previous batch (the thread holds the GIL only for C-level byte scans).
 """
@@ -33,6 +37,9 @@ class Batch:
     line: int  # physical line number of the first record
     data: bytes
     suspicious: bool = False  # may hold what COPY would not catch (limits, end marker)
+    brk: bytes = NL  # the byte that ends a line (CR in a bare-CR file)
+    #: (start, end, reason) in ``data`` of the records whose line end differs from the file's.
+    faults: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def end(self) -> int:
@@ -40,7 +47,12 @@ class Batch:
 
     @property
     def next_line(self) -> int:
-        return self.line + self.data.count(NL)
+        return self.line + self.data.count(self.brk)
+
+    def part(self, start: int, stop: int) -> Batch:
+        """The records ``data[start:stop]`` as a batch of their own (no faults)."""
+        return Batch(self.offset + start, self.line + self.data.count(self.brk, 0, start), self.data[start:stop],
+                     self.suspicious, self.brk)
 
 
 def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Generator[Batch, None, None]:
@@ -68,10 +80,10 @@ def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator
         chunk = f.read(opts.batch_bytes)
         if not chunk:
             if buf:
-                yield Batch(offset, line, buf, _suspicious(buf, opts))
+                yield _batch(offset, line, buf, opts)
             return
         buf = buf + chunk if buf else chunk
-        cut = scan.last_record_end(buf)
+        cut = scan.last_record_end(buf, brk=opts.brk)
         if cut <= 0:
             if len(buf) > opts.max_line_bytes + opts.batch_bytes:
                 raise scan.CsvFormatError(
@@ -79,17 +91,21 @@ def _batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Iterator
                     f" (byte offset {offset}); the rest of the file cannot be read")
             continue
         data = buf[:cut] if cut < len(buf) else buf
-        batch = Batch(offset, line, data, _suspicious(data, opts))
+        batch = _batch(offset, line, data, opts)
         buf = buf[cut:]
         yield batch
         offset, line = batch.end, batch.next_line
 
 
+def _batch(offset: int, line: int, data: bytes, opts: LoadOptions) -> Batch:
+    return Batch(offset, line, data, _suspicious(data, opts), opts.brk, tuple(scan.eol_faults(data, opts.eol)))
+
+
 def _suspicious(data: bytes, opts: LoadOptions) -> bool:
     """Cheap C-level checks for what COPY would not catch (limits, end marker)."""
-    return (scan.has_end_marker(data)
-            or scan.has_long_run(data, opts.max_field_bytes, NL + opts.delimiter.encode())
-            or scan.has_long_record(data, opts.max_field_bytes))
+    return (scan.has_end_marker(data, opts.eol)
+            or scan.has_long_run(data, opts.max_field_bytes, opts.brk + opts.delimiter.encode())
+            or scan.has_long_record(data, opts.max_field_bytes, opts.brk))
 
 
 def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Generator[T, None, None]:

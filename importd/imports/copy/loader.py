@@ -42,7 +42,6 @@ from psycopg import sql
 from importd.imports.copy import salvage, scan, screen, triage
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.salvage import CONTEXT_LINE, Failure
-from importd.imports.copy.scan import NL
 from importd.imports.copy.spec import LoadOptions, Reject, Target
 
 #: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
@@ -78,7 +77,7 @@ class Loader:
         self.chunk = salvage.START_CHUNK
         self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
         self.screening = opts.on_conflict == "error"
-        self.screens: dict[bool, re.Pattern[bytes] | None] = {}
+        self.screen: tuple[re.Pattern[bytes] | None] | None = None  # compiled on first use
         self.triage_columns: list[triage.Column] | None = None
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
@@ -116,6 +115,8 @@ class Loader:
         ``fresh``: the transaction holds nothing yet, so rolling it back is as good as a
         savepoint and two round trips are saved (small files are mostly round trips).
         """
+        if batch.faults:
+            return self._load_around(batch, fresh)
         self.fresh = fresh
         self._savepoint("SAVEPOINT")
         if not self.salvage_next and not batch.suspicious:
@@ -132,6 +133,26 @@ class Loader:
             result = self._salvage(batch)
         self._savepoint("RELEASE SAVEPOINT")
         self.salvage_next = bool(result.rejects)
+        return result
+
+    def _load_around(self, batch: Batch, fresh: bool) -> BatchResult:
+        """Load the records between the batch's line-end faults, each run as a batch of its
+        own, and reject the faulty records with PostgreSQL's message: psql would fail the
+        whole file there (the style is the file's, decided at its header), so with
+        max_errors they are rejected rows, never loaded ones."""
+        result = BatchResult()
+        pos = 0
+        for start, stop, reason in (*batch.faults, (len(batch.data), len(batch.data), "")):
+            if start > pos:
+                part = self.load(batch.part(pos, start), fresh=fresh)
+                fresh = False
+                result.rows += part.rows
+                result.rejects.extend(part.rejects)
+            if stop > start:
+                rec = _Record(raw=batch.data[start:stop], line=batch.line + batch.data.count(batch.brk, 0, start),
+                              offset=batch.offset + start)
+                result.rejects.append(self._describe(rec, Failure("22P04", reason, "", None)))
+            pos = stop
         return result
 
     def _savepoint(self, verb: str) -> None:
@@ -164,7 +185,7 @@ class Loader:
             screened = self._screened(batch, self.raw)
             if screened is not None:
                 return screened
-            got, self.chunk = salvage.salvage(self.raw, batch.data, self.chunk)
+            got, self.chunk = salvage.salvage(self.raw, batch.data, self.chunk, eol=self.opts.eol)
         except psycopg.Error as exc:
             if not is_data_error(exc):
                 raise
@@ -179,7 +200,7 @@ class Loader:
         if rows is None:
             return None
         suspects: list[tuple[int, int]] = []
-        loaded, failure = raw.attempt(screen.split(rows, batch.data, suspects))
+        loaded, failure = raw.attempt(screen.split(rows, batch.data, suspects, self.opts.brk))
         if failure is not None:
             if not salvage.is_data_state(failure.sqlstate):
                 raise failure.error()
@@ -196,7 +217,7 @@ class Loader:
             return self._rejected(batch, loaded, checked)
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
-                                                  self.suspect_chunk, min_chunk=1)
+                                                  self.suspect_chunk, min_chunk=1, eol=self.opts.eol)
         bad = checked
         for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
             index = bisect.bisect_right(starts, start) - 1
@@ -218,25 +239,23 @@ class Loader:
         return [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
 
     def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
-        """The screening pattern for ``data``'s line endings (None: screening is off)."""
+        """The screening pattern for the file's line end (None: screening is off)."""
         if not self.screening or not self.opts.encoding.is_utf8:
             return None
         try:
             data.decode("utf-8")  # C speed; a bad byte needs PostgreSQL's own error and offset
         except UnicodeDecodeError:
             return None
-        first = scan.first_record_end(data)
-        crlf = data[first - 2:first] == b"\r\n"
-        if crlf not in self.screens:
-            self.screens[crlf] = screen.compile_rows(self._types(), self.opts.delimiter, crlf)
-        return self.screens[crlf]
+        if self.screen is None:
+            self.screen = (screen.compile_rows(self._types(), self.opts.delimiter, self.opts.eol),)
+        return self.screen[0]
 
     def _rejected(self, batch: Batch, rows: int, bad: list[tuple[int, int, Failure]]) -> BatchResult:
         """The result of a salvaged batch: ``bad`` (start, end, failure) become rejected rows."""
         result = BatchResult(rows=rows)
         line, counted = batch.line, 0
         for start, stop, failure in sorted(bad, key=lambda b: b[0]):
-            line += batch.data.count(NL, counted, start)
+            line += batch.data.count(batch.brk, counted, start)
             counted = start
             rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)
             result.rejects.append(self._describe(rec, failure))
@@ -247,7 +266,7 @@ class Loader:
         result = BatchResult()
         records: list[_Record] = []
         start, line = 0, batch.line
-        for end in scan.record_ends(data):
+        for end in scan.record_ends(data, brk=batch.brk):
             raw = data[start:end]
             rec = _Record(raw=raw, line=line, offset=batch.offset + start)
             problem = self._precheck(rec)
@@ -255,7 +274,7 @@ class Loader:
                 result.rejects.append(problem)
             else:
                 records.append(rec)
-            line += raw.count(NL)
+            line += raw.count(batch.brk)
             start = end
         for i in range(0, len(records), SALVAGE_RECORDS):
             self._load_records(records[i:i + SALVAGE_RECORDS], result)
@@ -291,7 +310,7 @@ class Loader:
                     raise
                 self.conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(SUB_SP))
                 failure = Failure.from_exception(exc)
-                bad = self._culprit(pending, failure)
+                bad = self._culprit(pending, failure, self.opts.eol)
                 if bad is None:
                     if len(pending) == 1:
                         result.rejects.append(self._describe(pending[0], failure))
@@ -303,13 +322,13 @@ class Loader:
                 pending = pending[:bad] + pending[bad + 1:]
 
     @staticmethod
-    def _culprit(pending: list[_Record], failure: Failure) -> int | None:
+    def _culprit(pending: list[_Record], failure: Failure, eol: bytes) -> int | None:
         """Index of the record the error's ``line N`` designates (see :func:`salvage.locate`)."""
         match = CONTEXT_LINE.search(failure.context)
         if not match:
             return None
         payload = b"".join(r.raw for r in pending)
-        found = salvage.locate(payload, [(0, len(payload))], int(match.group(1)))
+        found = salvage.locate(payload, [(0, len(payload))], int(match.group(1)), eol)
         if found is None:
             return None
         offset = 0

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import pq
 
 from importd.imports.copy import scan
-from importd.imports.copy.scan import NL
+from importd.imports.copy.scan import CR, NL
 
 #: Smallest and largest salvage chunk, in bytes.
 MIN_CHUNK, MAX_CHUNK = 2 * 1024, 1024 * 1024
@@ -185,17 +185,19 @@ def is_data_state(sqlstate: str | None) -> bool:
     return state[:2] in DATA_ERROR_CLASSES or state in DATA_ERROR_CODES
 
 
-def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int = MIN_CHUNK
-            ) -> tuple[Salvaged, int]:
+def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int = MIN_CHUNK,
+            eol: bytes = NL) -> tuple[Salvaged, int]:
     """Load the good records of ``data`` (whole records); return them and the next chunk size.
 
-    ``min_chunk`` 1 lets the chunk shrink to one record (for records that are mostly bad).
+    ``min_chunk`` 1 lets the chunk shrink to one record (for records that are mostly bad);
+    ``eol`` is the file's line end.
 
     Raises the failure when a data error names no line (the caller then goes record by
     record) and any error that is not about the data.
     """
     view = memoryview(data)
     size = len(data)
+    brk = scan.line_break(eol)
     out = Salvaged(0, [])
     pending: list[tuple[int, int]] = []  # accepted by PostgreSQL in a failed attempt, not loaded yet
     pos = 0
@@ -205,9 +207,9 @@ def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int 
             ranges = list(pending)
             fresh: tuple[int, int] | None = None
             if pos < size and sum(e - s for s, e in pending) <= MAX_PREFIX:
-                end = size if pos + chunk >= size else scan.last_record_end(data, pos, pos + chunk)
+                end = size if pos + chunk >= size else scan.last_record_end(data, pos, pos + chunk, brk)
                 if end <= pos:
-                    end = scan.first_record_end(data, pos)
+                    end = scan.first_record_end(data, pos, brk=brk)
                 fresh = (pos, end)
                 ranges.append(fresh)
             rows, failure = raw.attempt([view[s:e] for s, e in ranges])
@@ -219,7 +221,7 @@ def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int 
                 continue
             if not is_data_state(failure.sqlstate):
                 raise failure.error()
-            located = _locate(data, ranges, failure.context)
+            located = _locate(data, ranges, failure.context, eol)
             if located is None:
                 raise failure.error()
             start, stop = located
@@ -238,30 +240,30 @@ def salvage(raw: RawCopy, data: bytes, chunk: int = START_CHUNK, min_chunk: int 
     return out, chunk
 
 
-def _locate(data: bytes, ranges: list[tuple[int, int]], context: str) -> tuple[int, int] | None:
+def _locate(data: bytes, ranges: list[tuple[int, int]], context: str, eol: bytes) -> tuple[int, int] | None:
     """(start, end) in ``data`` of the record the error context's ``line N`` designates."""
     match = CONTEXT_LINE.search(context)
-    return locate(data, ranges, int(match.group(1))) if match else None
+    return locate(data, ranges, int(match.group(1)), eol) if match else None
 
 
-def locate(data: bytes, ranges: list[tuple[int, int]], line: int) -> tuple[int, int] | None:
+def locate(data: bytes, ranges: list[tuple[int, int]], line: int, eol: bytes = NL) -> tuple[int, int] | None:
     """(start, end) of the record PostgreSQL numbers ``line`` in a COPY of ``ranges`` of ``data``.
 
     PostgreSQL counts one line per record plus the line breaks inside quoted fields, but
-    only the break byte of the line-ending style it detected at the first record's end
-    (``\\n`` for LF files, ``\\r`` for CRLF files), and inside the first record, whose
-    style is not known yet, only ``\\r``. So the number is the count of the style's break
-    byte up to the record's end, corrected for the first record. Found with a binary
-    search over ``bytes.count``: C speed, no per-line loop.
+    only one byte of them: ``\\n`` in LF files, ``\\r`` in CRLF and bare-CR files (``eol``,
+    the file's line end), and inside the first record, whose style is not known yet, only
+    ``\\r``. So the number is the count of that byte up to the record's end, corrected for
+    the first record. Found with a binary search over ``bytes.count``: C speed, no per-line
+    loop.
     """
     if not ranges:
         return None
+    cut = scan.line_break(eol)
+    brk = NL if eol == NL else CR
     first_start = ranges[0][0]
-    first_end = scan.first_record_end(data, first_start, ranges[0][1])
-    crlf = data[first_end - 2:first_end] == b"\r\n"
-    brk = b"\r" if crlf else NL
-    body_end = first_end - (2 if crlf else 1 if data[first_end - 1:first_end] == NL else 0)
-    target = line + data.count(brk, first_start, body_end) - data.count(b"\r", first_start, body_end)
+    first_end = scan.first_record_end(data, first_start, ranges[0][1], cut)
+    body_end = first_end - len(eol) if data[first_end - len(eol):first_end] == eol else first_end
+    target = line + data.count(brk, first_start, body_end) - data.count(CR, first_start, body_end)
     for start, end in ranges:
         here = data.count(brk, start, end)
         if target > here:
@@ -274,10 +276,10 @@ def locate(data: bytes, ranges: list[tuple[int, int]], line: int) -> tuple[int, 
                 high = mid
             else:
                 low = mid + 1
-        nl = data.find(NL, low, end)
+        nl = data.find(cut, low, end)
         stop = end if nl < 0 else nl + 1
-        record_start = scan.last_record_end(data, start, stop - 1)
+        record_start = scan.last_record_end(data, start, stop - 1, cut)
         return (record_start if record_start >= 0 else start), stop
     last = ranges[-1]  # past every break: the last record, unterminated
-    record_start = scan.last_record_end(data, last[0], last[1] - 1)
+    record_start = scan.last_record_end(data, last[0], last[1] - 1, cut)
     return (record_start if record_start >= 0 else last[0]), last[1]

@@ -8,6 +8,12 @@ with ``bytes.count``/``find`` only: no Python work per field, and on the clean p
 record either. It holds for UTF-8 and for the other ASCII-compatible encodings PostgreSQL
 accepts as client encodings (in SJIS, BIG5, GBK ... no trail byte is ``"`` or ``\\n``).
 
+The newline is the file's line end, decided once at the header as PostgreSQL decides it at
+the first line (:func:`line_end`: LF, CRLF or bare CR; CR is then the byte that ends a
+record, :func:`line_break`). PostgreSQL fails a COPY at a CR or LF of another style outside
+quotes; every importd batch being its own COPY, :func:`eol_faults` finds those records so
+that they are rejected rows, whichever batch they fall in.
+
 The header (the first record only) is parsed with Python's csv module; the delimiter comes
 from the job's options or is sniffed from the header line.
 """
@@ -22,6 +28,8 @@ from typing import BinaryIO
 
 QUOTE = b'"'
 NL = b"\n"
+CR = b"\r"
+CRLF = b"\r\n"
 BOM_UTF8 = codecs.BOM_UTF8
 #: Delimiters the sniffer chooses from, most likely first on a tie.
 SNIFF_DELIMITERS = (",", ";", "\t", "|")
@@ -64,18 +72,19 @@ def encoding(name: str | None) -> Encoding:
     return Encoding(*ENCODINGS[key])
 
 
-def last_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
+def last_record_end(buf: bytes, start: int = 0, end: int | None = None, brk: bytes = NL) -> int:
     """Offset just after the last newline in ``buf[start:end]`` that ends a record, or -1.
 
-    ``start`` must be the start of a record.
+    ``start`` must be the start of a record; ``brk`` is the byte that ends a line (see
+    :func:`line_break`).
     """
     end = len(buf) if end is None else end
-    pos = buf.rfind(NL, start, end)
+    pos = buf.rfind(brk, start, end)
     if pos < 0:
         return -1
     quotes = buf.count(QUOTE, start, pos)
     while quotes & 1:
-        prev = buf.rfind(NL, start, pos)
+        prev = buf.rfind(brk, start, pos)
         if prev < 0:
             return -1
         quotes -= buf.count(QUOTE, prev, pos)
@@ -83,15 +92,15 @@ def last_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
     return pos + 1
 
 
-def first_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
+def first_record_end(buf: bytes, start: int = 0, end: int | None = None, brk: bytes = NL) -> int:
     """End offset of the record starting at ``start`` (``end`` if it does not end in ``buf``)."""
     end = len(buf) if end is None else end
-    nl = buf.find(NL, start, end)
+    nl = buf.find(brk, start, end)
     if nl < 0:
         return end
     quotes = buf.count(QUOTE, start, nl)
     while quotes & 1:
-        nxt = buf.find(NL, nl + 1, end)
+        nxt = buf.find(brk, nl + 1, end)
         if nxt < 0:
             return end
         quotes += buf.count(QUOTE, nl, nxt)
@@ -99,20 +108,20 @@ def first_record_end(buf: bytes, start: int = 0, end: int | None = None) -> int:
     return nl + 1
 
 
-def record_ends(buf: bytes, start: int = 0, end: int | None = None) -> list[int]:
+def record_ends(buf: bytes, start: int = 0, end: int | None = None, brk: bytes = NL) -> list[int]:
     """End offsets (after the newline) of every record in ``buf[start:end]``; the last record
     may end without a newline (or inside an unclosed quote) at ``end``."""
     end = len(buf) if end is None else end
     ends: list[int] = []
     pos = start
     while pos < end:
-        nl = buf.find(NL, pos, end)
+        nl = buf.find(brk, pos, end)
         if nl < 0:
             ends.append(end)
             break
         quotes = buf.count(QUOTE, pos, nl)
         while quotes & 1:
-            nxt = buf.find(NL, nl + 1, end)
+            nxt = buf.find(brk, nl + 1, end)
             if nxt < 0:
                 nl = end - 1
                 break
@@ -143,7 +152,7 @@ def has_long_run(buf: bytes, limit: int, stops: bytes = NL) -> bool:
     return False
 
 
-def has_long_record(buf: bytes, limit: int) -> bool:
+def has_long_record(buf: bytes, limit: int, brk: bytes = NL) -> bool:
     """True if a record of ``buf`` (whole records) may be longer than ``limit`` bytes.
 
     Catches what :func:`has_long_run` cannot: a quoted field spanning several lines, each
@@ -152,20 +161,100 @@ def has_long_record(buf: bytes, limit: int) -> bool:
     """
     start, size = 0, len(buf)
     while size - start > limit:
-        end = last_record_end(buf, start, start + limit + 1)
+        end = last_record_end(buf, start, start + limit + 1, brk)
         if end <= start:
             return True
         start = end
     return False
 
 
-def has_end_marker(buf: bytes) -> bool:
+def has_end_marker(buf: bytes, eol: bytes = NL) -> bool:
     """True if a line of ``buf`` is ``\\.``: PostgreSQL's end-of-data marker, which would end
-    COPY early and drop the rows after it."""
+    COPY early and drop the rows after it (``eol``: the file's line end, see :func:`line_end`)."""
     if buf.find(b"\\") < 0 or b"\\." not in buf:  # memchr first: most files have no backslash
         return False
+    if eol == CR:
+        return buf.startswith(b"\\.\r") or buf == b"\\." or b"\r\\.\r" in buf or buf.endswith(b"\r\\.")
     return (buf.startswith((b"\\.\n", b"\\.\r\n")) or buf in (b"\\.", b"\\.\r") or b"\n\\.\n" in buf
             or b"\n\\.\r\n" in buf or buf.endswith((b"\n\\.", b"\n\\.\r")))
+
+
+def line_end(buf: bytes, start: int = 0, end: int | None = None) -> bytes:
+    """The line end of a file (:data:`NL`, :data:`CRLF` or :data:`CR`) as PostgreSQL's CSV
+    reader decides it: at the first CR or LF outside quotes, from ``start`` (the header's
+    start), CR then LF being CRLF. LF when there is none (a header-only file)."""
+    end = len(buf) if end is None else end
+    pos = start
+    while True:
+        hits = [p for p in (buf.find(CR, pos, end), buf.find(NL, pos, end)) if p >= 0]
+        if not hits:
+            return NL
+        pos = min(hits)
+        if not buf.count(QUOTE, start, pos) & 1:
+            if buf[pos:pos + 1] == NL:
+                return NL
+            return CRLF if buf[pos + 1:pos + 2] == NL else CR
+        pos += 1
+
+
+def line_break(eol: bytes) -> bytes:
+    """The byte that ends a record in a file with line end ``eol``: CR in a bare-CR file,
+    else LF (a CRLF record ends with its LF)."""
+    return CR if eol == CR else NL
+
+
+#: PostgreSQL's errors for a line end of another style than the file's (22P04, bad copy file format).
+UNQUOTED_CR = "unquoted carriage return found in data"
+UNQUOTED_NL = "unquoted newline found in data"
+
+
+def eol_faults(buf: bytes, eol: bytes) -> list[tuple[int, int, str]]:
+    """(start, end, reason) of the records of ``buf`` (whole records) that hold a CR or LF
+    outside quotes other than the file's line end ``eol``: PostgreSQL fixes the style at the
+    file's first line and fails the COPY at any other, but a batch sent alone would be read
+    in the style of its own first record. Three C-level counts or one find when the batch is
+    clean; the records are only walked when it is not."""
+    if eol == NL:
+        if buf.find(CR) < 0:
+            return []
+        foreign = _positions(buf, CR)
+    elif eol == CR:
+        if buf.find(NL) < 0:
+            return []
+        foreign = _positions(buf, NL)
+    else:
+        pairs = buf.count(CRLF)
+        if buf.count(CR) == pairs == buf.count(NL):
+            return []
+        foreign = [p for p in _positions(buf, CR) if buf[p + 1:p + 2] != NL]
+        foreign += [p for p in _positions(buf, NL) if p == 0 or buf[p - 1:p] != CR]
+        foreign.sort()
+    return _faulty_records(buf, foreign, line_break(eol))
+
+
+def _positions(buf: bytes, byte: bytes) -> list[int]:
+    out, pos = [], buf.find(byte)
+    while pos >= 0:
+        out.append(pos)
+        pos = buf.find(byte, pos + 1)
+    return out
+
+
+def _faulty_records(buf: bytes, foreign: list[int], brk: bytes) -> list[tuple[int, int, str]]:
+    """The records holding one of the ``foreign`` line-end bytes outside quotes."""
+    faults: list[tuple[int, int, str]] = []
+    ends = record_ends(buf, brk=brk)
+    index = 0
+    start = 0
+    for pos in foreign:
+        while ends[index] <= pos:
+            start = ends[index]
+            index += 1
+        if faults and faults[-1][0] == start:
+            continue
+        if not buf.count(QUOTE, start, pos) & 1:
+            faults.append((start, ends[index], UNQUOTED_CR if buf[pos:pos + 1] == CR else UNQUOTED_NL))
+    return faults
 
 
 def strip_eol(record: bytes) -> bytes:
@@ -182,6 +271,7 @@ class Header:
     data_offset: int
     delimiter: str
     lines: int  # physical lines the header spans (usually 1)
+    eol: bytes = NL  # the file's line end, decided here as PostgreSQL does (see line_end)
 
 
 def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
@@ -205,12 +295,14 @@ def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_byte
 
 
 def _read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
-    head = f.read(max_line_bytes + len(BOM_UTF8) + 1)
+    head = f.read(max_line_bytes + len(BOM_UTF8) + 2)
     skip = len(BOM_UTF8) if enc.is_utf8 and head.startswith(BOM_UTF8) else 0
     if len(head) <= skip:
         raise CsvFormatError("the file is empty: no header line")
-    end = first_record_end(head, skip, min(len(head), skip + max_line_bytes + 1))
-    if end - skip > max_line_bytes and not head[skip:end].endswith(NL):
+    eol = line_end(head, skip)
+    brk = line_break(eol)
+    end = first_record_end(head, skip, min(len(head), skip + max_line_bytes + 1), brk)
+    if end - skip > max_line_bytes and not head[skip:end].endswith(brk):
         raise CsvFormatError(f"the header line is longer than {max_line_bytes} bytes")
     raw = head[skip:end]
     try:
@@ -222,15 +314,12 @@ def _read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_byt
         raise CsvFormatError(f"the header contains a NUL byte at byte offset {skip + raw.index(0)}")
     if not text.strip():
         raise CsvFormatError("the header line is empty")
-    outside = "".join(part for i, part in enumerate(text.split('"')) if i % 2 == 0)
-    if "\r" in outside:  # old Mac line ends: the "header" would swallow the whole file
-        raise CsvFormatError("lines end with a bare CR (carriage return); use LF or CRLF line ends")
     delim = delimiter or sniff_delimiter(text)
     if len(delim) != 1 or delim in '"\r\n' or ord(delim) > 127:
         raise CsvFormatError(f"bad delimiter {delim!r}: one ASCII character other than a quote or newline")
     rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True))
     fields = rows[0] if rows else []
-    return Header(fields=fields, data_offset=end, delimiter=delim, lines=raw.count(NL) or 1)
+    return Header(fields=fields, data_offset=end, delimiter=delim, lines=raw.count(brk) or 1, eol=eol)
 
 
 def sniff_delimiter(header_line: str) -> str:

@@ -87,34 +87,36 @@ def field_pattern(pg_type: str, not_null: bool, delimiter: bytes) -> bytes | Non
     return rb'(?:' + value + rb'|"' + value + rb'"' + (b"" if not_null else b"|") + b")"
 
 
-def compile_rows(types: Sequence[tuple[str, bool]], delimiter: str, crlf: bool) -> re.Pattern[bytes] | None:
+def compile_rows(types: Sequence[tuple[str, bool]], delimiter: str, eol: bytes) -> re.Pattern[bytes] | None:
     """A pattern matching a run of good records whose fields have ``types`` ((type, not null)
-    in file order); None if a type has no pattern or the delimiter cannot be screened."""
+    in file order) and end with ``eol`` (the file's LF, CRLF or CR); None if a type has no
+    pattern or the delimiter cannot be screened."""
     delim = delimiter.encode()
     if len(delim) != 1 or delim in b'"\r\n\x00':
         return None
     fields = [field_pattern(t, not_null, delim) for t, not_null in types]
     if not fields or any(f is None for f in fields):
         return None
-    end = rb"(?:\r\n|\Z)" if crlf else rb"(?:\n|\Z)"
+    end = rb"(?:" + re.escape(eol) + rb"|\Z)"
     row = rb"(?>" + re.escape(delim).join(f for f in fields if f is not None) + rb")" + end
     return re.compile(rb"(?:" + row + rb")*+")
 
 
-def split(rows: re.Pattern[bytes], data: bytes, suspects: list[tuple[int, int]]) -> Iterator[memoryview]:
-    """Yield the runs of good records of ``data`` (whole records) one window at a time; add
-    each other record's (start, end) to ``suspects``."""
+def split(rows: re.Pattern[bytes], data: bytes, suspects: list[tuple[int, int]], brk: bytes = b"\n"
+          ) -> Iterator[memoryview]:
+    """Yield the runs of good records of ``data`` (whole records, ending at ``brk``) one
+    window at a time; add each other record's (start, end) to ``suspects``."""
     view = memoryview(data)
     size = len(data)
     pos = run = window = 0
     while pos < size:
         if pos >= window:  # the next window ends at a record end (quote parity, C speed)
-            window = size if pos + WINDOW >= size else scan.last_record_end(data, pos, pos + WINDOW)
+            window = size if pos + WINDOW >= size else scan.last_record_end(data, pos, pos + WINDOW, brk)
             if window <= pos:
-                window = scan.first_record_end(data, pos)
+                window = scan.first_record_end(data, pos, brk=brk)
         end = rows.match(data, pos, window).end()  # type: ignore[union-attr]  # `*+` always matches
         if end < window:
-            stop = scan.first_record_end(data, end)
+            stop = scan.first_record_end(data, end, brk=brk)
             if end > run:
                 yield view[run:end]
             suspects.append((end, stop))

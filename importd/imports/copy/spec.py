@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from importd.imports.copy.scan import Encoding
+from importd.imports.copy.scan import NL, Encoding, line_break
 
 #: A rejected row: (line number, column or None, value or None, reason).
 Reject = tuple[int, str | None, str | None, str]
@@ -22,6 +22,12 @@ class LoadOptions:
     max_field_bytes: int = 1024 * 1024
     on_conflict: str = "error"  # error | skip | update
     conflict_key: tuple[str, ...] = ()
+    eol: bytes = NL  # the file's line end (LF, CRLF or CR), decided at its header
+
+    @property
+    def brk(self) -> bytes:
+        """The byte that ends a record (CR in a bare-CR file, else LF)."""
+        return line_break(self.eol)
 
 
 @dataclass(frozen=True)
