@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from api import errors, openapi, sse
 from api.auth import AuthMiddleware
-from api.routes import health, jobs, mappings, page, preview, session, upload
+from api.routes import health, jobs, mappings, page, preview, rejects, session, upload
 from api.services import lifespan_for
 from importd.config import Settings
 from importd.ops import metrics
@@ -34,6 +34,7 @@ ROUTES = [
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/api/jobs/{job_id}/errors", jobs.job_errors, methods=["GET"]),
+    Route("/api/jobs/{job_id}/rejects.csv", rejects.job_rejects_csv, methods=["GET"]),
     Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
     Route("/api/jobs/{job_id}/events", sse.job_events, methods=["GET"]),
 ]

@@ -35,6 +35,13 @@ JOB = {
         "updated_at": _nullable_str,
         "source": {"type": "string", "enum": ["redis", "database"]},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "rejects": {"type": "object", "nullable": True,
+                    "description": "once ended: every rejected record counted, grouped by (column, reason)",
+                    "properties": {"records": {"type": "integer"}, "file": {"type": "string"},
+                                   "groups": {"type": "array", "items": {"type": "object", "properties": {
+                                       "column": _nullable_str, "reason": {"type": "string"},
+                                       "count": {"type": "integer"},
+                                       "lines": {"type": "array", "items": {"type": "integer"}}}}}}},
     },
 }
 ACCEPTED = {
@@ -214,6 +221,13 @@ SCHEMA: dict[str, Any] = {
             "responses": {"200": {"description": "line_number,column,value,reason",
                                   "content": {"text/csv": {"schema": {"type": "string"}}}},
                           "404": _err("no such job"), **UNAUTHORIZED}}},
+        "/api/jobs/{job_id}/rejects.csv": {"get": {
+            "summary": "every rejected record as the original CSV lines, under the upload's header: fix, "
+                       "then upload this file to the same table", "security": [{"bearer": []}],
+            "parameters": [JOB_ID_PARAM],
+            "responses": {"200": {"description": "the header, then each rejected record's bytes",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          "404": _err("no such job, or it wrote no reject file (not run yet)"), **UNAUTHORIZED}}},
         "/api/jobs/{job_id}/cancel": {"post": {
             "summary": "cancel a queued job, or ask a running one to stop", "security": [{"bearer": []}],
             "parameters": [JOB_ID_PARAM],
