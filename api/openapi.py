@@ -115,6 +115,12 @@ MAPPING = {
                    "columns": {"type": "object", "additionalProperties": {"type": "string"}},
                    "updated_at": {"type": "string"}},
 }
+DEAD_LETTER: dict[str, Any] = {
+    "type": "object", "required": ["job_id", "task", "reason"],
+    "properties": {"job_id": {"type": "string"}, "task": {"type": "string"}, "reason": {"type": "string"},
+                   "attempts": {"type": "integer"}, "died_at": _nullable_str, "error": {"type": "string"},
+                   "exchange": _nullable_str, "routing_key": _nullable_str, "queue": {"type": "string"}},
+}
 PREVIEW_QUERY = [
     {"name": "table", "in": "query", "schema": {"type": "string"},
      "description": "target table (allowlisted); a job's own table with job_id"},
@@ -194,6 +200,27 @@ SCHEMA: dict[str, Any] = {
                                        "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
                     "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
                                   "400": _err("bad body or table"), **UNAUTHORIZED}}},
+        "/api/dlq": {"get": {
+            "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                       "maximum": 500}}],
+            "responses": {"200": _json("the dead letters", {
+                "type": "object", "required": ["dead_letters"],
+                "properties": {"dead_letters": {"type": "array", "items": DEAD_LETTER}}}),
+                "400": _err("bad limit"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
+        "/api/dlq/replay": {"post": {
+            "summary": "replay the named jobs' dead letters (importd replay-dlq --job ...)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["job_ids"],
+                "properties": {"job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                           "maxItems": 500}}}}}},
+            "responses": {"200": _json("what happened to each", {
+                "type": "object", "required": ["replayed"],
+                "properties": {"replayed": {"type": "array", "items": {
+                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
+                "400": _err("bad body"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/tables": {"get": {
             "summary": "tables uploads may target (IMPORTD_TABLES)", "security": [{"bearer": []}],
             "responses": {"200": _json("the allowlist", {
@@ -203,6 +230,8 @@ SCHEMA: dict[str, Any] = {
             "summary": "jobs, newest first", "security": [{"bearer": []}],
             "parameters": [
                 {"name": "state", "in": "query", "schema": STATE},
+                {"name": "table", "in": "query", "schema": {"type": "string"},
+                 "description": "only jobs into this table (as the job names it)"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
             "responses": {

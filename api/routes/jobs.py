@@ -142,8 +142,12 @@ async def list_jobs(request: Request) -> Response:
         raise ApiError(400, "bad_request", f"state must be one of {', '.join(STATES)}")
     limit = _limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor") or None
+    table = request.query_params.get("table") or None
+    if table is not None and "\x00" in table:
+        raise ApiError(400, "bad_request", "table cannot contain NUL")
     try:
-        records, next_cursor = await svc.with_db(store.list_jobs, state=state, limit=limit, cursor=cursor)
+        records, next_cursor = await svc.with_db(store.list_jobs, state=state, limit=limit, cursor=cursor,
+                                                 table=table)
     except ValueError:
         raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
     return JSONResponse({"jobs": [views.from_record(r) for r in records], "next_cursor": next_cursor})
