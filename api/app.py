@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from api import errors, openapi, sse
 from api.auth import AuthMiddleware
-from api.routes import health, jobs, page, session, upload
+from api.routes import dlq, health, jobs, mappings, page, preview, rejects, session, upload
 from api.services import lifespan_for
 from importd.config import Settings
 from importd.ops import metrics
@@ -27,10 +27,16 @@ ROUTES = [
     Route("/api/session", session.create_session, methods=["POST"]),
     Route("/api/session", session.delete_session, methods=["DELETE"]),
     Route("/api/upload", upload.upload_csv, methods=["POST"]),
+    Route("/api/preview", preview.preview_csv, methods=["POST"]),
+    Route("/api/mappings", mappings.list_mappings, methods=["GET"]),
+    Route("/api/mappings", mappings.put_mapping, methods=["PUT"]),
+    Route("/api/dlq", dlq.list_dead_letters, methods=["GET"]),
+    Route("/api/dlq/replay", dlq.replay_dead_letters, methods=["POST"]),
     Route("/api/tables", jobs.list_tables, methods=["GET"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),
     Route("/api/jobs/{job_id}/errors", jobs.job_errors, methods=["GET"]),
+    Route("/api/jobs/{job_id}/rejects.csv", rejects.job_rejects_csv, methods=["GET"]),
     Route("/api/jobs/{job_id}/cancel", jobs.cancel_job, methods=["POST"]),
     Route("/api/jobs/{job_id}/events", sse.job_events, methods=["GET"]),
 ]

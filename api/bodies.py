@@ -312,3 +312,53 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
     if not seen_file[0]:
         raise ApiError(400, "bad_request", "no 'file' part in the form")
     return fields
+
+
+class _HeadSink(_Sink):
+    """Keeps the first ``keep`` bytes of the file part in memory and drops the rest (a preview
+    reads the head only); never writes a file, never refuses a size."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__(Path("/dev/null"), keep)
+        self.more = False
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+        room = self.limit - len(self.buffer)
+        if len(data) > room:
+            self.more = True
+        if room > 0:
+            self.buffer += data[:room]
+
+    async def flush(self, force: bool = False) -> None:
+        return None
+
+
+async def receive_multipart_head(request: Request, keep: int,
+                                 header_limit: int = 8192) -> tuple[bytes, bool, dict[str, str]]:
+    """The first ``keep`` bytes of a multipart body's file part, whether more followed, and
+    the form fields. The body is read to its end (fields may follow the file) but memory holds
+    ``keep`` bytes of the file at most."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    sink = _HeadSink(keep)
+    try:
+        fields = await _receive_multipart(request.stream(), boundary, sink, header_limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    return bytes(sink.buffer), sink.more, fields
+
+
+async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
+    """The first ``keep`` bytes of a raw body and whether more followed; the rest is not read."""
+    head = bytearray()
+    try:
+        async for chunk in request.stream():
+            head += chunk
+            if len(head) > keep:
+                return bytes(head[:keep]), True
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    return bytes(head), False

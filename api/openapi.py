@@ -35,6 +35,13 @@ JOB = {
         "updated_at": _nullable_str,
         "source": {"type": "string", "enum": ["redis", "database"]},
         "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "rejects": {"type": "object", "nullable": True,
+                    "description": "once ended: every rejected record counted, grouped by (column, reason)",
+                    "properties": {"records": {"type": "integer"}, "file": {"type": "string"},
+                                   "groups": {"type": "array", "items": {"type": "object", "properties": {
+                                       "column": _nullable_str, "reason": {"type": "string"},
+                                       "count": {"type": "integer"},
+                                       "lines": {"type": "array", "items": {"type": "integer"}}}}}}},
     },
 }
 ACCEPTED = {
@@ -65,6 +72,8 @@ UPLOAD_QUERY = [
     {"name": "validate_only", "in": "query", "schema": {"type": "boolean"}},
     {"name": "delimiter", "in": "query", "schema": {"type": "string"}},
     {"name": "encoding", "in": "query", "schema": {"type": "string"}},
+    {"name": "columns", "in": "query", "schema": {"type": "string"},
+     "description": "JSON object: header name -> column (the job's columns option)"},
     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}},
 ]
 UPLOAD_FORM = {
@@ -75,12 +84,61 @@ UPLOAD_FORM = {
                    "max_errors": {"type": "integer", "minimum": 0}, "validate_only": {"type": "boolean"}},
 }
 
+PREVIEW = {
+    "type": "object",
+    "required": ["table", "delimiter", "encoding", "header", "mapping", "problems", "rows", "bytes_read", "complete"],
+    "properties": {
+        "table": {"type": "string"}, "delimiter": {"type": "string"}, "encoding": {"type": "string"},
+        "encoding_detected": {"type": "boolean"},
+        "header": {"type": "array", "items": {"type": "string"}},
+        "mapping": {"type": "object", "required": ["fields", "missing", "columns"], "properties": {
+            "fields": {"type": "array", "items": {"type": "object", "properties": {
+                "header": {"type": "string"}, "column": _nullable_str,
+                "how": {"type": "string", "enum": ["explicit", "auto", "suggested", "none"]}}}},
+            "missing": {"type": "array", "items": {"type": "object", "properties": {
+                "column": {"type": "string"}, "type": {"type": "string"}, "required": {"type": "boolean"}}}},
+            "columns": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "mapping_source": {"type": "string", "nullable": True, "enum": ["request", "saved", None]},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {"type": "object", "required": ["line", "cells"], "properties": {
+            "line": {"type": "integer"}, "error": _nullable_str,
+            "cells": {"type": "array", "items": {"type": "object", "properties": {
+                "value": _nullable_str, "quoted": {"type": "boolean"}, "error": _nullable_str}}}}}},
+        "rows_shown": {"type": "integer"}, "bad_rows": {"type": "integer"}, "bad_cells": {"type": "integer"},
+        "bytes_read": {"type": "integer"}, "complete": {"type": "boolean"},
+        "columns": {"type": "array", "items": {"type": "object"}},
+    },
+}
+MAPPING = {
+    "type": "object", "required": ["table", "header", "columns"],
+    "properties": {"table": {"type": "string"}, "header": {"type": "array", "items": {"type": "string"}},
+                   "columns": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "updated_at": {"type": "string"}},
+}
+DEAD_LETTER: dict[str, Any] = {
+    "type": "object", "required": ["job_id", "task", "reason"],
+    "properties": {"job_id": {"type": "string"}, "task": {"type": "string"}, "reason": {"type": "string"},
+                   "attempts": {"type": "integer"}, "died_at": _nullable_str, "error": {"type": "string"},
+                   "exchange": _nullable_str, "routing_key": _nullable_str, "queue": {"type": "string"}},
+}
+PREVIEW_QUERY = [
+    {"name": "table", "in": "query", "schema": {"type": "string"},
+     "description": "target table (allowlisted); a job's own table with job_id"},
+    {"name": "delimiter", "in": "query", "schema": {"type": "string"}},
+    {"name": "encoding", "in": "query", "schema": {"type": "string"}},
+    {"name": "columns", "in": "query", "schema": {"type": "string"},
+     "description": "JSON object: header name -> column (else the saved mapping, else the automatic one)"},
+    {"name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+    {"name": "job_id", "in": "query", "schema": {"type": "string"},
+     "description": "preview this job's stored file instead of a body"},
+]
+
 SCHEMA: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "importd", "version": "0.1.0",
              "description": "CSV uploads into PostgreSQL through RabbitMQ, progress over SSE."},
     "components": {
-        "schemas": {"Error": ERROR, "Job": JOB, "Accepted": ACCEPTED},
+        "schemas": {"Error": ERROR, "Job": JOB, "Accepted": ACCEPTED, "Preview": PREVIEW, "Mapping": MAPPING},
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
     "paths": {
@@ -109,6 +167,60 @@ SCHEMA: dict[str, Any] = {
                             "together, or one line) or 8 lines (code part_headers_too_large)"),
                 "503": _err("the job could not be queued; its Idempotency-Key is released, so a retry with "
                             "the same key can succeed"), **UNAUTHORIZED}}},
+        "/api/preview": {"post": {
+            "summary": "the file's first records mapped to the table and checked cell by cell; nothing is "
+                       "stored or queued, and only the first MiB of the file is read",
+            "security": [{"bearer": []}], "parameters": PREVIEW_QUERY,
+            "requestBody": {"required": False, "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "file": {"type": "string", "format": "binary"}, "table": {"type": "string"},
+                    "columns": {"type": "string"}, "rows": {"type": "integer"}}}},
+                "text/csv": {"schema": {"type": "string"}}}},
+            "responses": {
+                "200": _json("the preview", {"$ref": "#/components/schemas/Preview"}),
+                "400": _err("bad options, malformed body, a head that is not CSV, or a table that cannot be used"),
+                "404": _err("job_id names no job, or its file is gone"),
+                "413": _err("a raw body declared larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "415": _err("neither multipart/form-data nor text/csv"),
+                "431": _err("a multipart part's headers are too large"), **UNAUTHORIZED}}},
+        "/api/mappings": {
+            "get": {"summary": "saved column mappings, newest first", "security": [{"bearer": []}],
+                    "parameters": [{"name": "table", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": _json("the mappings", {
+                        "type": "object", "required": ["mappings"],
+                        "properties": {"mappings": {"type": "array",
+                                                    "items": {"$ref": "#/components/schemas/Mapping"}}}}),
+                        "400": _err("table not on the allowlist"), **UNAUTHORIZED}},
+            "put": {"summary": "save the mapping of a header into a table (used by the next preview)",
+                    "security": [{"bearer": []}],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["table", "header", "columns"],
+                        "properties": {"table": {"type": "string"},
+                                       "header": {"type": "array", "items": {"type": "string"}},
+                                       "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+                    "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
+                                  "400": _err("bad body or table"), **UNAUTHORIZED}}},
+        "/api/dlq": {"get": {
+            "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                       "maximum": 500}}],
+            "responses": {"200": _json("the dead letters", {
+                "type": "object", "required": ["dead_letters"],
+                "properties": {"dead_letters": {"type": "array", "items": DEAD_LETTER}}}),
+                "400": _err("bad limit"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
+        "/api/dlq/replay": {"post": {
+            "summary": "replay the named jobs' dead letters (importd replay-dlq --job ...)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["job_ids"],
+                "properties": {"job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                           "maxItems": 500}}}}}},
+            "responses": {"200": _json("what happened to each", {
+                "type": "object", "required": ["replayed"],
+                "properties": {"replayed": {"type": "array", "items": {
+                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
+                "400": _err("bad body"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/tables": {"get": {
             "summary": "tables uploads may target (IMPORTD_TABLES)", "security": [{"bearer": []}],
             "responses": {"200": _json("the allowlist", {
@@ -118,6 +230,8 @@ SCHEMA: dict[str, Any] = {
             "summary": "jobs, newest first", "security": [{"bearer": []}],
             "parameters": [
                 {"name": "state", "in": "query", "schema": STATE},
+                {"name": "table", "in": "query", "schema": {"type": "string"},
+                 "description": "only jobs into this table (as the job names it)"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
             "responses": {
@@ -136,6 +250,13 @@ SCHEMA: dict[str, Any] = {
             "responses": {"200": {"description": "line_number,column,value,reason",
                                   "content": {"text/csv": {"schema": {"type": "string"}}}},
                           "404": _err("no such job"), **UNAUTHORIZED}}},
+        "/api/jobs/{job_id}/rejects.csv": {"get": {
+            "summary": "every rejected record as the original CSV lines, under the upload's header: fix, "
+                       "then upload this file to the same table", "security": [{"bearer": []}],
+            "parameters": [JOB_ID_PARAM],
+            "responses": {"200": {"description": "the header, then each rejected record's bytes",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          "404": _err("no such job, or it wrote no reject file (not run yet)"), **UNAUTHORIZED}}},
         "/api/jobs/{job_id}/cancel": {"post": {
             "summary": "cancel a queued job, or ask a running one to stop", "security": [{"bearer": []}],
             "parameters": [JOB_ID_PARAM],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ from api import views
 from api.errors import ApiError
 from api.services import Services, services
 from importd import keys, logs
-from importd.imports import store
+from importd.imports import rejectfile, store
 from importd.worker.messages import JOB_ID
 
 log = logs.get("api.jobs")
@@ -77,6 +78,25 @@ async def repair_live(svc: Services, rec: store.JobRecord) -> None:
 
 
 async def get_job(request: Request) -> Response:
+    """The job; once it ended, with its rejects grouped by (column, reason) (``rejects``)."""
+    response = await _get_job(request)
+    view = json.loads(bytes(response.body))
+    if view.get("state") in FINAL_STATES:
+        view["rejects"] = await reject_summary(services(request), view["id"])
+        return JSONResponse(view)
+    return response
+
+
+async def reject_summary(svc: Services, job_id: str) -> dict[str, Any] | None:
+    """The job's rejects for its JSON: count, groups by (column, reason), the file's URL; None
+    before it ran."""
+    found = await svc.with_db(rejectfile.summary, job_id)
+    if found is None:
+        return None
+    return {"records": found["records"], "groups": found["groups"], "file": f"/api/jobs/{job_id}/rejects.csv"}
+
+
+async def _get_job(request: Request) -> JSONResponse:
     """Redis first (live counts); a non-terminal Redis state is checked against PostgreSQL,
     whose state wins: it is written first, so Redis can only lag behind it (a final write
     lost to a Redis stall would otherwise say STARTED for a day)."""
@@ -122,8 +142,12 @@ async def list_jobs(request: Request) -> Response:
         raise ApiError(400, "bad_request", f"state must be one of {', '.join(STATES)}")
     limit = _limit(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor") or None
+    table = request.query_params.get("table") or None
+    if table is not None and "\x00" in table:
+        raise ApiError(400, "bad_request", "table cannot contain NUL")
     try:
-        records, next_cursor = await svc.with_db(store.list_jobs, state=state, limit=limit, cursor=cursor)
+        records, next_cursor = await svc.with_db(store.list_jobs, state=state, limit=limit, cursor=cursor,
+                                                 table=table)
     except ValueError:
         raise ApiError(400, "bad_cursor", "cursor is not one this API returned") from None
     return JSONResponse({"jobs": [views.from_record(r) for r in records], "next_cursor": next_cursor})

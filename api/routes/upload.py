@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from api import bodies, views
 from api.errors import ApiError
+from api.routes.preview import parse_columns
 from api.services import Services, services
 from importd import logs
 from importd.errors import PublishError
@@ -63,7 +64,10 @@ def parse_options(params: dict[str, str]) -> dict[str, Any]:
     mode = params.get("mode") or "atomic"
     if mode not in MODES:
         raise ApiError(400, "bad_request", f"mode must be one of {', '.join(MODES)}")
-    options = {name: params[name] for name in CSV_OPTIONS if params.get(name)}
+    options: dict[str, Any] = {name: params[name] for name in CSV_OPTIONS if params.get(name)}
+    columns = parse_columns(params.get("columns"))  # the mapping the page's user confirmed
+    if columns:
+        options["columns"] = columns
     return {
         "table": table,
         "priority": _int(params, "priority", 0, 10),

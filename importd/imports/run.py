@@ -18,7 +18,7 @@ from psycopg import pq
 
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError
-from importd.imports import progress, store, targets
+from importd.imports import progress, rejectfile, store, targets
 from importd.imports.copy import loader, scan, streams
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
@@ -118,6 +118,7 @@ class ImportRun:
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
         self.first_reject: Reject | None = None
+        self.reject_log: rejectfile.RejectLog | None = None  # every rejected record, as CSV lines
         self.opts: ImportOptions
         self.size = 0
         self.committing = False
@@ -146,6 +147,8 @@ class ImportRun:
             self._import(started)
         finally:
             self.progress.forget(self.job_id)
+            if self.reject_log is not None:
+                self.reject_log.close()
 
     def _create_from_args(self) -> JobRecord:
         try:
@@ -167,6 +170,8 @@ class ImportRun:
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (and pending rejected rows) in the current transaction; commit."""
         self._store_rejects()
+        if self.reject_log is not None:
+            self.reject_log.save(self.conn, force=True)
         done = store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
                                 rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
         if not self.conn.autocommit:
@@ -228,6 +233,9 @@ class ImportRun:
                 self.stored = _stored_rejects(self.conn, self.job_id)
             elif rec.attempts > 1 or rec.checkpoint_offset:
                 store.delete_rejected_rows(self.conn, self.job_id)
+            self.reject_log = rejectfile.RejectLog.open(self.conn, self.job_id, path, _head(f, header.data_offset),
+                                                        resume=resumable and offset > header.data_offset,
+                                                        eol=header.eol)
             self.conn.autocommit = False
             try:
                 outcome = self._load(rec, f, engine, offset, line, opts, resumable)
@@ -300,12 +308,16 @@ class ImportRun:
         self.rows += result.rows
         self.rejected += len(result.rejects)
         self.pending_rejects.extend(result.rejects)
+        if self.reject_log is not None:
+            self.reject_log.add(batch, result.rejects)
         if result.rejects and self.first_reject is None:
             self.first_reject = result.rejects[0]
         if self.committing and self.rejected > self.opts.max_errors:
             self.committing = False  # this batch and the rest are only counted, never committed
         if self.committing:
             self._store_rejects(conn)
+            if self.reject_log is not None:
+                self.reject_log.save(conn)
             store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
                              rows_imported=self.rows, rows_rejected=self.rejected)
             conn.commit()
@@ -363,6 +375,12 @@ def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool
         line, column, _value, reason = first
         text += f"; first: line {line}" + (f", column {column}" if column else "") + f": {reason}"
     return text
+
+
+def _head(f: Any, end: int) -> bytes:
+    """The file's first ``end`` bytes (its header record), for the reject file."""
+    f.seek(0)
+    return bytes(f.read(end))
 
 
 def _count_lines(f: Any, end: int, brk: bytes = b"\n") -> int:

@@ -215,14 +215,18 @@ NOW: Any = _Now()
 
 
 def list_jobs(conn: psycopg.Connection[Any], state: str | None = None, limit: int = 50,
-              cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
-    """Jobs newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
+              cursor: str | None = None, table: str | None = None) -> tuple[list[JobRecord], str | None]:
+    """Jobs newest first (of one ``table`` if given); ``cursor`` is the opaque ``next_cursor``
+    of the previous page."""
     limit = max(1, min(int(limit), 1000))
     where: list[sql.Composable] = []
     params: list[Any] = []
     if state:
         where.append(sql.SQL("state = %s"))
         params.append(state)
+    if table:
+        where.append(sql.SQL("target_table = %s"))
+        params.append(table)
     if cursor:
         created, job_id = _decode_cursor(cursor)
         where.append(sql.SQL("(created_at, id) < (%s::timestamptz, %s)"))

@@ -27,26 +27,11 @@ from typing import Any
 
 import psycopg
 
-from importd.imports.copy import scan, screen
+from importd.imports.copy import cells, scan, screen
 from importd.imports.copy.salvage import Failure
 
-#: A temporary function (it goes with the session): each value cast to its type, errors back.
-FUNCTION = """
-CREATE OR REPLACE FUNCTION pg_temp.importd_input_errors(vals text[], types text[])
-RETURNS TABLE (k integer, state text, message text) LANGUAGE plpgsql AS $fn$
-BEGIN
-    FOR n IN 1 .. coalesce(array_length(vals, 1), 0) LOOP
-        BEGIN
-            EXECUTE format('SELECT %L::%s', vals[n], types[n]);
-        EXCEPTION WHEN data_exception THEN
-            k := n; state := SQLSTATE; message := SQLERRM;
-            RETURN NEXT;
-        END;
-    END LOOP;
-END $fn$"""
-#: SQLSTATE classes that are not about the query (connection, rollback, resources, operator, system).
-TROUBLE = ("08", "40", "53", "57", "58")
-CHECK = "SELECT k, state, message FROM pg_temp.importd_input_errors(%s::text[], %s::text[])"
+FUNCTION, CHECK, TROUBLE = cells.FUNCTION, cells.CHECK, cells.TROUBLE
+split = cells.split
 
 
 @dataclass(frozen=True)
@@ -114,45 +99,6 @@ def _checks(cols: list[Column], body: bytes, delimiter: bytes, record: int) -> l
     return out or None
 
 
-def split(body: bytes, delimiter: bytes) -> list[bytes] | None:
-    """The raw fields of one CSV record (quotes kept); None for a quote inside an unquoted
-    field or text after a closing quote, which PostgreSQL reads its own way."""
-    fields: list[bytes] = []
-    pos, size = 0, len(body)
-    while True:
-        if body.startswith(b'"', pos):
-            end = pos + 1
-            while True:
-                end = body.find(b'"', end)
-                if end < 0:
-                    return None
-                if body.startswith(b'""', end):
-                    end += 2
-                    continue
-                break
-            end += 1
-            if end < size and body[end:end + 1] != delimiter:
-                return None
-        else:
-            found = body.find(delimiter, pos)
-            end = size if found < 0 else found
-            if b'"' in body[pos:end]:
-                return None
-        fields.append(body[pos:end])
-        if end >= size:
-            return fields
-        pos = end + 1
-
-
 def _cast(conn: psycopg.Connection[Any], checks: list[_Check]) -> list[tuple[int, str, str]] | None:
     """(check number, SQLSTATE, message) of each failing cast; None if the query failed."""
-    try:
-        conn.execute("SAVEPOINT importd_triage; " + FUNCTION)
-        rows = conn.execute(CHECK, ([c.value for c in checks], [c.type for c in checks])).fetchall()  # type: ignore[arg-type]
-        conn.execute("RELEASE SAVEPOINT importd_triage")
-    except psycopg.Error as exc:
-        if not exc.sqlstate or exc.sqlstate[:2] in TROUBLE:  # the database is in trouble, not the query
-            raise
-        conn.execute("ROLLBACK TO SAVEPOINT importd_triage; RELEASE SAVEPOINT importd_triage")
-        return None
-    return [(int(k), str(state), str(message)) for k, state, message in rows]
+    return cells.cast_errors(conn, [c.value for c in checks], [c.type for c in checks])
