@@ -18,10 +18,16 @@ A cleanly finished run leaves its connection to the next job of the process.
 
 ``max_errors`` (default 0) decides the outcome: more rejected rows than that is FAILURE
 with the error report (rows are still counted to the end of the file, up to
-:data:`importd.imports.run.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the boundary:
-connection loss, deadlocks, serialization failures, admin shutdown, cancels and lock
-timeouts are :class:`~importd.errors.TransientError` (retried); what cannot pass is recorded
-as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
+:data:`importd.imports.run.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the
+boundary by :mod:`importd.imports.copy.pgerrors` (the one classification): a state of the server
+(connection loss, read-only, shutdown, resources, deadlocks, lock timeouts) is a
+:class:`~importd.errors.TransientError` (retried, then dead-lettered); a fault of the file or
+the table is recorded as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
+
+An outcome is final only once it is durable (issue 12 item 1): when FAILURE cannot be
+recorded (the database refuses writes or is gone), the delivery is a transient failure
+instead, so the message is retried and finally dead-lettered with its reason, never acked
+with the job left PENDING and nothing anywhere to bring it back.
 """
 
 from __future__ import annotations
@@ -34,15 +40,11 @@ from psycopg import pq, sql
 from importd.config import Settings
 from importd.errors import PermanentError, TransientError
 from importd.imports import progress, store, targets
+from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
 from importd.imports.run import ImportRun, connect, lock_key, worker_name  # noqa: F401 - re-exported
 from importd.imports.store import NOW
 from importd.worker.context import JobContext
-
-#: SQLSTATE classes that can pass: connection (08), rollback (40: deadlock, serialization),
-#: resources (53), operator intervention (57: cancel, admin shutdown), system (58).
-TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
-TRANSIENT_CODES = ("55P03",)  # lock_not_available
 
 _connections: dict[str, psycopg.Connection[Any]] = {}
 
@@ -50,15 +52,6 @@ _connections: dict[str, psycopg.Connection[Any]] = {}
 def progress_for(settings: Settings) -> Progress:
     """The process's shared Progress (keeps its Redis back-off state between jobs)."""
     return progress.shared(settings)
-
-
-def translate(exc: psycopg.Error) -> TransientError | PermanentError:
-    state = exc.sqlstate or ""
-    text = f"{type(exc).__name__}: {str(exc).strip()}"[:2000]
-    if (isinstance(exc, psycopg.OperationalError) and not state) or state[:2] in TRANSIENT_CLASSES \
-            or state in TRANSIENT_CODES:
-        return TransientError(text)
-    return PermanentError(text)
 
 
 def run_import_task(ctx: JobContext) -> None:
@@ -72,8 +65,8 @@ def run_import_task(ctx: JobContext) -> None:
     except psycopg.Error as exc:
         conn.close()
         error = translate(exc)
-        if isinstance(error, PermanentError):
-            _record_failure(ctx, str(error))
+        if isinstance(error, PermanentError) and not _record_failure(ctx, str(error)):
+            raise _unrecorded(error) from exc
         raise error from exc
     except BaseException:
         conn.close()
@@ -152,20 +145,33 @@ def _running_elsewhere(conn: psycopg.Connection[Any], job_id: str) -> bool:
     return not free or not free[0]
 
 
-def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> None:
+def _unrecorded(error: PermanentError) -> TransientError:
+    """The error of a delivery whose FAILURE could not be written (issue 12 item 1): not an
+    outcome yet, so the delivery is retried (and dead-lettered with this text at the end)."""
+    return TransientError(f"could not record FAILURE ({error}); retrying the delivery"[:2000])
+
+
+def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> bool:
+    """Write FAILURE with ``error`` on a connection of its own; whether the outcome is durable.
+
+    True also when there was nothing to write (the job is final already, has no row, or
+    another delivery runs it); False only when the database refused or lost the write,
+    in which case the caller must not ack the delivery as an outcome (issue 12 item 1).
+    """
     try:
         with store.connect(ctx.settings) as conn:
             if unless_locked and _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.warning("job still running elsewhere; not marked FAILURE")
-                return
+                return True
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
         ctx.log.error("could not record FAILURE", error=str(db_exc))
-        return
+        return False
     if rec is not None:
         progress_for(ctx.settings).set_state(ctx.job.job_id, "FAILURE", error=error,
                                              rows=rec.rows_imported, rejected=rec.rows_rejected)
+    return True
 
 
 def run_bulk_task(ctx: JobContext) -> None:

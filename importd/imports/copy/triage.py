@@ -27,7 +27,7 @@ from typing import Any
 
 import psycopg
 
-from importd.imports.copy import scan, screen
+from importd.imports.copy import pgerrors, scan, screen
 from importd.imports.copy.salvage import Failure
 
 #: A temporary function (it goes with the session): each value cast to its type, errors back.
@@ -44,8 +44,6 @@ BEGIN
         END;
     END LOOP;
 END $fn$"""
-#: SQLSTATE classes that are not about the query (connection, rollback, resources, operator, system).
-TROUBLE = ("08", "40", "53", "57", "58")
 CHECK = "SELECT k, state, message FROM pg_temp.importd_input_errors(%s::text[], %s::text[])"
 
 
@@ -151,7 +149,7 @@ def _cast(conn: psycopg.Connection[Any], checks: list[_Check]) -> list[tuple[int
         rows = conn.execute(CHECK, ([c.value for c in checks], [c.type for c in checks])).fetchall()  # type: ignore[arg-type]
         conn.execute("RELEASE SAVEPOINT importd_triage")
     except psycopg.Error as exc:
-        if not exc.sqlstate or exc.sqlstate[:2] in TROUBLE:  # the database is in trouble, not the query
+        if pgerrors.is_transient(exc):  # the database is in trouble, not the query: the run decides
             raise
         conn.execute("ROLLBACK TO SAVEPOINT importd_triage; RELEASE SAVEPOINT importd_triage")
         return None
