@@ -126,6 +126,8 @@ class ImportRun:
                                    (lock_key(self.job_id),)).fetchone()
         if not locked or not locked[0]:
             raise Deferred("locked")
+        if self.ctx.job.replay and store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
+            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
         started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
         if started is None:  # finished, cancelled, or no row yet
             rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
@@ -221,10 +223,10 @@ class ImportRun:
             offset, line = header.data_offset, 1 + header.lines
             if resumable and rec.checkpoint_offset > offset:
                 offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset)
-                self.rows, self.rejected = rec.checkpoint_rows, rec.rows_rejected
+                self.rows, self.rejected = rec.checkpoint_rows, rec.checkpoint_rejected
                 self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
             if resumable:
-                self.stored = _stored_rejects(self.conn, self.job_id)
+                self.stored = _keep_rejects_before(self.conn, self.job_id, line)
             elif rec.attempts > 1 or rec.checkpoint_offset:
                 store.delete_rejected_rows(self.conn, self.job_id)
             self.conn.autocommit = False
@@ -306,7 +308,8 @@ class ImportRun:
         if self.committing:
             self._store_rejects(conn)
             store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
-                             rows_imported=self.rows, rows_rejected=self.rejected)
+                             checkpoint_rejected=self.rejected, rows_imported=self.rows,
+                             rows_rejected=self.rejected)
             conn.commit()
         elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
             del self.pending_rejects[store.MAX_STORED_REJECTS:]
@@ -377,6 +380,9 @@ def _count_lines(f: Any, end: int) -> int:
     return total
 
 
-def _stored_rejects(conn: psycopg.Connection[Any], job_id: str) -> int:
+def _keep_rejects_before(conn: psycopg.Connection[Any], job_id: str, line: int) -> int:
+    """Drop the rejected rows stored from ``line`` on (an earlier run that ended FAILURE stores
+    the rows it counted past its checkpoint; this run counts them again); return how many stay."""
+    conn.execute("DELETE FROM importd.rejected_rows WHERE job_id = %s AND line_number >= %s", (job_id, line))
     row = conn.execute("SELECT count(*) FROM importd.rejected_rows WHERE job_id = %s", (job_id,)).fetchone()
     return int(row[0]) if row else 0

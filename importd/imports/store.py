@@ -60,6 +60,7 @@ class JobRecord:
     rows_rejected: int = 0
     checkpoint_offset: int = 0
     checkpoint_rows: int = 0
+    checkpoint_rejected: int = 0
     error: str | None = None
     idempotency_key: str | None = None
     cancel_requested: bool = False
@@ -68,6 +69,8 @@ class JobRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    #: What the job was before each replay of a dead letter (issue 12 item 3), oldest first.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -144,6 +147,7 @@ def create_job(conn: psycopg.Connection[Any], rec: JobRecord) -> JobRecord:
     values = {k: v for k, v in asdict(rec).items()
               if k not in ("created_at", "updated_at") or v is not None}
     values["options"] = Jsonb(values.get("options") or {})
+    values["history"] = Jsonb(values.get("history") or [])
     query = sql.SQL("INSERT INTO importd.jobs ({}) VALUES ({}) RETURNING {}").format(
         sql.SQL(", ").join(map(sql.Identifier, values)),
         sql.SQL(", ").join(sql.Placeholder(k) for k in values),
@@ -203,6 +207,44 @@ def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: 
         " RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         return cur.execute(query, (attempt, worker, job_id)).fetchone()
+
+
+#: Reopens a job for a replayed dead letter: what it was goes to ``history`` with the replay
+#: id, a FAILURE goes back to PENDING, the attempt count starts over, and the counters go
+#: back to what stays in the table (the checkpoint of a resumable job, nothing otherwise).
+#: A replay id already in ``history`` matches nothing: the reopening is idempotent.
+_REOPEN = (
+    "UPDATE importd.jobs SET"
+    " history = history || jsonb_build_array(jsonb_build_object("
+    "   'replay_id', %(replay)s::text, 'replayed_at', clock_timestamp(), 'state', state, 'error', error,"
+    "   'attempts', attempts, 'rows_imported', rows_imported, 'rows_rejected', rows_rejected,"
+    "   'worker', worker, 'started_at', started_at, 'finished_at', finished_at)),"
+    " state = CASE WHEN state = 'FAILURE' THEN 'PENDING' ELSE state END,"
+    " attempts = 0, error = NULL, finished_at = NULL, updated_at = clock_timestamp(),"
+    " rows_imported = CASE WHEN mode = 'resumable' THEN checkpoint_rows ELSE 0 END,"
+    " rows_rejected = CASE WHEN mode = 'resumable' THEN checkpoint_rejected ELSE 0 END"
+    " WHERE id = %(id)s AND state NOT IN ('SUCCESS', 'CANCELLED')"
+    " AND NOT history @> jsonb_build_array(jsonb_build_object('replay_id', %(replay)s::text))"
+    " RETURNING {}")
+
+
+def reopen_for_replay(conn: psycopg.Connection[Any], job_id: str, replay_id: str) -> JobRecord | None:
+    """Reopen a job for replay ``replay_id`` (issue 12 item 3); None if there was nothing to do.
+
+    Nothing is done for a job that ended SUCCESS (a replay never runs it again) or CANCELLED
+    (someone asked it to stop), for a job without a row, or when this replay id reopened the
+    job already (a second copy of the same replayed dead letter). The caller holds the job's
+    advisory lock, so no delivery is running it. The rejected rows of a job that starts over
+    (no checkpoint) go with the reopening; a resumable job drops those past its checkpoint
+    when it resumes.
+    """
+    query = sql.SQL(_REOPEN).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+    with conn.transaction():
+        with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            rec = cur.execute(query, {"id": job_id, "replay": replay_id}).fetchone()
+        if rec is not None and not rec.checkpoint_offset:  # it starts over: its old report goes
+            delete_rejected_rows(conn, job_id)
+    return rec
 
 
 class _Now:
