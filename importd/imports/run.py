@@ -17,7 +17,7 @@ import psycopg
 from psycopg import pq
 
 from importd.config import Settings
-from importd.errors import Deferred, InvalidMessage, PermanentError
+from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
 from importd.imports import progress, store, targets
 from importd.imports.copy import loader, scan, streams
 from importd.imports.copy.batches import Batch
@@ -120,6 +120,7 @@ class ImportRun:
         self.opts: ImportOptions
         self.size = 0
         self.committing = False
+        self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
 
     def run(self) -> None:
         locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
@@ -221,6 +222,7 @@ class ImportRun:
                 raise self._fail(rec, str(exc)) from exc
             resumable = rec.mode == "resumable" and not opts.validate_only
             offset, line = header.data_offset, 1 + header.lines
+            self.checkpoint = rec.checkpoint_offset  # as read under the lock: the fence's first value
             if resumable and rec.checkpoint_offset > offset:
                 offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset)
                 self.rows, self.rejected = rec.checkpoint_rows, rec.checkpoint_rejected
@@ -297,7 +299,12 @@ class ImportRun:
 
     def settle(self, conn: psycopg.Connection[Any], batch: Batch, result: loader.BatchResult) -> bool:
         """Count a loaded batch (in file order) and commit it with the checkpoint while the job
-        may still succeed; False once enough rejected rows are counted to stop reading."""
+        may still succeed; False once enough rejected rows are counted to stop reading.
+
+        The checkpoint moves by compare-and-set from the offset this run last committed
+        (issue 12 item 4): if it moved meanwhile, another delivery holds the job now (this
+        run's lock went with its main backend) and the batch is rolled back, not loaded twice.
+        """
         self.rows += result.rows
         self.rejected += len(result.rejects)
         self.pending_rejects.extend(result.rejects)
@@ -307,10 +314,14 @@ class ImportRun:
             self.committing = False  # this batch and the rest are only counted, never committed
         if self.committing:
             self._store_rejects(conn)
-            store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
-                             checkpoint_rejected=self.rejected, rows_imported=self.rows,
-                             rows_rejected=self.rejected)
+            if not store.advance_checkpoint(conn, self.job_id, previous=self.checkpoint, offset=batch.end,
+                                            rows=self.rows, rejected=self.rejected):
+                conn.rollback()
+                raise TransientError(f"the checkpoint of job {self.job_id} is no longer at {self.checkpoint}: "
+                                     "another delivery took the job over (this run's lock was lost); "
+                                     "batch rolled back")
             conn.commit()
+            self.checkpoint = batch.end
         elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
             del self.pending_rejects[store.MAX_STORED_REJECTS:]
         self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=self.size,

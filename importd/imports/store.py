@@ -209,6 +209,26 @@ def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: 
         return cur.execute(query, (attempt, worker, job_id)).fetchone()
 
 
+def advance_checkpoint(conn: psycopg.Connection[Any], job_id: str, *, previous: int, offset: int, rows: int,
+                       rejected: int) -> bool:
+    """Move a resumable job's checkpoint from ``previous`` to ``offset`` (in the caller's
+    transaction, with the batch it covers); False if the checkpoint is not at ``previous``.
+
+    This is the fence of issue 12 item 4: the job's advisory lock lives on one connection of
+    the run, but batches commit on every stream's connection. A run whose lock was lost (its
+    main backend died) and a redelivery that took the lock can both be committing; the
+    compare-and-set lets only one of them move the checkpoint past a given offset, and the
+    other rolls its batch back instead of loading it twice. The row lock of the UPDATE makes
+    two concurrent attempts wait for each other, and the second then sees the moved offset.
+    """
+    row = conn.execute(
+        "UPDATE importd.jobs SET checkpoint_offset = %s, checkpoint_rows = %s, checkpoint_rejected = %s,"
+        " rows_imported = %s, rows_rejected = %s, updated_at = clock_timestamp()"
+        " WHERE id = %s AND checkpoint_offset = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')"
+        " RETURNING id", (offset, rows, rejected, rows, rejected, job_id, previous)).fetchone()
+    return row is not None
+
+
 #: Reopens a job for a replayed dead letter: what it was goes to ``history`` with the replay
 #: id, a FAILURE goes back to PENDING, the attempt count starts over, and the counters go
 #: back to what stays in the table (the checkpoint of a resumable job, nothing otherwise).
