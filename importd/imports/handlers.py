@@ -43,6 +43,7 @@ from importd.imports import progress, store, targets
 from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
 from importd.imports.run import ImportRun, connect, lock_key, worker_name  # noqa: F401 - re-exported
+from importd.imports.states import JobState
 from importd.imports.store import NOW
 from importd.worker.context import JobContext
 
@@ -120,13 +121,13 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
             if _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.info("job still running elsewhere; state left as is")
                 return
-            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="RETRY",
+            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.RETRY,
                                    attempts=ctx.job.attempt, error=error)
     except psycopg.Error as db_exc:
         ctx.log.warning("could not record RETRY", error=str(db_exc))
         rec = None
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, "RETRY", attempt=ctx.job.attempt, error=error)
+        progress_for(ctx.settings).set_state(ctx.job.job_id, JobState.RETRY, attempt=ctx.job.attempt, error=error)
 
 
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
@@ -163,13 +164,13 @@ def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) ->
             if unless_locked and _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.warning("job still running elsewhere; not marked FAILURE")
                 return True
-            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
+            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.FAILURE,
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
         ctx.log.error("could not record FAILURE", error=str(db_exc))
         return False
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, "FAILURE", error=error,
+        progress_for(ctx.settings).set_state(ctx.job.job_id, JobState.FAILURE, error=error,
                                              rows=rec.rows_imported, rejected=rec.rows_rejected)
     return True
 

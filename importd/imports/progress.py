@@ -23,6 +23,7 @@ import redis
 
 from importd import keys, logs
 from importd.config import Settings
+from importd.imports.states import FINAL
 
 #: Seconds a Redis connect or command may take before it counts as down.
 SOCKET_TIMEOUT_S = 0.25
@@ -38,7 +39,7 @@ TTL_RUNNING_S = 24 * 3600
 MAX_BLOCK_MS = 30_000
 #: Events kept per job (approximate trim).
 STREAM_MAXLEN = 1000
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+FINAL_STATES = FINAL  # one spelling of the job states (issue 11): importd.imports.states
 
 
 def _now() -> str:

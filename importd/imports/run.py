@@ -24,6 +24,7 @@ from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
 from importd.imports.copy.spec import LoadOptions, Reject
 from importd.imports.options import JobArgsError, job_from_args, normalize
+from importd.imports.states import JobState
 from importd.imports.store import NOW, JobRecord
 from importd.worker.context import JobContext
 from importd.worker.messages import Job
@@ -136,13 +137,13 @@ class ImportRun:
                 self.log.info("job already finished, nothing to do", state=rec.state)
                 return
             if rec.cancel_requested:
-                self._finish(rec, "CANCELLED", "cancelled before it started")
+                self._finish(rec, JobState.CANCELLED, "cancelled before it started")
                 return
             started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
             if started is None:
                 return
         rec = started
-        self.progress.set_state(self.job_id, "STARTED", attempt=self.ctx.job.attempt,
+        self.progress.set_state(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt,
                                 table=rec.target_table, total_bytes=rec.file_size)
         try:
             self._import(started)
@@ -163,7 +164,7 @@ class ImportRun:
 
     def _fail(self, rec: JobRecord, reason: str) -> PermanentError:
         """Record FAILURE with ``reason``; the caller raises what this returns."""
-        self._finish(rec, "FAILURE", reason)
+        self._finish(rec, JobState.FAILURE, reason)
         return PermanentError(reason)
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
@@ -345,7 +346,7 @@ class ImportRun:
     def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
                   resumable: bool) -> None:
         if outcome == "done" and not opts.validate_only:
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+            self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
             if self.rows >= ANALYZE_MIN_ROWS:
@@ -354,12 +355,12 @@ class ImportRun:
         counted_rows = self.rows
         self._roll_back(resumable)
         if outcome == "cancelled":
-            self._finish(rec, "CANCELLED", "cancelled on request")
+            self._finish(rec, JobState.CANCELLED, "cancelled on request")
             self.log.info("import cancelled", rows=self.rows)
             return
         if outcome == "done":  # validate_only, valid enough
             self.rows = counted_rows
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+            self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             return
         if opts.validate_only:
