@@ -42,7 +42,7 @@ from importd.errors import PermanentError, TransientError
 from importd.imports import progress, store, targets
 from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
-from importd.imports.run import ImportRun, connect, lock_key, worker_name  # noqa: F401 - re-exported
+from importd.imports.run import ImportRun, connect, lock_key, try_lock, worker_name  # noqa: F401 - re-exported
 from importd.imports.states import JobState
 from importd.imports.store import NOW
 from importd.worker.context import JobContext
@@ -142,8 +142,7 @@ def _running_elsewhere(conn: psycopg.Connection[Any], job_id: str) -> bool:
 
     A free lock is taken and goes with ``conn`` when the caller closes it.
     """
-    free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(job_id),)).fetchone()
-    return not free or not free[0]
+    return not try_lock(conn, job_id)
 
 
 def _unrecorded(error: PermanentError) -> TransientError:

@@ -63,6 +63,18 @@ def lock_key(job_id: str) -> str:
     return f"importd.job:{job_id}"
 
 
+#: The one statement that takes a job's lock (issue 11): a session advisory lock, so it goes
+#: with the connection (a dead backend frees it) and a delivery holds it across its commits.
+TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+
+
+def try_lock(conn: psycopg.Connection[Any], job_id: str) -> bool:
+    """Take the job's lock on ``conn`` if it is free; False if another session holds it
+    (a live delivery of the job runs there). The lock goes when ``conn`` unlocks or closes."""
+    row = conn.execute(TRY_LOCK, (lock_key(job_id),)).fetchone()
+    return bool(row and row[0])
+
+
 def publish_analyze(settings: Settings, job_id: str, table: str, log: Any) -> None:
     """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
     from importd.worker.publisher import Publisher
@@ -124,9 +136,7 @@ class ImportRun:
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
 
     def run(self) -> None:
-        locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                   (lock_key(self.job_id),)).fetchone()
-        if not locked or not locked[0]:
+        if not try_lock(self.conn, self.job_id):
             raise Deferred("locked")
         if self.ctx.job.replay and store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
             self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
