@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,24 @@ def options_of(rec: JobRecord, settings: Settings) -> ImportOptions:
                          delimiter=opts.get("delimiter"), mapping=dict(opts.get("columns") or {}), load=load)
 
 
+class LoadEnd(StrEnum):
+    """How the loading of a file ended (what :meth:`ImportRun._conclude` makes an outcome of)."""
+
+    DONE = "done"  # every batch read
+    CANCELLED = "cancelled"  # a cancel request seen between batches
+    TOO_MANY_ERRORS = "too-many-errors"  # more rejected rows than max_errors
+
+
+class Refused(Exception):
+    """A fault of the file or the table found by the run (a bad path, header, option, too many
+    bad rows): :meth:`ImportRun.run` records it as the job's FAILURE and raises
+    :class:`~importd.errors.PermanentError`. Whoever raises it has rolled back what must not stay."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ImportRun:
     """One delivery of one import job on one connection (autocommit until loading starts)."""
 
@@ -157,6 +176,9 @@ class ImportRun:
                                 table=rec.target_table, total_bytes=rec.file_size)
         try:
             self._import(started)
+        except Refused as exc:
+            self._finish(started, JobState.FAILURE, exc.reason)
+            raise PermanentError(exc.reason) from exc
         finally:
             self.progress.forget(self.job_id)
 
@@ -171,11 +193,6 @@ class ImportRun:
             found = store.get_job(self.conn, self.job_id)
             assert found is not None
             return found
-
-    def _fail(self, rec: JobRecord, reason: str) -> PermanentError:
-        """Record FAILURE with ``reason``; the caller raises what this returns."""
-        self._finish(rec, JobState.FAILURE, reason)
-        return PermanentError(reason)
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (and pending rejected rows) in the current transaction; commit."""
@@ -201,20 +218,20 @@ class ImportRun:
         try:
             opts = options_of(rec, self.settings)
         except JobArgsError as exc:
-            raise self._fail(rec, f"invalid options: {exc}") from exc
+            raise Refused(f"invalid options: {exc}") from exc
         path = Path(rec.file_path or "")
         upload = self.settings.upload_dir.resolve()
         resolved = path.resolve()
         if not rec.file_path or not resolved.is_relative_to(upload):
-            raise self._fail(rec, f"file path {rec.file_path!r} is outside the upload directory")
+            raise Refused(f"file path {rec.file_path!r} is outside the upload directory")
         if not resolved.is_file():
-            raise self._fail(rec, f"file not found: {rec.file_path}")
+            raise Refused(f"file not found: {rec.file_path}")
         if rec.file_size is not None and rec.checkpoint_offset and resolved.stat().st_size != rec.file_size:
-            raise self._fail(rec, "the file changed since the job was created; cannot resume")
+            raise Refused("the file changed since the job was created; cannot resume")
         try:
             target = targets.load(self.conn, self.settings, rec.target_table or "")
         except targets.TargetError as exc:
-            raise self._fail(rec, str(exc)) from exc
+            raise Refused(str(exc)) from exc
         return resolved, opts, target
 
     def _import(self, rec: JobRecord) -> None:
@@ -224,13 +241,13 @@ class ImportRun:
                 header = scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
                 columns = targets.map_header(target, header.fields, opts.mapping)
             except (scan.CsvFormatError, targets.TargetError) as exc:
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
             load_opts = opts.with_delimiter(header.delimiter)
             engine = loader.Loader(self.conn, target, columns, load_opts)
             try:
                 engine.prepare()
             except psycopg.errors.DataError as exc:
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
             resumable = rec.mode == "resumable" and not opts.validate_only
             offset, line = header.data_offset, 1 + header.lines
             self.checkpoint = rec.checkpoint_offset  # as read under the lock: the fence's first value
@@ -247,20 +264,20 @@ class ImportRun:
                 outcome = self._load(rec, f, engine, offset, line, opts, resumable)
             except scan.CsvFormatError as exc:
                 self._roll_back(resumable)
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
         self._conclude(rec, target, outcome, opts, resumable)
 
     def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
-              opts: ImportOptions, resumable: bool) -> str:
-        """Load every batch; return "done", "cancelled" or "too-many-errors"."""
+              opts: ImportOptions, resumable: bool) -> LoadEnd:
+        """Load every batch; how the loading ended."""
         self.opts, self.size, self.committing = opts, rec.file_size or os.fstat(f.fileno()).st_size, resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             count = self._streams(engine, offset) if resumable else 1
             reason = self._load_serial(batches, engine) if count == 1 else self._load_parallel(batches, engine, count)
         if reason is not None:
-            return reason
-        return "too-many-errors" if self.rejected > opts.max_errors else "done"
+            return LoadEnd(reason)
+        return LoadEnd.TOO_MANY_ERRORS if self.rejected > opts.max_errors else LoadEnd.DONE
 
     def _streams(self, engine: loader.Loader, offset: int) -> int:
         """COPY streams for a resumable import: one unless the rest of the file is more than a batch
@@ -305,7 +322,7 @@ class ImportRun:
         """Stop before batch ``index``: raise at the soft limit or on a stop request; "cancelled"."""
         self.ctx.check()
         if index and self._cancel_requested(conn):  # checked at the start for the first batch
-            return "cancelled"
+            return LoadEnd.CANCELLED
         return None
 
     def settle(self, conn: psycopg.Connection[Any], batch: Batch, result: loader.BatchResult) -> bool:
@@ -353,9 +370,9 @@ class ImportRun:
         row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s", (self.job_id,)).fetchone()
         return bool(row and row[0])
 
-    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
+    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: LoadEnd, opts: ImportOptions,
                   resumable: bool) -> None:
-        if outcome == "done" and not opts.validate_only:
+        if outcome is LoadEnd.DONE and not opts.validate_only:
             self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
@@ -364,11 +381,11 @@ class ImportRun:
             return
         counted_rows = self.rows
         self._roll_back(resumable)
-        if outcome == "cancelled":
+        if outcome is LoadEnd.CANCELLED:
             self._finish(rec, JobState.CANCELLED, "cancelled on request")
             self.log.info("import cancelled", rows=self.rows)
             return
-        if outcome == "done":  # validate_only, valid enough
+        if outcome is LoadEnd.DONE:  # validate_only, valid enough
             self.rows = counted_rows
             self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
@@ -377,7 +394,7 @@ class ImportRun:
             self.rows = counted_rows
         reason = _summary(self.rejected, self.first_reject, opts.max_errors, stopped=self.rejected
                           > opts.max_errors + COUNT_LIMIT)
-        raise self._fail(rec, reason)
+        raise Refused(reason)
 
 
 def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool = False) -> str:
