@@ -35,30 +35,29 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
-from importd.config import Settings
 from importd.errors import PermanentError, TransientError
-from importd.imports import progress, store, targets
+from importd.imports import store, targets
 from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
 from importd.imports.run import ImportRun, connect, lock_key, try_lock, worker_name  # noqa: F401 - re-exported
+from importd.imports.runtime import Runtime
 from importd.imports.states import JobState
 from importd.imports.store import NOW
 from importd.worker.context import JobContext
 
-_connections: dict[str, psycopg.Connection[Any]] = {}
 
-
-def progress_for(settings: Settings) -> Progress:
-    """The process's shared Progress (keeps its Redis back-off state between jobs)."""
-    return progress.shared(settings)
+def progress_for(ctx: JobContext) -> Progress:
+    """The process's Progress (keeps its Redis back-off state between jobs)."""
+    return Runtime.of(ctx).progress
 
 
 def run_import_task(ctx: JobContext) -> None:
     """Handler of ``import.csv`` (args: file, table, mode, max_errors, validate_only, options)."""
+    runtime = Runtime.of(ctx)
     try:
-        conn = _take_connection(ctx.settings)
+        conn = runtime.take_connection(lambda: connect(ctx.settings))
     except psycopg.Error as exc:
         raise translate(exc) from exc
     try:
@@ -72,41 +71,7 @@ def run_import_task(ctx: JobContext) -> None:
     except BaseException:
         conn.close()
         raise
-    _give_back(ctx.settings, conn)
-
-
-def _take_connection(settings: Settings) -> psycopg.Connection[Any]:
-    """The process's idle import connection if it has one, else a new one.
-
-    Reusing it saves a connection (a backend fork) per job: small files are mostly overhead.
-    """
-    conn = _connections.pop(settings.database_url, None)
-    if conn is not None and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        try:
-            conn.execute("SELECT 1")  # the server may have closed it meanwhile (restart, idle timeout)
-            return conn
-        except psycopg.Error:
-            pass
-    if conn is not None:
-        conn.close()
-    return connect(settings)
-
-
-def _give_back(settings: Settings, conn: psycopg.Connection[Any]) -> None:
-    """Keep a cleanly finished job's connection for the next job: its advisory lock released,
-    its temporary tables dropped; anything unexpected closes it instead."""
-    try:
-        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SELECT pg_advisory_unlock_all(); DISCARD TEMP")
-    except psycopg.Error:
-        conn.close()
-        return
-    old = _connections.pop(settings.database_url, None)
-    if old is not None:
-        old.close()
-    _connections[settings.database_url] = conn
+    runtime.give_back(conn)
 
 
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
@@ -127,7 +92,7 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
         ctx.log.warning("could not record RETRY", error=str(db_exc))
         rec = None
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, JobState.RETRY, attempt=ctx.job.attempt, error=error)
+        progress_for(ctx).set_state(ctx.job.job_id, JobState.RETRY, attempt=ctx.job.attempt, error=error)
 
 
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
@@ -169,7 +134,7 @@ def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) ->
         ctx.log.error("could not record FAILURE", error=str(db_exc))
         return False
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, JobState.FAILURE, error=error,
+        progress_for(ctx).set_state(ctx.job.job_id, JobState.FAILURE, error=error,
                                              rows=rec.rows_imported, rejected=rec.rows_rejected)
     return True
 

@@ -19,12 +19,13 @@ from psycopg import pq
 
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
-from importd.imports import progress, store, targets
+from importd.imports import store, targets
 from importd.imports.copy import loader, scan, streams
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
 from importd.imports.copy.spec import LoadOptions, Reject
 from importd.imports.options import JobArgsError, job_from_args, normalize
+from importd.imports.runtime import Runtime
 from importd.imports.states import JobState
 from importd.imports.store import NOW, JobRecord
 from importd.worker.context import JobContext
@@ -45,8 +46,6 @@ SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tc
 #: Client-side keepalives (a vanished database server is noticed too).
 CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                                      "keepalives_count": 3}
-
-_publishers: dict[str, Any] = {}
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
@@ -76,15 +75,10 @@ def try_lock(conn: psycopg.Connection[Any], job_id: str) -> bool:
     return bool(row and row[0])
 
 
-def publish_analyze(settings: Settings, job_id: str, table: str, log: Any) -> None:
+def publish_analyze(runtime: Runtime, job_id: str, table: str, log: Any) -> None:
     """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
-    from importd.worker.publisher import Publisher
-
     try:
-        publisher = _publishers.get(settings.broker_url)
-        if publisher is None:
-            publisher = _publishers[settings.broker_url] = Publisher(settings)
-        publisher.publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
+        runtime.publisher().publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
                               args={"op": "analyze", "table": table}))
     except Exception as exc:  # noqa: BLE001 - the import is done; ANALYZE is an optimisation
         log.warning("could not queue ANALYZE", table=table, error=str(exc))
@@ -145,7 +139,8 @@ class ImportRun:
         self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
         self.job_id = ctx.job.job_id
         self.log = ctx.log
-        self.progress = progress.shared(ctx.settings)
+        self.runtime = Runtime.of(ctx)
+        self.progress = self.runtime.progress
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
         self.first_reject: Reject | None = None
@@ -377,7 +372,7 @@ class ImportRun:
                          if self.rejected else None)
             self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
             if self.rows >= ANALYZE_MIN_ROWS:
-                publish_analyze(self.settings, self.job_id, target.name, self.log)
+                publish_analyze(self.runtime, self.job_id, target.name, self.log)
             return
         counted_rows = self.rows
         self._roll_back(resumable)
