@@ -18,10 +18,16 @@ A cleanly finished run leaves its connection to the next job of the process.
 
 ``max_errors`` (default 0) decides the outcome: more rejected rows than that is FAILURE
 with the error report (rows are still counted to the end of the file, up to
-:data:`importd.imports.run.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the boundary:
-connection loss, deadlocks, serialization failures, admin shutdown, cancels and lock
-timeouts are :class:`~importd.errors.TransientError` (retried); what cannot pass is recorded
-as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
+:data:`importd.imports.run.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the
+boundary by :mod:`importd.imports.copy.pgerrors` (the one classification): a state of the server
+(connection loss, read-only, shutdown, resources, deadlocks, lock timeouts) is a
+:class:`~importd.errors.TransientError` (retried, then dead-lettered); a fault of the file or
+the table is recorded as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
+
+An outcome is final only once it is durable (issue 12 item 1): when FAILURE cannot be
+recorded (the database refuses writes or is gone), the delivery is a transient failure
+instead, so the message is retried and finally dead-lettered with its reason, never acked
+with the job left PENDING and nothing anywhere to bring it back.
 """
 
 from __future__ import annotations
@@ -29,42 +35,29 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
-from importd.config import Settings
 from importd.errors import PermanentError, TransientError
-from importd.imports import progress, store, targets
+from importd.imports import store, targets
+from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
-from importd.imports.run import ImportRun, connect, lock_key, worker_name  # noqa: F401 - re-exported
+from importd.imports.run import ImportRun, connect, lock_key, try_lock, worker_name  # noqa: F401 - re-exported
+from importd.imports.runtime import Runtime
+from importd.imports.states import JobState
 from importd.imports.store import NOW
 from importd.worker.context import JobContext
 
-#: SQLSTATE classes that can pass: connection (08), rollback (40: deadlock, serialization),
-#: resources (53), operator intervention (57: cancel, admin shutdown), system (58).
-TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
-TRANSIENT_CODES = ("55P03",)  # lock_not_available
 
-_connections: dict[str, psycopg.Connection[Any]] = {}
-
-
-def progress_for(settings: Settings) -> Progress:
-    """The process's shared Progress (keeps its Redis back-off state between jobs)."""
-    return progress.shared(settings)
-
-
-def translate(exc: psycopg.Error) -> TransientError | PermanentError:
-    state = exc.sqlstate or ""
-    text = f"{type(exc).__name__}: {str(exc).strip()}"[:2000]
-    if (isinstance(exc, psycopg.OperationalError) and not state) or state[:2] in TRANSIENT_CLASSES \
-            or state in TRANSIENT_CODES:
-        return TransientError(text)
-    return PermanentError(text)
+def progress_for(ctx: JobContext) -> Progress:
+    """The process's Progress (keeps its Redis back-off state between jobs)."""
+    return Runtime.of(ctx).progress
 
 
 def run_import_task(ctx: JobContext) -> None:
     """Handler of ``import.csv`` (args: file, table, mode, max_errors, validate_only, options)."""
+    runtime = Runtime.of(ctx)
     try:
-        conn = _take_connection(ctx.settings)
+        conn = runtime.take_connection(lambda: connect(ctx.settings))
     except psycopg.Error as exc:
         raise translate(exc) from exc
     try:
@@ -72,47 +65,13 @@ def run_import_task(ctx: JobContext) -> None:
     except psycopg.Error as exc:
         conn.close()
         error = translate(exc)
-        if isinstance(error, PermanentError):
-            _record_failure(ctx, str(error))
+        if isinstance(error, PermanentError) and not _record_failure(ctx, str(error)):
+            raise _unrecorded(error) from exc
         raise error from exc
     except BaseException:
         conn.close()
         raise
-    _give_back(ctx.settings, conn)
-
-
-def _take_connection(settings: Settings) -> psycopg.Connection[Any]:
-    """The process's idle import connection if it has one, else a new one.
-
-    Reusing it saves a connection (a backend fork) per job: small files are mostly overhead.
-    """
-    conn = _connections.pop(settings.database_url, None)
-    if conn is not None and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        try:
-            conn.execute("SELECT 1")  # the server may have closed it meanwhile (restart, idle timeout)
-            return conn
-        except psycopg.Error:
-            pass
-    if conn is not None:
-        conn.close()
-    return connect(settings)
-
-
-def _give_back(settings: Settings, conn: psycopg.Connection[Any]) -> None:
-    """Keep a cleanly finished job's connection for the next job: its advisory lock released,
-    its temporary tables dropped; anything unexpected closes it instead."""
-    try:
-        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            conn.rollback()
-        conn.autocommit = True
-        conn.execute("SELECT pg_advisory_unlock_all(); DISCARD TEMP")
-    except psycopg.Error:
-        conn.close()
-        return
-    old = _connections.pop(settings.database_url, None)
-    if old is not None:
-        old.close()
-    _connections[settings.database_url] = conn
+    runtime.give_back(conn)
 
 
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
@@ -127,13 +86,13 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
             if _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.info("job still running elsewhere; state left as is")
                 return
-            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="RETRY",
+            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.RETRY,
                                    attempts=ctx.job.attempt, error=error)
     except psycopg.Error as db_exc:
         ctx.log.warning("could not record RETRY", error=str(db_exc))
         rec = None
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, "RETRY", attempt=ctx.job.attempt, error=error)
+        progress_for(ctx).set_state(ctx.job.job_id, JobState.RETRY, attempt=ctx.job.attempt, error=error)
 
 
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
@@ -148,24 +107,36 @@ def _running_elsewhere(conn: psycopg.Connection[Any], job_id: str) -> bool:
 
     A free lock is taken and goes with ``conn`` when the caller closes it.
     """
-    free = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock_key(job_id),)).fetchone()
-    return not free or not free[0]
+    return not try_lock(conn, job_id)
 
 
-def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> None:
+def _unrecorded(error: PermanentError) -> TransientError:
+    """The error of a delivery whose FAILURE could not be written (issue 12 item 1): not an
+    outcome yet, so the delivery is retried (and dead-lettered with this text at the end)."""
+    return TransientError(f"could not record FAILURE ({error}); retrying the delivery"[:2000])
+
+
+def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> bool:
+    """Write FAILURE with ``error`` on a connection of its own; whether the outcome is durable.
+
+    True also when there was nothing to write (the job is final already, has no row, or
+    another delivery runs it); False only when the database refused or lost the write,
+    in which case the caller must not ack the delivery as an outcome (issue 12 item 1).
+    """
     try:
         with store.connect(ctx.settings) as conn:
             if unless_locked and _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.warning("job still running elsewhere; not marked FAILURE")
-                return
-            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state="FAILURE",
+                return True
+            rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.FAILURE,
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
     except psycopg.Error as db_exc:
         ctx.log.error("could not record FAILURE", error=str(db_exc))
-        return
+        return False
     if rec is not None:
-        progress_for(ctx.settings).set_state(ctx.job.job_id, "FAILURE", error=error,
+        progress_for(ctx).set_state(ctx.job.job_id, JobState.FAILURE, error=error,
                                              rows=rec.rows_imported, rejected=rec.rows_rejected)
+    return True
 
 
 def run_bulk_task(ctx: JobContext) -> None:

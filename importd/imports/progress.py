@@ -32,6 +32,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from importd import keys, logs
 from importd.config import Settings
+from importd.imports.states import FINAL
 
 #: Seconds a Redis connect or command may take before it counts as down.
 SOCKET_TIMEOUT_S = 0.25
@@ -47,7 +48,7 @@ TTL_RUNNING_S = 24 * 3600
 MAX_BLOCK_MS = 30_000
 #: Events kept per job (approximate trim).
 STREAM_MAXLEN = 1000
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+FINAL_STATES = FINAL  # one spelling of the job states (issue 11): importd.imports.states
 #: Tries of a job's final-state write while Redis is not known to be down.
 FINAL_ATTEMPTS = 4
 #: Tries of the final-state write during a back-off window (Redis failed moments ago).

@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ import psycopg
 from psycopg import pq
 
 from importd.config import Settings
-from importd.errors import Deferred, InvalidMessage, PermanentError
-from importd.imports import progress, rejectfile, store, targets
+from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
+from importd.imports import rejectfile, store, targets
 from importd.imports.copy import loader, scan, streams
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
 from importd.imports.copy.spec import LoadOptions, Reject
 from importd.imports.options import JobArgsError, job_from_args, normalize
+from importd.imports.runtime import Runtime
+from importd.imports.states import JobState
 from importd.imports.store import NOW, JobRecord
 from importd.worker.context import JobContext
 from importd.worker.messages import Job
@@ -44,8 +47,6 @@ SESSION_OPTIONS = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tc
 CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                                      "keepalives_count": 3}
 
-_publishers: dict[str, Any] = {}
-
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     """A new import connection (:data:`SESSION_OPTIONS`, :data:`CLIENT_KEEPALIVES`)."""
@@ -62,15 +63,22 @@ def lock_key(job_id: str) -> str:
     return f"importd.job:{job_id}"
 
 
-def publish_analyze(settings: Settings, job_id: str, table: str, log: Any) -> None:
-    """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
-    from importd.worker.publisher import Publisher
+#: The one statement that takes a job's lock (issue 11): a session advisory lock, so it goes
+#: with the connection (a dead backend frees it) and a delivery holds it across its commits.
+TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
 
+
+def try_lock(conn: psycopg.Connection[Any], job_id: str) -> bool:
+    """Take the job's lock on ``conn`` if it is free; False if another session holds it
+    (a live delivery of the job runs there). The lock goes when ``conn`` unlocks or closes."""
+    row = conn.execute(TRY_LOCK, (lock_key(job_id),)).fetchone()
+    return bool(row and row[0])
+
+
+def publish_analyze(runtime: Runtime, job_id: str, table: str, log: Any) -> None:
+    """Queue ANALYZE of ``table`` after a successful import (best effort: logged if it fails)."""
     try:
-        publisher = _publishers.get(settings.broker_url)
-        if publisher is None:
-            publisher = _publishers[settings.broker_url] = Publisher(settings)
-        publisher.publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
+        runtime.publisher().publish(Job(job_id=f"{job_id}.analyze", task="bulk.operations",
                               args={"op": "analyze", "table": table}))
     except Exception as exc:  # noqa: BLE001 - the import is done; ANALYZE is an optimisation
         log.warning("could not queue ANALYZE", table=table, error=str(exc))
@@ -107,6 +115,24 @@ def options_of(rec: JobRecord, settings: Settings) -> ImportOptions:
                          delimiter=opts.get("delimiter"), mapping=dict(opts.get("columns") or {}), load=load)
 
 
+class LoadEnd(StrEnum):
+    """How the loading of a file ended (what :meth:`ImportRun._conclude` makes an outcome of)."""
+
+    DONE = "done"  # every batch read
+    CANCELLED = "cancelled"  # a cancel request seen between batches
+    TOO_MANY_ERRORS = "too-many-errors"  # more rejected rows than max_errors
+
+
+class Refused(Exception):
+    """A fault of the file or the table found by the run (a bad path, header, option, too many
+    bad rows): :meth:`ImportRun.run` records it as the job's FAILURE and raises
+    :class:`~importd.errors.PermanentError`. Whoever raises it has rolled back what must not stay."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ImportRun:
     """One delivery of one import job on one connection (autocommit until loading starts)."""
 
@@ -114,7 +140,8 @@ class ImportRun:
         self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
         self.job_id = ctx.job.job_id
         self.log = ctx.log
-        self.progress = progress.shared(ctx.settings)
+        self.runtime = Runtime.of(ctx)
+        self.progress = self.runtime.progress
         self.rows = self.rejected = self.stored = 0
         self.pending_rejects: list[Reject] = []
         self.first_reject: Reject | None = None
@@ -122,12 +149,13 @@ class ImportRun:
         self.opts: ImportOptions
         self.size = 0
         self.committing = False
+        self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
 
     def run(self) -> None:
-        locked = self.conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
-                                   (lock_key(self.job_id),)).fetchone()
-        if not locked or not locked[0]:
+        if not try_lock(self.conn, self.job_id):
             raise Deferred("locked")
+        if self.ctx.job.replay and store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
+            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
         started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
         if started is None:  # finished, cancelled, or no row yet
             rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
@@ -135,16 +163,19 @@ class ImportRun:
                 self.log.info("job already finished, nothing to do", state=rec.state)
                 return
             if rec.cancel_requested:
-                self._finish(rec, "CANCELLED", "cancelled before it started")
+                self._finish(rec, JobState.CANCELLED, "cancelled before it started")
                 return
             started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
             if started is None:
                 return
         rec = started
-        self.progress.set_state(self.job_id, "STARTED", attempt=self.ctx.job.attempt,
+        self.progress.set_state(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt,
                                 table=rec.target_table, total_bytes=rec.file_size)
         try:
             self._import(started)
+        except Refused as exc:
+            self._finish(started, JobState.FAILURE, exc.reason)
+            raise PermanentError(exc.reason) from exc
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
@@ -161,11 +192,6 @@ class ImportRun:
             found = store.get_job(self.conn, self.job_id)
             assert found is not None
             return found
-
-    def _fail(self, rec: JobRecord, reason: str) -> PermanentError:
-        """Record FAILURE with ``reason``; the caller raises what this returns."""
-        self._finish(rec, "FAILURE", reason)
-        return PermanentError(reason)
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (and pending rejected rows) in the current transaction; commit."""
@@ -193,20 +219,20 @@ class ImportRun:
         try:
             opts = options_of(rec, self.settings)
         except JobArgsError as exc:
-            raise self._fail(rec, f"invalid options: {exc}") from exc
+            raise Refused(f"invalid options: {exc}") from exc
         path = Path(rec.file_path or "")
         upload = self.settings.upload_dir.resolve()
         resolved = path.resolve()
         if not rec.file_path or not resolved.is_relative_to(upload):
-            raise self._fail(rec, f"file path {rec.file_path!r} is outside the upload directory")
+            raise Refused(f"file path {rec.file_path!r} is outside the upload directory")
         if not resolved.is_file():
-            raise self._fail(rec, f"file not found: {rec.file_path}")
+            raise Refused(f"file not found: {rec.file_path}")
         if rec.file_size is not None and rec.checkpoint_offset and resolved.stat().st_size != rec.file_size:
-            raise self._fail(rec, "the file changed since the job was created; cannot resume")
+            raise Refused("the file changed since the job was created; cannot resume")
         try:
             target = targets.load(self.conn, self.settings, rec.target_table or "")
         except targets.TargetError as exc:
-            raise self._fail(rec, str(exc)) from exc
+            raise Refused(str(exc)) from exc
         return resolved, opts, target
 
     def _import(self, rec: JobRecord) -> None:
@@ -216,21 +242,22 @@ class ImportRun:
                 header = scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
                 columns = targets.map_header(target, header.fields, opts.mapping)
             except (scan.CsvFormatError, targets.TargetError) as exc:
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
             load_opts = opts.dialect(header)
             engine = loader.Loader(self.conn, target, columns, load_opts)
             try:
                 engine.prepare()
             except psycopg.errors.DataError as exc:
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
             resumable = rec.mode == "resumable" and not opts.validate_only
             offset, line = header.data_offset, 1 + header.lines
+            self.checkpoint = rec.checkpoint_offset  # as read under the lock: the fence's first value
             if resumable and rec.checkpoint_offset > offset:
                 offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset, load_opts.brk)
-                self.rows, self.rejected = rec.checkpoint_rows, rec.rows_rejected
+                self.rows, self.rejected = rec.checkpoint_rows, rec.checkpoint_rejected
                 self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
             if resumable:
-                self.stored = _stored_rejects(self.conn, self.job_id)
+                self.stored = _keep_rejects_before(self.conn, self.job_id, line)
             elif rec.attempts > 1 or rec.checkpoint_offset:
                 store.delete_rejected_rows(self.conn, self.job_id)
             self.reject_log = rejectfile.RejectLog.open(self.conn, self.job_id, path, _head(f, header.data_offset),
@@ -241,20 +268,20 @@ class ImportRun:
                 outcome = self._load(rec, f, engine, offset, line, opts, resumable)
             except scan.CsvFormatError as exc:
                 self._roll_back(resumable)
-                raise self._fail(rec, str(exc)) from exc
+                raise Refused(str(exc)) from exc
         self._conclude(rec, target, outcome, opts, resumable)
 
     def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
-              opts: ImportOptions, resumable: bool) -> str:
-        """Load every batch; return "done", "cancelled" or "too-many-errors"."""
+              opts: ImportOptions, resumable: bool) -> LoadEnd:
+        """Load every batch; how the loading ended."""
         self.opts, self.size, self.committing = opts, rec.file_size or os.fstat(f.fileno()).st_size, resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             count = self._streams(engine, offset) if resumable else 1
             reason = self._load_serial(batches, engine) if count == 1 else self._load_parallel(batches, engine, count)
         if reason is not None:
-            return reason
-        return "too-many-errors" if self.rejected > opts.max_errors else "done"
+            return LoadEnd(reason)
+        return LoadEnd.TOO_MANY_ERRORS if self.rejected > opts.max_errors else LoadEnd.DONE
 
     def _streams(self, engine: loader.Loader, offset: int) -> int:
         """COPY streams for a resumable import: one unless the rest of the file is more than a batch
@@ -299,12 +326,17 @@ class ImportRun:
         """Stop before batch ``index``: raise at the soft limit or on a stop request; "cancelled"."""
         self.ctx.check()
         if index and self._cancel_requested(conn):  # checked at the start for the first batch
-            return "cancelled"
+            return LoadEnd.CANCELLED
         return None
 
     def settle(self, conn: psycopg.Connection[Any], batch: Batch, result: loader.BatchResult) -> bool:
         """Count a loaded batch (in file order) and commit it with the checkpoint while the job
-        may still succeed; False once enough rejected rows are counted to stop reading."""
+        may still succeed; False once enough rejected rows are counted to stop reading.
+
+        The checkpoint moves by compare-and-set from the offset this run last committed
+        (issue 12 item 4): if it moved meanwhile, another delivery holds the job now (this
+        run's lock went with its main backend) and the batch is rolled back, not loaded twice.
+        """
         self.rows += result.rows
         self.rejected += len(result.rejects)
         self.pending_rejects.extend(result.rejects)
@@ -316,11 +348,16 @@ class ImportRun:
             self.committing = False  # this batch and the rest are only counted, never committed
         if self.committing:
             self._store_rejects(conn)
-            if self.reject_log is not None:
+            if not store.advance_checkpoint(conn, self.job_id, previous=self.checkpoint, offset=batch.end,
+                                            rows=self.rows, rejected=self.rejected):
+                conn.rollback()
+                raise TransientError(f"the checkpoint of job {self.job_id} is no longer at {self.checkpoint}: "
+                                     "another delivery took the job over (this run's lock was lost); "
+                                     "batch rolled back")
+            if self.reject_log is not None:  # after the fence: a run that lost its lock writes nothing more
                 self.reject_log.save(conn)
-            store.update_job(conn, self.job_id, checkpoint_offset=batch.end, checkpoint_rows=self.rows,
-                             rows_imported=self.rows, rows_rejected=self.rejected)
             conn.commit()
+            self.checkpoint = batch.end
         elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
             del self.pending_rejects[store.MAX_STORED_REJECTS:]
         self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=self.size,
@@ -341,31 +378,31 @@ class ImportRun:
         row = conn.execute("SELECT cancel_requested FROM importd.jobs WHERE id = %s", (self.job_id,)).fetchone()
         return bool(row and row[0])
 
-    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: str, opts: ImportOptions,
+    def _conclude(self, rec: JobRecord, target: targets.Target, outcome: LoadEnd, opts: ImportOptions,
                   resumable: bool) -> None:
-        if outcome == "done" and not opts.validate_only:
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+        if outcome is LoadEnd.DONE and not opts.validate_only:
+            self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             self.log.info("import succeeded", rows=self.rows, rejected=self.rejected, table=target.name)
             if self.rows >= ANALYZE_MIN_ROWS:
-                publish_analyze(self.settings, self.job_id, target.name, self.log)
+                publish_analyze(self.runtime, self.job_id, target.name, self.log)
             return
         counted_rows = self.rows
         self._roll_back(resumable)
-        if outcome == "cancelled":
-            self._finish(rec, "CANCELLED", "cancelled on request")
+        if outcome is LoadEnd.CANCELLED:
+            self._finish(rec, JobState.CANCELLED, "cancelled on request")
             self.log.info("import cancelled", rows=self.rows)
             return
-        if outcome == "done":  # validate_only, valid enough
+        if outcome is LoadEnd.DONE:  # validate_only, valid enough
             self.rows = counted_rows
-            self._finish(rec, "SUCCESS", _summary(self.rejected, self.first_reject, opts.max_errors)
+            self._finish(rec, JobState.SUCCESS, _summary(self.rejected, self.first_reject, opts.max_errors)
                          if self.rejected else None)
             return
         if opts.validate_only:
             self.rows = counted_rows
         reason = _summary(self.rejected, self.first_reject, opts.max_errors, stopped=self.rejected
                           > opts.max_errors + COUNT_LIMIT)
-        raise self._fail(rec, reason)
+        raise Refused(reason)
 
 
 def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool = False) -> str:
@@ -396,6 +433,9 @@ def _count_lines(f: Any, end: int, brk: bytes = b"\n") -> int:
     return total
 
 
-def _stored_rejects(conn: psycopg.Connection[Any], job_id: str) -> int:
+def _keep_rejects_before(conn: psycopg.Connection[Any], job_id: str, line: int) -> int:
+    """Drop the rejected rows stored from ``line`` on (an earlier run that ended FAILURE stores
+    the rows it counted past its checkpoint; this run counts them again); return how many stay."""
+    conn.execute("DELETE FROM importd.rejected_rows WHERE job_id = %s AND line_number >= %s", (job_id, line))
     row = conn.execute("SELECT count(*) FROM importd.rejected_rows WHERE job_id = %s", (job_id,)).fetchone()
     return int(row[0]) if row else 0

@@ -27,14 +27,15 @@ from psycopg.types.json import Jsonb
 
 from importd.config import Settings
 from importd.imports.copy.spec import Reject
+from importd.imports.states import ALL, FINAL, FINAL_SQL, JobState
 
 #: Directory of the versioned SQL migrations (``NNN_name.sql``).
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Advisory lock key that serialises migrations across hosts ("importd-migrate").
 MIGRATE_LOCK_KEY = 0x1D_0A_7E_5C_4E_3A
-#: Job states; the last three are final.
-STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
-FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "CANCELLED"})
+#: Job states (:mod:`importd.imports.states`, kept here under their old names); the last three are final.
+STATES = ALL
+FINAL_STATES = FINAL
 #: Rejected rows stored per job (all are counted in ``jobs.rows_rejected``).
 MAX_STORED_REJECTS = 1000
 
@@ -51,7 +52,7 @@ class JobRecord:
     file_path: str | None = None
     file_size: int | None = None
     checksum: str | None = None
-    state: str = "PENDING"
+    state: str = JobState.PENDING
     priority: int = 0
     mode: str = "atomic"
     options: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +61,7 @@ class JobRecord:
     rows_rejected: int = 0
     checkpoint_offset: int = 0
     checkpoint_rows: int = 0
+    checkpoint_rejected: int = 0
     error: str | None = None
     idempotency_key: str | None = None
     cancel_requested: bool = False
@@ -68,6 +70,8 @@ class JobRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    #: What the job was before each replay of a dead letter (issue 12 item 3), oldest first.
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -144,6 +148,7 @@ def create_job(conn: psycopg.Connection[Any], rec: JobRecord) -> JobRecord:
     values = {k: v for k, v in asdict(rec).items()
               if k not in ("created_at", "updated_at") or v is not None}
     values["options"] = Jsonb(values.get("options") or {})
+    values["history"] = Jsonb(values.get("history") or [])
     query = sql.SQL("INSERT INTO importd.jobs ({}) VALUES ({}) RETURNING {}").format(
         sql.SQL(", ").join(map(sql.Identifier, values)),
         sql.SQL(", ").join(sql.Placeholder(k) for k in values),
@@ -184,7 +189,7 @@ def update_job(conn: psycopg.Connection[Any], job_id: str, *, only_unfinished: b
     sets.append(sql.SQL("updated_at = clock_timestamp()"))
     query = sql.SQL("UPDATE importd.jobs SET {} WHERE id = %(_id)s{} RETURNING {}").format(
         sql.SQL(", ").join(sets),
-        sql.SQL(" AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED')") if only_unfinished else sql.SQL(""),
+        sql.SQL(f" AND state NOT IN ({FINAL_SQL})") if only_unfinished else sql.SQL(""),
         sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
     )
     params = {k: v for k, v in values.items() if v is not NOW}
@@ -197,12 +202,70 @@ def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: 
     """Mark a job STARTED (attempt, worker, first start time) unless it is final or a cancel
     was requested; None if it was not started (or has no row)."""
     query = sql.SQL(
-        "UPDATE importd.jobs SET state = 'STARTED', attempts = %s, worker = %s, error = NULL,"
+        f"UPDATE importd.jobs SET state = '{JobState.STARTED}', attempts = %s, worker = %s, error = NULL,"
         " started_at = coalesce(started_at, now()), updated_at = now()"
-        " WHERE id = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED') AND NOT cancel_requested"
+        f" WHERE id = %s AND state NOT IN ({FINAL_SQL}) AND NOT cancel_requested"
         " RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         return cur.execute(query, (attempt, worker, job_id)).fetchone()
+
+
+def advance_checkpoint(conn: psycopg.Connection[Any], job_id: str, *, previous: int, offset: int, rows: int,
+                       rejected: int) -> bool:
+    """Move a resumable job's checkpoint from ``previous`` to ``offset`` (in the caller's
+    transaction, with the batch it covers); False if the checkpoint is not at ``previous``.
+
+    This is the fence of issue 12 item 4: the job's advisory lock lives on one connection of
+    the run, but batches commit on every stream's connection. A run whose lock was lost (its
+    main backend died) and a redelivery that took the lock can both be committing; the
+    compare-and-set lets only one of them move the checkpoint past a given offset, and the
+    other rolls its batch back instead of loading it twice. The row lock of the UPDATE makes
+    two concurrent attempts wait for each other, and the second then sees the moved offset.
+    """
+    row = conn.execute(
+        "UPDATE importd.jobs SET checkpoint_offset = %s, checkpoint_rows = %s, checkpoint_rejected = %s,"
+        " rows_imported = %s, rows_rejected = %s, updated_at = clock_timestamp()"
+        f" WHERE id = %s AND checkpoint_offset = %s AND state NOT IN ({FINAL_SQL})"
+        " RETURNING id", (offset, rows, rejected, rows, rejected, job_id, previous)).fetchone()
+    return row is not None
+
+
+#: Reopens a job for a replayed dead letter: what it was goes to ``history`` with the replay
+#: id, a FAILURE goes back to PENDING, the attempt count starts over, and the counters go
+#: back to what stays in the table (the checkpoint of a resumable job, nothing otherwise).
+#: A replay id already in ``history`` matches nothing: the reopening is idempotent.
+_REOPEN = (
+    "UPDATE importd.jobs SET"
+    " history = history || jsonb_build_array(jsonb_build_object("
+    "   'replay_id', %(replay)s::text, 'replayed_at', clock_timestamp(), 'state', state, 'error', error,"
+    "   'attempts', attempts, 'rows_imported', rows_imported, 'rows_rejected', rows_rejected,"
+    "   'worker', worker, 'started_at', started_at, 'finished_at', finished_at)),"
+    f" state = CASE WHEN state = '{JobState.FAILURE}' THEN '{JobState.PENDING}' ELSE state END,"
+    " attempts = 0, error = NULL, finished_at = NULL, updated_at = clock_timestamp(),"
+    " rows_imported = CASE WHEN mode = 'resumable' THEN checkpoint_rows ELSE 0 END,"
+    " rows_rejected = CASE WHEN mode = 'resumable' THEN checkpoint_rejected ELSE 0 END"
+    f" WHERE id = %(id)s AND state NOT IN ('{JobState.SUCCESS}', '{JobState.CANCELLED}')"
+    " AND NOT history @> jsonb_build_array(jsonb_build_object('replay_id', %(replay)s::text))"
+    " RETURNING {}")
+
+
+def reopen_for_replay(conn: psycopg.Connection[Any], job_id: str, replay_id: str) -> JobRecord | None:
+    """Reopen a job for replay ``replay_id`` (issue 12 item 3); None if there was nothing to do.
+
+    Nothing is done for a job that ended SUCCESS (a replay never runs it again) or CANCELLED
+    (someone asked it to stop), for a job without a row, or when this replay id reopened the
+    job already (a second copy of the same replayed dead letter). The caller holds the job's
+    advisory lock, so no delivery is running it. The rejected rows of a job that starts over
+    (no checkpoint) go with the reopening; a resumable job drops those past its checkpoint
+    when it resumes.
+    """
+    query = sql.SQL(_REOPEN).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
+    with conn.transaction():
+        with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+            rec = cur.execute(query, {"id": job_id, "replay": replay_id}).fetchone()
+        if rec is not None and not rec.checkpoint_offset:  # it starts over: its old report goes
+            delete_rejected_rows(conn, job_id)
+    return rec
 
 
 class _Now:
@@ -264,9 +327,10 @@ def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | No
     ``cancel_requested`` and the engine stops it between batches; a final job is unchanged."""
     query = sql.SQL(
         "UPDATE importd.jobs SET cancel_requested = true, updated_at = now(),"
-        " state = CASE WHEN state IN ('PENDING', 'RETRY') THEN 'CANCELLED' ELSE state END,"
-        " finished_at = CASE WHEN state IN ('PENDING', 'RETRY') THEN now() ELSE finished_at END"
-        " WHERE id = %s AND state NOT IN ('SUCCESS', 'FAILURE', 'CANCELLED') RETURNING {}"
+        f" state = CASE WHEN state IN ('{JobState.PENDING}', '{JobState.RETRY}') THEN '{JobState.CANCELLED}'"
+        " ELSE state END,"
+        f" finished_at = CASE WHEN state IN ('{JobState.PENDING}', '{JobState.RETRY}') THEN now() ELSE finished_at END"
+        f" WHERE id = %s AND state NOT IN ({FINAL_SQL}) RETURNING {{}}"
     ).format(sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)))
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         row = cur.execute(query, (job_id,)).fetchone()
@@ -274,7 +338,7 @@ def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | No
 
 
 def counts_by_state(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
+    counts = {str(state): 0 for state in STATES}
     for state, n in conn.execute("SELECT state, count(*) FROM importd.jobs GROUP BY state"):
         counts[state] = int(n)
     return counts

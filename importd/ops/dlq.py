@@ -7,6 +7,14 @@ A dead letter comes from one of two places, and says where it came from differen
 - RabbitMQ's (a work queue's TTL expired, a consumer rejected it): ``x-death[0]`` gives the
   reason, time, exchange and routing keys.
 
+Replaying a dead letter runs its job again, exactly once, whatever it died of (retries
+exhausted, worker lost, expired, rejected; issue 12 item 3): the copy carries a replay id
+(header ``x-importd-replay``) derived from the death itself, and the worker reopens the job
+once per replay id (a FAILURE goes back to PENDING with a new attempt count, what it was
+kept in the job's ``history``; :func:`importd.imports.store.reopen_for_replay`). A second copy of
+the same replayed dead letter finds the replay id in the history and reopens nothing; a job
+that ended SUCCESS (or CANCELLED) is never run again by a replay.
+
 Replay is "publish with confirm, then ack", message by message: a replay killed at any moment
 loses nothing (at worst one message is in both places; the import's exactly-once rule makes
 that harmless). Messages the filter does not take are fetched but never acked: closing the
@@ -18,6 +26,7 @@ replay runs is not replayed twice by the same run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -102,13 +111,25 @@ def describe(raw: Any) -> DeadLetter:
                       "no dead-letter headers", None, None, "", raw)
 
 
-def replay_headers(headers: dict[str, Any] | None, keep_attempts: bool) -> dict[str, Any]:
-    """Headers of the replayed copy: death records dropped, attempt reset unless kept."""
+def replay_id(dead: DeadLetter) -> str:
+    """The id of replaying this death of this message: the same for every replay of one dead
+    letter (a replay killed between publish and ack, then run again, makes the same id), new
+    for the next death of the job (issue 12 item 3)."""
+    death = [dead.job_id, dead.task, dead.reason, dead.attempts,
+             dead.died_at.isoformat() if dead.died_at else "", dead.error, dead.queue]
+    return hashlib.sha256(json.dumps(death).encode()).hexdigest()[:32]
+
+
+def replay_headers(headers: dict[str, Any] | None, keep_attempts: bool, replay: str = "") -> dict[str, Any]:
+    """Headers of the replayed copy: death records dropped, attempt reset unless kept, the
+    replay id (``replay``) set in place of an earlier replay's."""
     out = {k: v for k, v in (headers or {}).items()
            if k not in IMPORTD_DEAD_HEADERS and not k.startswith(RABBIT_DEAD_PREFIXES)}
     if not keep_attempts:
         out[messages.ATTEMPT_HEADER] = 1
     out[REPLAYS_HEADER] = _int(out.get(REPLAYS_HEADER), 0) + 1
+    if replay:
+        out[messages.REPLAY_HEADER] = replay
     return out
 
 
@@ -185,7 +206,7 @@ def replay(settings: Settings, flt: Filter, *, limit: int | None = None, keep_at
             raw = dead.raw
             try:
                 send(producer, raw.body, exchange=dead.exchange or "", routing_key=dead.routing_key or "",
-                     headers=replay_headers(raw.headers, keep_attempts), message_id=dead.job_id,
+                     headers=replay_headers(raw.headers, keep_attempts, replay_id(dead)), message_id=dead.job_id,
                      priority=_int(raw.properties.get("priority"), 0))
             except PublishError as exc:  # e.g. its exchange is gone: leave it where it is
                 outcome = f"skipped: {exc}"

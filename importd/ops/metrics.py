@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from importd import logs
 from importd.config import Settings
+from importd.imports.states import ALL
 from importd.worker import topology
 from importd.worker.publisher import broker_connection
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 #: Histogram buckets in seconds, for job and import durations (up to the 3600 s hard limit).
 DURATION_BUCKETS_S = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3300, 3600)
 #: Job states always reported (0 when none), so dashboards see every series.
-JOB_STATES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "CANCELLED")
+JOB_STATES = tuple(str(state) for state in ALL)
 #: Environment variable prometheus_client reads for its multiprocess directory.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -123,6 +123,7 @@ class Consumer:
         self._consumers: list[KombuConsumer] = []
         self._consuming = False
         self._producer: Producer | None = None
+        self.resources: dict[str, Any] = {}  # JobContext.resources of every job of this process
         self._limiter = RateLimiter(settings.redis_url, settings.redis_prefix)
         beat = settings.heartbeat_s
         self._drain_timeout = min(DRAIN_TIMEOUT_S, beat / 4) if beat else DRAIN_TIMEOUT_S
@@ -293,7 +294,8 @@ class Consumer:
                                     attempt=job.attempt, reason="rate-limited"))
             return
         log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
-        ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events)
+        ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events,
+                         resources=self.resources)
         lost = bool(message.delivery_info.get("redelivered"))
         self.current = ctx
         self._async_raised = False

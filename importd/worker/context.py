@@ -37,6 +37,10 @@ class JobContext:
     stop_reason: str = ""
     #: The child's event bus (None outside a worker: progress events go nowhere).
     events: Bus | None = None
+    #: What task modules keep between the jobs of one process (connections, clients), by a
+    #: key of their own; the consumer hands every job of its process the same dict and never
+    #: looks inside.
+    resources: dict[str, Any] = field(default_factory=dict)
     _last_progress: float = 0.0
 
     @property

@@ -19,6 +19,11 @@ from importd.worker import tasks
 TASK_HEADER = "x-importd-task"
 #: Header carrying the attempt number (1 for the first delivery).
 ATTEMPT_HEADER = "x-importd-attempt"
+#: Header set by ``importd replay-dlq``: the id of the replay that brought the message back
+#: (opaque here; the handler uses it to reopen the job once per replay, issue 12 item 3).
+REPLAY_HEADER = "x-importd-replay"
+#: Longest replay id kept (a longer header is cut).
+MAX_REPLAY_CHARS = 128
 #: Largest body accepted; a larger one is dead-lettered unread.
 MAX_BODY_BYTES = 1024 * 1024
 #: A job id: what the API and CLI make (uuid4 hex) and what tests use.
@@ -37,12 +42,16 @@ class Job:
     args: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
     priority: int = 0
+    replay: str = ""  # the replay id of a replayed dead letter, else empty
 
     def body(self) -> bytes:
         return json.dumps({"job_id": self.job_id, "args": self.args}, separators=(",", ":")).encode()
 
     def headers(self, attempt: int | None = None) -> dict[str, Any]:
-        return {TASK_HEADER: self.task, ATTEMPT_HEADER: self.attempt if attempt is None else attempt}
+        out: dict[str, Any] = {TASK_HEADER: self.task, ATTEMPT_HEADER: self.attempt if attempt is None else attempt}
+        if self.replay:
+            out[REPLAY_HEADER] = self.replay
+        return out
 
 
 def decode(body: bytes | str, headers: dict[str, Any] | None, content_type: str | None = CONTENT_TYPE,
@@ -86,4 +95,7 @@ def decode(body: bytes | str, headers: dict[str, Any] | None, content_type: str 
     priority = int(priority or 0)
     if not 0 <= priority <= MAX_PRIORITY:
         raise InvalidMessage("bad-priority", f"{priority} not in 0-{MAX_PRIORITY}")
-    return Job(job_id=job_id, task=task, args=args, attempt=attempt, priority=priority)
+    replay = headers.get(REPLAY_HEADER) or ""
+    replay = replay.decode(errors="replace") if isinstance(replay, bytes) else str(replay)
+    return Job(job_id=job_id, task=task, args=args, attempt=attempt, priority=priority,
+               replay=replay[:MAX_REPLAY_CHARS])

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import threading
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -236,25 +237,30 @@ def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(ise
     assert rec is not None and (rec.state, rec.attempts, rec.error) == ("RETRY", 2, "TransientError: redelivered")
 
 
-def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_or_temp_tables(isettings, db):
-    from importd.imports import handlers
+def _kept_connection(settings: Any) -> Any:
+    """The idle connection the engine's Runtime keeps for the next in-process run."""
+    from importd.imports.runtime import Runtime
 
+    conn = Runtime.of(context(settings, "any", {})).idle_connection
+    assert conn is not None
+    return conn
+
+
+def test_a_finished_job_leaves_its_connection_to_the_next_one_without_its_lock_or_temp_tables(isettings, db):
     first, _ = run_import(isettings, b"sku,qty\na,1\n", "items", options={"on_conflict": "skip"})
-    conn = handlers._connections[isettings.database_url]
+    conn = _kept_connection(isettings)
     pid = conn.info.backend_pid
     with store.connect(isettings) as other:  # the first job's lock is free
         assert other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                              (lock_key(first.id),)).fetchone() == (True,)
     second, _ = run_import(isettings, b"id,name\n1,a\n", options={"on_conflict": "skip"})
     assert (first.state, second.state) == ("SUCCESS", "SUCCESS")
-    assert handlers._connections[isettings.database_url].info.backend_pid == pid
+    assert _kept_connection(isettings).info.backend_pid == pid
 
 
 def test_a_kept_connection_closed_by_the_server_is_replaced_without_failing_the_job(isettings, db):
-    from importd.imports import handlers
-
     run_import(isettings, b"id,name\n1,a\n")
-    kept = handlers._connections[isettings.database_url]
+    kept = _kept_connection(isettings)
     db.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
     rec, raised = run_import(isettings, b"id,name\n2,b\n")
     assert raised is None and rec.state == "SUCCESS"

@@ -65,12 +65,17 @@ def write(settings: Settings, data: bytes, name: str | None = None) -> Path:
     return path
 
 
+#: The ``JobContext.resources`` of in-process runs: one per test process, as a worker child has
+#: one (so the engine's Runtime keeps its idle connection from one run to the next).
+RESOURCES: dict[str, Any] = {}
+
+
 def context(settings: Settings, job_id: str, args: dict[str, Any], attempt: int = 1) -> JobContext:
     spec = tasks.get("import.csv")
     assert spec is not None
     job = Job(job_id=job_id, task="import.csv", args=args, attempt=attempt)
     return JobContext(job=job, spec=spec, settings=settings, queue="import_queue",
-                      log=logs.get("test", job_id=job_id))
+                      log=logs.get("test", job_id=job_id), resources=RESOURCES)
 
 
 def run_import(settings: Settings, data: bytes | Path, table: str = "people", *, job_id: str | None = None,

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from importd.imports.copy import pgerrors
+
 #: A temporary function (it goes with the session): each value cast to its type, errors back.
 #: A domain's CHECK raises an integrity error rather than a data error: both are the value's fault.
 FUNCTION = """
@@ -29,7 +31,6 @@ BEGIN
 END $fn$"""
 CHECK = "SELECT k, state, message FROM pg_temp.importd_input_errors(%s::text[], %s::text[])"
 #: SQLSTATE classes that are not about the query (connection, rollback, resources, operator, system).
-TROUBLE = ("08", "40", "53", "57", "58")
 
 
 def split(body: bytes, delimiter: bytes) -> list[bytes] | None:
@@ -76,7 +77,7 @@ def cast_errors(conn: psycopg.Connection[Any], values: list[str],
         rows = conn.execute(CHECK, (values, types)).fetchall()  # type: ignore[arg-type]
         conn.execute("RELEASE SAVEPOINT importd_triage")
     except psycopg.Error as exc:
-        if not exc.sqlstate or exc.sqlstate[:2] in TROUBLE:  # the database is in trouble, not the query
+        if pgerrors.is_transient(exc):  # the database is in trouble, not the query: the run decides
             raise
         conn.execute("ROLLBACK TO SAVEPOINT importd_triage; RELEASE SAVEPOINT importd_triage")
         return None

@@ -15,6 +15,13 @@ other and PostgreSQL cannot see it (one side waits here, in Python): the later s
 its batch back, lets the earlier one pass, and loads its batch again on its turn, as one
 stream would have.
 
+The job's advisory lock is held by the first stream's connection only, while every stream
+commits batches and the checkpoint on its own. If that first backend dies (terminated, an
+idle-in-transaction timeout, a broken TCP connection) the lock is free for a redelivery
+while another stream may still be settling a batch; the run's settle step therefore moves
+the checkpoint by compare-and-set (``importd.imports.store.advance_checkpoint``, issue 12
+item 4), so of two runs only one commits past a given offset and the other rolls back.
+
 Atomic imports keep one stream (one transaction is one backend), and so do small files.
 """
 

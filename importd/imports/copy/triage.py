@@ -30,7 +30,7 @@ import psycopg
 from importd.imports.copy import cells, scan, screen
 from importd.imports.copy.salvage import Failure
 
-FUNCTION, CHECK, TROUBLE = cells.FUNCTION, cells.CHECK, cells.TROUBLE
+FUNCTION, CHECK = cells.FUNCTION, cells.CHECK
 split = cells.split
 
 

@@ -1,0 +1,132 @@
+"""Issue 12 item 4: two COPY streams, one lock; a lost lock stops the run, never duplicates rows.
+
+A resumable import loads on two connections; the job's advisory lock is on the first. The
+test stops the second stream inside its checkpoint commit (a trigger on ``importd.jobs``
+makes a session that holds no advisory lock wait for a gate the test holds; the second
+stream is then ``active``, waiting on a lock), terminates the lock-holding backend, and runs
+a second delivery of the job while the first run's second stream is still about to commit.
+Then the gate opens and every delivery runs to its end; more deliveries follow until the job
+is SUCCESS. The target table has no unique key, so a batch loaded twice would show: every
+row must be there exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from importd.errors import TransientError
+from importd.imports import store
+from importd.imports.handlers import run_import_task
+from tests.support.importing import context, write
+from tests.support.infra import wait_for
+
+TABLE = "public.fence_rows"
+GATE_KEY = 640_917
+ROWS = 3000
+BATCH_BYTES = 4096
+
+
+@pytest.fixture
+def fence(isettings: Any, db: psycopg.Connection[Any]) -> Iterator[Any]:
+    db.execute("DROP TABLE IF EXISTS fence_rows")
+    db.execute("CREATE TABLE fence_rows (id bigint NOT NULL, name text)")  # no unique key on purpose
+    db.execute(f"""
+        CREATE FUNCTION importd.test_fence_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) THEN
+                PERFORM pg_advisory_xact_lock_shared({GATE_KEY});  -- a second stream's commit waits
+            END IF;
+            RETURN NULL;
+        END $$""")
+    # A statement trigger: it runs before the UPDATE locks the job's row, so the second
+    # delivery's start (an UPDATE of that row too) does not wait for the gated commit.
+    db.execute("CREATE TRIGGER test_fence_gate BEFORE UPDATE ON importd.jobs"
+               " FOR EACH STATEMENT EXECUTE FUNCTION importd.test_fence_gate()")
+    try:
+        yield dataclasses.replace(isettings, tables=TABLE, import_streams=2)
+    finally:
+        db.execute("SELECT pg_advisory_unlock_all()")
+        db.execute("DROP TRIGGER IF EXISTS test_fence_gate ON importd.jobs")
+        db.execute("DROP FUNCTION IF EXISTS importd.test_fence_gate()")
+        db.execute("DROP TABLE IF EXISTS fence_rows")
+
+
+class Delivery(threading.Thread):
+    """One delivery of the job, run in-process in its own thread; keeps what it raised."""
+
+    def __init__(self, settings: Any, job_id: str, args: dict[str, Any], attempt: int) -> None:
+        super().__init__(daemon=True)
+        self.ctx = context(settings, job_id, args, attempt)
+        self.raised: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            run_import_task(self.ctx)
+        except BaseException as exc:  # noqa: BLE001 - kept for the test
+            self.raised = exc
+
+
+def _waiting_on_gate(db: psycopg.Connection[Any]) -> list[int]:
+    return [r[0] for r in db.execute(
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+        " AND l.objid = %s AND NOT l.granted AND a.state = 'active' AND a.datname = current_database()",
+        (GATE_KEY,))]
+
+
+def _lock_holders(db: psycopg.Connection[Any]) -> list[int]:
+    """Backends of the import holding a session advisory lock (the job's lock)."""
+    return [r[0] for r in db.execute(
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+        " AND l.granted AND l.objid <> %s AND a.application_name = 'importd-worker'"
+        " AND a.datname = current_database()", (GATE_KEY,))]
+
+
+def test_a_run_that_lost_its_lock_cannot_commit_a_batch_a_redelivery_loads_again(
+        fence, db: psycopg.Connection[Any]):
+    data = b"id,name\n" + b"".join(b"%d,name number %d\n" % (i, i) for i in range(1, ROWS + 1))
+    path = write(fence, data)
+    job_id = uuid.uuid4().hex
+    args = {"file": str(path), "table": "fence_rows", "mode": "resumable", "options": {"batch_bytes": BATCH_BYTES}}
+    db.execute("SELECT pg_advisory_lock(%s)", (GATE_KEY,))
+    first = Delivery(fence, job_id, args, 1)
+    first.start()
+    (stream_two,) = wait_for(lambda: _waiting_on_gate(db), 60, what="the second stream at its commit")
+    holders = _lock_holders(db)
+    assert len(holders) == 1, db.execute("SELECT * FROM pg_locks WHERE locktype = 'advisory'").fetchall()
+    holder = holders[0]
+    assert holder != stream_two
+    db.execute("SELECT pg_terminate_backend(%s)", (holder,))
+    wait_for(lambda: holder not in _lock_holders(db), 30, what="the lock released")
+
+    second = Delivery(fence, job_id, args, 2)
+    second.start()
+    # The second delivery has read the checkpoint and is loading: its own second stream waits
+    # at the gate too (its first stream commits freely, it holds the lock).
+    wait_for(lambda: len(_waiting_on_gate(db)) == 2, 60, what="the second delivery loading")
+    db.execute("SELECT pg_advisory_unlock(%s)", (GATE_KEY,))  # everybody goes on now
+    first.join()
+    second.join()
+    assert isinstance(first.raised, TransientError), first.raised  # retried, not an outcome
+
+    attempt = 3
+    while True:
+        with store.connect(fence) as conn:
+            rec = store.get_job(conn, job_id)
+        assert rec is not None
+        if rec.finished:
+            break
+        assert attempt < 10, rec
+        delivery = Delivery(fence, job_id, args, attempt)
+        delivery.start()
+        delivery.join()
+        attempt += 1
+    assert (rec.state, rec.rows_imported) == ("SUCCESS", ROWS)
+    assert db.execute("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM fence_rows").fetchone() == (
+        ROWS, ROWS, 1, ROWS)
