@@ -6,7 +6,7 @@ from __future__ import annotations
 from unittest import mock
 
 from importd.imports.copy import salvage, screen, triage
-from tests.integration.test_importer_salvage import WIDE_DDL
+from tests.integration.test_salvage import WIDE_DDL
 from tests.support.importing import rejected, rows, run_import
 
 HEADER = "id,n,amount,ratio,ok,day,at,code,uid,note\n"
