@@ -1,33 +1,9 @@
 """The ``import.csv`` and ``bulk.operations`` task handlers: one import job, exactly once.
 
-A run, in order: take a session advisory lock on the job id (busy: another delivery runs it
--> :class:`~importd.errors.Deferred`); read the job row (missing: create it from the message
-if the arguments are valid); a job already final is a no-op; mark it STARTED; check the file
-(inside the upload directory), the table (allowlist, catalog) and the header; then load the
-file with :mod:`importd.imports.copy.loader` (the run itself: :class:`importd.imports.run.ImportRun`).
-A cleanly finished run leaves its connection to the next job of the process.
-
-- ``atomic`` (default): every batch in one transaction, committed together with the job's
-  SUCCESS; any crash rolls everything back and a redelivery starts over.
-- ``resumable``: each batch commits together with the job's checkpoint (byte offset, rows,
-  rejected rows); a redelivery resumes after the checkpoint. A file of more than one batch
-  loads on two connections at once, committing in file order
-  (:mod:`importd.imports.copy.streams`). A resumable job that ends in
-  FAILURE (too many bad rows) or CANCELLED keeps the batches it committed.
-- ``validate_only``: the same path in a transaction that is always rolled back.
-
-``max_errors`` (default 0) decides the outcome: more rejected rows than that is FAILURE
-with the error report (rows are still counted to the end of the file, up to
-:data:`importd.imports.run.COUNT_LIMIT` past ``max_errors``). Library errors are translated at the
-boundary by :mod:`importd.imports.copy.pgerrors` (the one classification): a state of the server
-(connection loss, read-only, shutdown, resources, deadlocks, lock timeouts) is a
-:class:`~importd.errors.TransientError` (retried, then dead-lettered); a fault of the file or
-the table is recorded as FAILURE and raised as :class:`~importd.errors.PermanentError` (acked).
-
-An outcome is final only once it is durable (issue 12 item 1): when FAILURE cannot be
-recorded (the database refuses writes or is gone), the delivery is a transient failure
-instead, so the message is retried and finally dead-lettered with its reason, never acked
-with the job left PENDING and nothing anywhere to bring it back.
+Entry points the task table names, the translation of library errors into transient or
+permanent ones, and the rule that an outcome is final only once it is durable (a FAILURE that
+cannot be recorded is retried, never acked with the job left PENDING). The run itself:
+:class:`importd.imports.run.ImportRun`; modes and failure classes: docs/importing.md.
 """
 
 from __future__ import annotations

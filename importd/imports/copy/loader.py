@@ -1,29 +1,9 @@
 """The COPY engine: raw file bytes to ``COPY ... FROM STDIN`` in record-aligned batches.
 
-Clean path: each record-aligned batch (:mod:`importd.imports.copy.batches`) goes unchanged to COPY
-inside a savepoint. PostgreSQL does all per-field work (encoding, NUL bytes, types, ragged
-rows, constraints); Python never touches a field. So every path follows PostgreSQL's CSV
-rules, including NULLs: an unquoted empty field is NULL, a quoted empty field (``""``) is
-''.
-
-Salvage: a batch PostgreSQL rejects is rolled back to its savepoint and loaded again
-around its bad records: screened first where the column types allow
-(:mod:`importd.imports.copy.screen`: the rows surely good in one COPY, the suspects through the
-salvage), else by :func:`importd.imports.copy.salvage.salvage` over the whole batch (byte ranges, one
-failed COPY per bad row). Two cases take the slower record path here instead: batches the cheap checks
-flagged (a line or field over the limit, a ``\\.`` line that would end COPY early), which
-need a look at each record, and ``on_conflict`` skip/update, whose constraint errors come
-from the ``INSERT ... SELECT`` without a line: records go in sub-batches of
-:data:`SALVAGE_RECORDS`, and one at a time when an error names no line. After a batch needed
-salvage the next batch goes straight to it (a file with many bad rows does not pay for a
-failed full-batch COPY each time).
-
-Line numbers reported are the physical line (1-based, the header is line 1) where the bad
-record starts in the file (PostgreSQL's own numbering is only used to find the record; see
-:func:`importd.imports.copy.salvage.locate`).
-
-``on_conflict`` ``skip``/``update`` COPY into a temporary staging table with the target's
-column types, then ``INSERT ... SELECT ... ON CONFLICT``.
+A clean batch goes unchanged to COPY in a savepoint, so PostgreSQL does all per-field work and
+its CSV rules hold on every path. A refused batch is loaded again around its bad records
+(screen, triage, salvage); ``on_conflict`` skip/update go through a staging table. How and
+why: docs/importing.md, "Speed".
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
 """Salvaging a batch PostgreSQL refused, fast: byte ranges, not record objects.
 
-A batch with bad rows is sent again in chunks cut at record boundaries (quote parity, C
-speed). When a chunk fails, the line in the error's context designates the bad record: it
-is reported, and the next attempt sends the records before it (already accepted once, in
-the rolled-back attempt) followed by the next chunk. So each bad row costs one failed COPY,
-and Python does work per bad row, never per good row or field.
-
-The chunk size adapts (halved after a failure, doubled after a success, within
-:data:`MIN_CHUNK`..:data:`MAX_CHUNK`): with about 1% bad rows it settles near the distance
-between bad rows, where re-parsed rows and round trips cost about the same.
-
-Round trips dominate this path, so it talks to libpq directly (``conn.pgconn``, psycopg's
-documented low-level interface): the savepoint statements travel in the same simple query
-as the COPY (``ROLLBACK TO SAVEPOINT s; COPY ...``), one round trip per attempt instead of
-three. Waits poll the socket briefly, then go through ``select`` so the GIL is free while
-PostgreSQL works (psycopg's blocking ``PGconn.get_result`` holds the GIL: the connection's
-heartbeat thread would starve during a long wait on a lock).
+The batch is sent again in chunks cut at record boundaries; the line of each failure names
+the bad record, so each bad row costs one failed COPY and Python never works per good row.
+Round trips dominate, so it talks to libpq directly (``conn.pgconn``). Details:
+docs/importing.md, "Speed".
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """Telling the rows PostgreSQL will surely accept from the rest, at C speed, in dirty batches.
 
-PostgreSQL 15's COPY stops at the first bad row and rolls the statement back, so salvaging
-a batch with many bad rows (:mod:`importd.imports.copy.salvage`) parses most good rows twice and pays a
-round trip per bad row on top. Once a file has shown bad rows, the loader screens each
-following batch with one regular expression built from the target's column types: records
-it matches are rows every PostgreSQL accepts for those types ("12", "2024-05-01 10:00:00+00",
-"true", a text field without NUL bytes), and go to COPY in one piece; the others, the
-*suspects*, go to the byte-range salvage alone, where PostgreSQL has the last word on each.
-
-The patterns only ever err on the side of suspicion: a value they match is valid input for
-its type (so a day after the 28th, a quoted number, a leading space or an exponent make a
-suspect, not a reject). Constraints the types do not show (CHECK, UNIQUE, foreign keys) can
-still refuse a screened row; the loader then salvages the whole batch as before and stops
-screening that job. Types without a pattern here (json, arrays, domains, ...) turn screening
-off for the table.
-
-Python runs the expression, never a per-field loop, one window of :data:`WINDOW` bytes at a
-time between writes to COPY, so PostgreSQL parses one window while Python screens the next.
+One regular expression per table, built from the column types, matches only input every
+PostgreSQL accepts for them; the others (suspects) go to the triage and salvage. The patterns
+err only towards suspicion. Why and what is left out: docs/importing.md, "Speed".
 """
 
 from __future__ import annotations

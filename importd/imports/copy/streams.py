@@ -1,28 +1,9 @@
 """Parallel COPY streams for one resumable import: batches load at once and commit in order.
 
-One PostgreSQL backend runs one COPY at a time, and on a machine like ours that backend is
-the bottleneck: the client mostly waits for it (README, "Performance"). A resumable import
-commits every batch anyway, so a second connection can load the next batch meanwhile and
-put a second core to work. Each stream takes the next batch from the shared reader and
-loads it in its own transaction; its *settle* step (count, check ``max_errors``, commit
-with the checkpoint, report progress) waits for the batch's turn, so batches settle in file
-order. The committed part of the file therefore stays one prefix, and the checkpoint, the
-resume after a kill and ``max_errors`` mean exactly what they mean with one stream.
-
-A stream waiting for its turn holds its batch's row locks. When an earlier batch, still
-loading, waits for one of those locks (the same key in both batches), the two wait for each
-other and PostgreSQL cannot see it (one side waits here, in Python): the later stream rolls
-its batch back, lets the earlier one pass, and loads its batch again on its turn, as one
-stream would have.
-
-The job's advisory lock is held by the first stream's connection only, while every stream
-commits batches and the checkpoint on its own. If that first backend dies (terminated, an
-idle-in-transaction timeout, a broken TCP connection) the lock is free for a redelivery
-while another stream may still be settling a batch; the run's settle step therefore moves
-the checkpoint by compare-and-set (``importd.imports.store.advance_checkpoint``, issue 12
-item 4), so of two runs only one commits past a given offset and the other rolls back.
-
-Atomic imports keep one stream (one transaction is one backend), and so do small files.
+Each stream loads the next batch in its own transaction and settles it on its turn, so the
+committed part of the file is always one prefix (checkpoint, resume and ``max_errors`` mean
+what they mean with one stream). Lock waits between streams, and the checkpoint fence that
+stops a run that lost its lock: docs/importing.md, "Speed".
 """
 
 from __future__ import annotations

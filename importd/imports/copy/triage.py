@@ -1,21 +1,8 @@
-"""Suspect records judged field by field in one query, before any of them goes to COPY.
+"""Suspect records judged field by field in one cast query, before any of them goes to COPY.
 
-The screen (:mod:`importd.imports.copy.screen`) sends the records it cannot vouch for to the salvage,
-which pays a failed one-record COPY (two round trips and a rolled-back subtransaction) for
-each bad one. Most bad records in a dirty file are bad in one typed field: a word where a
-number goes, the 45th day of the 13th month. Here the fields of the suspects that the
-patterns do not vouch for go in one query to a temporary function that casts each value to
-its column's type in an exception block and returns PostgreSQL's own error. A record with a
-failing field is rejected for its first failing column, with the message COPY gives (COPY
-converts the fields in column order and stops at the first error).
-
-What the function cannot judge goes on to the salvage, where PostgreSQL has the last word
-as before: records of the wrong length, quotes inside an unquoted field, NUL bytes, a text
-column over its length, an empty NOT NULL field (constraints are checked after conversion),
-and records whose checked fields all pass (a constraint may still refuse them). Only the
-types the screen knows are cast (integers, numeric, floats, boolean, uuid, date,
-timestamps); for them a cast of a literal runs the type's input function with the column's
-type modifier, as COPY does.
+A record with a field its type refuses is rejected for its first failing column with
+PostgreSQL's own message, without a failed COPY; what a cast cannot judge goes on to the
+salvage. Which types are cast and why: docs/importing.md, "Speed".
 """
 
 from __future__ import annotations
