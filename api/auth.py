@@ -1,18 +1,8 @@
 """Bearer-token auth for ``/api`` and the page's session cookie.
 
-With ``IMPORTD_API_TOKENS`` set, every ``/api`` request needs ``Authorization: Bearer <token>``.
-The browser cannot put that header on an ``EventSource`` or a plain link (the error report),
-so the page trades its token for a session cookie at ``POST /api/session``: HttpOnly,
-SameSite=Strict, path ``/api``, valid ``IMPORTD_API_SESSION_TTL_S`` seconds, signed with an
-HMAC keyed by the token it was issued for (removing a token ends its sessions; no extra
-secret to configure). The cookie is honoured for GET/HEAD only, so it cannot be used to
-upload or cancel from another site. Cookies and headers are never logged, and no token ever
-travels in a URL, so access logs stay clean.
-
-Without tokens the API is open, and for that reason serves loopback clients only unless
-``IMPORTD_API_ALLOW_REMOTE_WITHOUT_AUTH`` (``importd api --insecure-no-auth``) says otherwise.
-Behind a reverse proxy on the same host, run uvicorn with ``--proxy-headers`` (the shipped
-unit does) so clients are judged by their own address, not the proxy's; better, set tokens.
+With ``IMPORTD_API_TOKENS`` every ``/api`` request needs a bearer token; the page trades its
+token for an HttpOnly, SameSite=Strict cookie signed with a key derived from it, honoured for
+GET/HEAD only. Without tokens only loopback clients are served. Why: README, "HTTP API".
 """
 
 from __future__ import annotations

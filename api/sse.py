@@ -1,24 +1,9 @@
 """``GET /api/jobs/{id}/events``: the job's Redis stream as Server-Sent Events.
 
-Each stream entry becomes one event with ``id: <stream id>`` and ``event: <type>`` (state,
-progress, final), so a browser reconnecting with ``Last-Event-ID`` resumes exactly after the
-last event it saw: XREAD is exclusive of the id it is given, so nothing repeats and nothing is
-lost while the entry is kept (``importd.imports.progress`` keeps the stream an hour after the end).
-The ``final`` event is the last; the stream closes after it.
-
-While the job is quiet a comment line (``: keepalive``) goes out every
-``IMPORTD_SSE_KEEPALIVE_S`` seconds (default 15) so proxies keep the connection, and at the
-same moment the job is checked against PostgreSQL: a job that ended there gets a final event
-without an id (nothing to resume) and the stream ends, whether its Redis key is gone (expired,
-Redis restarted) or still there without a ``final`` entry (the worker's final write was lost
-to a Redis stall). So a stream never outlives its job by more than one keepalive interval.
-At the start, a stream whose key is already gone is checked at once.
-
-Each client has its own Redis connection (a blocking XREAD cannot share one), named
-``<prefix>:sse`` in CLIENT LIST. The response listens for the client's disconnect whatever
-ASGI version the server speaks and cancels the stream at once; the response closes the
-connection in a shielded ``finally`` (even when the body never started), so a client that goes
-away frees its Redis connection immediately, not at the next keepalive.
+One event per stream entry with its id, so ``Last-Event-ID`` resumes without loss or repeat;
+a keepalive comment every ``IMPORTD_SSE_KEEPALIVE_S`` that also checks the job in PostgreSQL,
+so a stream ends with ``final`` within one keepalive of the job's end even when Redis lost it.
+Each client holds its own Redis connection, freed as soon as the client goes.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """The control channel: ``importd ping`` and ``importd inspect active`` over the broker.
 
-Each worker child, after every (re)connect, declares an exclusive auto-delete queue bound to
-the fanout exchange :data:`CONTROL_EXCHANGE` and consumes it on a channel of its own
-connection. Its callbacks therefore run in the thread that owns the connection (the one that
-calls ``drain_events``), never in the job thread: a child answers in milliseconds while a
-55-minute import runs. A request is a JSON object ``{"command": ...}`` with ``reply_to`` and
-``correlation_id``; the reply goes to the default exchange with the same correlation id.
-
-A "worker" is a supervisor with its children, named ``importd@HOST/PID`` with the
-supervisor's pid (as ``celery@host``): every child answers, the client groups the answers by
-worker, so ``ping`` prints one line per worker and ``inspect active`` the jobs of all its
-children. The control channel publishes without confirms and non-persistently: replies are
-worth nothing once the client stopped waiting, and must never hold up the loop.
+Each worker child consumes an exclusive queue bound to the fanout :data:`CONTROL_EXCHANGE` on
+its own connection, so it answers from the thread that owns the connection even while a long
+import runs. Replies are unconfirmed and transient. Usage: docs/operations.md.
 """
 
 from __future__ import annotations

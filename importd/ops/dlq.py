@@ -1,26 +1,8 @@
 """The dead-letter queue for operators: list, replay and purge what ``failed_tasks`` holds.
 
-A dead letter comes from one of two places, and says where it came from differently:
-
-- importd's own (max retries, poison, invalid message): headers ``x-importd-reason``,
-  ``-error``, ``-attempts``, ``-died-at``, ``-original-exchange``, ``-original-routing-key``;
-- RabbitMQ's (a work queue's TTL expired, a consumer rejected it): ``x-death[0]`` gives the
-  reason, time, exchange and routing keys.
-
-Replaying a dead letter runs its job again, exactly once, whatever it died of (retries
-exhausted, worker lost, expired, rejected; issue 12 item 3): the copy carries a replay id
-(header ``x-importd-replay``) derived from the death itself, and the worker reopens the job
-once per replay id (a FAILURE goes back to PENDING with a new attempt count, what it was
-kept in the job's ``history``; :func:`importd.imports.store.reopen_for_replay`). A second copy of
-the same replayed dead letter finds the replay id in the history and reopens nothing; a job
-that ended SUCCESS (or CANCELLED) is never run again by a replay.
-
-Replay is "publish with confirm, then ack", message by message: a replay killed at any moment
-loses nothing (at worst one message is in both places; the import's exactly-once rule makes
-that harmless). Messages the filter does not take are fetched but never acked: closing the
-channel at the end returns them to the queue in their old positions, untouched. The scan stops
-at the depth the queue had when it started, so a replayed job that dies again while the
-replay runs is not replayed twice by the same run.
+Reads importd's own death headers and RabbitMQ's ``x-death``; a replay publishes with confirm
+then acks, message by message, and marks each copy with a replay id so the worker reopens its
+job exactly once. What each command does and why it is safe to kill: docs/operations.md.
 """
 
 from __future__ import annotations
