@@ -1,0 +1,83 @@
+"""A real S3-compatible server for tests: moto's server mode as a child process on a free
+loopback port, one bucket, stopped after.
+
+moto speaks the S3 REST API over HTTP (multipart uploads, ranged GETs, presigned URLs,
+ListMultipartUploads), so the boto3 code under test makes the same requests it would make
+to AWS or MinIO. A process (not moto's in-process decorator) keeps its memory out of the
+test's and lets a test cut its connections through :class:`tests.support.proxy.Proxy`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from importd.imports import storage
+
+#: Credentials the test server accepts (moto accepts any); set in the environment of the test
+#: process and of every worker subprocess so that boto3's standard chain finds them.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+    port: int
+
+    def url(self, prefix: str = "") -> str:
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def store(self, prefix: str = "", endpoint: str | None = None) -> storage.S3Store:
+        found = storage.open_url(self.url(prefix), endpoint or self.endpoint)
+        assert isinstance(found, storage.S3Store)
+        return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start listening")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """Start ``python -m moto.server`` on 127.0.0.1, make a bucket, stop the server after."""
+    for name, value in AWS_ENV.items():
+        os.environ.setdefault(name, value)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, proc)
+        server = S3Server(f"http://127.0.0.1:{port}", f"importd-test-{uuid.uuid4().hex[:8]}", port)
+        server.store().client.create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
