@@ -29,6 +29,7 @@ through this reader (8 MiB reads) and 0.18 s through obstore's ``get(range).stre
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -224,13 +225,16 @@ class FileStore(Store):
         return self.checksum(key)
 
     def adopt(self, key: str, path: Path) -> StoredObject:
-        """Rename (the spool sits in the root, so the same filesystem), then hash by reading."""
+        """Rename (the API spools into the upload directory: the same filesystem), then hash by
+        reading; a spool on another filesystem is copied."""
         final = self._final(key)
         try:
             os.replace(path, final)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                path.unlink(missing_ok=True)
+                raise
+            return super().adopt(key, path)
         return self.checksum(key)
 
     def _final(self, key: str) -> Path:
