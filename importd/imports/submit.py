@@ -39,17 +39,34 @@ class SubmitError(PermanentError):
         self.status = status
 
 
-def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table: str, *,
+def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | StoredObject, table: str, *,
            priority: int | None = None, mode: str = "atomic", max_errors: int = 0,
            validate_only: bool = False, options: dict[str, Any] | None = None,
-           idempotency_key: str | None = None, publisher: Any, move: bool = False) -> JobRecord:
+           idempotency_key: str | None = None, publisher: Any, move: bool = False,
+           job_id: str | None = None) -> JobRecord:
     """Store ``source`` as a new job on ``table`` and publish it; return the PENDING job.
 
     With ``idempotency_key`` a second submit returns the first job and stores nothing.
     ``move=True`` (``source`` a file this process spooled, e.g. a multipart upload the API
     wrote to disk) hands the file to the store, which renames it into place (file://) or
-    sends it and removes it (s3://).
+    sends it and removes it (s3://). A :class:`StoredObject` is already in the store (the API
+    streamed a form's file part there under ``job_id``); submit owns it from here and deletes it
+    if the job is refused.
     """
+    try:
+        return _submit(settings, source, table, priority=priority, mode=mode, max_errors=max_errors,
+                       validate_only=validate_only, options=options, idempotency_key=idempotency_key,
+                       publisher=publisher, move=move, job_id=job_id)
+    except BaseException:
+        if isinstance(source, StoredObject):
+            storage.from_settings(settings).delete(source.key)
+        raise
+
+
+def _submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | StoredObject, table: str, *,
+            priority: int | None, mode: str, max_errors: int, validate_only: bool,
+            options: dict[str, Any] | None, idempotency_key: str | None, publisher: Any, move: bool,
+            job_id: str | None) -> JobRecord:
     from importd.worker import tasks
 
     if mode not in MODES:
@@ -67,9 +84,11 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
         if idempotency_key:
             found = store.get_job_by_idempotency_key(conn, idempotency_key)
             if found is not None:
+                if isinstance(source, StoredObject):
+                    storage.from_settings(settings).delete(source.key)
                 return found
-        job_id = uuid.uuid4().hex
-        stored = _store_file(settings, source, job_id, move)
+        job_id = job_id or uuid.uuid4().hex
+        stored = source if isinstance(source, StoredObject) else _store_file(settings, source, job_id, move)
         size = stored.size
         try:
             _check_header(conn, settings, stored.key, table, opts)
