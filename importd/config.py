@@ -51,6 +51,12 @@ class Settings:
     storage_url: str = ""
     #: Endpoint of a non-AWS S3 store (MinIO, Ceph RGW: ``http://127.0.0.1:9000``); empty for AWS.
     s3_endpoint_url: str = ""
+    #: What the worker does with a job's uploaded object once the job ends: ``keep`` (never
+    #: deleted by importd; clean up with a lifecycle rule or cron), ``delete-on-success`` (deleted
+    #: once SUCCESS is durable), ``delete-when-final`` (also after a FAILURE of the file's own fault
+    #: or a cancel). An object whose job failed for a reason that can pass (its message retried,
+    #: or dead-lettered to failed_tasks, where a replay needs it) is always kept.
+    upload_retention: str = "keep"
     #: Upload size limit in bytes for the API (413 past it).
     max_upload_bytes: int = 10 * 1024**3
     #: Bytes of CSV sent to PostgreSQL per COPY batch (one savepoint, one checkpoint each).

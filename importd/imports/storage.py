@@ -568,6 +568,39 @@ def job_source(settings: Settings, locator: str | None) -> Source:
         raise ObjectNotFound(f"file not found: {locator}") from None
 
 
+# -- retention ----------------------------------------------------------------------------
+
+#: ``IMPORTD_UPLOAD_RETENTION`` values and the final job states whose object each deletes.
+RETENTION: dict[str, frozenset[str]] = {
+    "keep": frozenset(),
+    "delete-on-success": frozenset({"SUCCESS"}),
+    "delete-when-final": frozenset({"SUCCESS", "FAILURE", "CANCELLED"}),
+}
+
+
+def retire(settings: Settings, state: str | None, locator: str | None, log: Any) -> bool:
+    """After a job's own outcome ``state`` is durable, delete its object if the retention
+    setting says so; True if deleted. Called only for outcomes the job reached itself (never
+    for one given up on, whose message sits in failed_tasks for a replay). Best effort: a store
+    that fails is logged, and the object stays for a lifecycle rule to collect."""
+    states = RETENTION.get(settings.upload_retention)
+    if states is None:
+        log.warning("unknown IMPORTD_UPLOAD_RETENTION; keeping uploads", value=settings.upload_retention)
+        return False
+    if state not in states or not locator:
+        return False
+    try:
+        source = job_source(settings, locator)
+        source.store.delete(source.key)
+    except (BadKey, ObjectNotFound):
+        return False
+    except Exception as exc:  # noqa: BLE001 - the job's outcome is recorded; cleanup can wait
+        log.warning("could not delete the job's upload", key=locator, error=str(exc))
+        return False
+    log.info("upload deleted", key=locator, state=state, retention=settings.upload_retention)
+    return True
+
+
 def _measure(url: str, endpoint: str, key: str) -> None:  # pragma: no cover - a manual measurement
     import time
 
