@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -64,6 +65,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """Start ``python -m moto.server`` on 127.0.0.1, make a bucket, stop the server after."""
+    with s3_process() as server:
+        yield server
+
+
+@contextmanager
+def s3_process() -> Iterator[S3Server]:
+    """The server as a context manager (``make bench`` uses it too)."""
     for name, value in AWS_ENV.items():
         os.environ.setdefault(name, value)
     port = _free_port()
