@@ -8,7 +8,9 @@ import io
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -198,3 +200,49 @@ def test_a_job_source_is_a_key_or_a_legacy_path_inside_the_file_store(tmp_path: 
     s3 = Settings(storage_url=s3_server.url("j"), s3_endpoint_url=s3_server.endpoint)
     with pytest.raises(storage.BadKey):
         storage.job_source(s3, str(tmp_path / "u" / "k.csv"))  # a host path means nothing to S3
+
+
+def test_an_import_whose_s3_reads_break_midway_succeeds_in_one_attempt_with_every_row_once(
+        isettings: Settings, db: Any, s3_server: S3Server):  # noqa: F811
+    """The worker's reader reopens at its offset: the job neither fails nor starts again."""
+    import threading
+
+    from importd.imports import store as jobs
+    from importd.imports.handlers import run_import_task
+    from tests.support.importing import context
+    from tests.support.infra import wait_for
+
+    count = 200_000
+    data = b"id,name,age,note\n" + b"".join(b"%d,name %d,%d,\n" % (i, i, i % 90) for i in range(1, count + 1))
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    obj = s3_server.store(prefix).write("cut.csv", io.BytesIO(data))
+    job_id = uuid.uuid4().hex
+    with Proxy("127.0.0.1", s3_server.port) as proxy:
+        settings = replace(isettings, storage_url=s3_server.url(prefix), s3_endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        args = {"object": obj.as_args(), "table": "people", "mode": "resumable",
+                "options": {"batch_bytes": 32 * 1024}}
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                run_import_task(context(settings, job_id, args))
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+
+        def checkpointed() -> bool:
+            with jobs.connect(settings) as conn:
+                rec = jobs.get_job(conn, job_id)
+            return rec is not None and rec.checkpoint_rows > 0
+
+        wait_for(lambda: checkpointed() or not worker.is_alive(), timeout=120, what="a batch committed")
+        cut_while_running = worker.is_alive()
+        proxy.cut()  # the ranged GET in flight breaks mid-file
+        worker.join()
+    assert cut_while_running and errors == []
+    with jobs.connect(settings) as conn:
+        rec = jobs.get_job(conn, job_id)
+        assert rec is not None and (rec.state, rec.attempts, rec.rows_imported) == ("SUCCESS", 1, count)
+        assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (count, count)
