@@ -50,8 +50,8 @@ from importd.errors import PermanentError, TransientError
 #: Bytes read from a source per write loop, and the read buffer of an object reader.
 CHUNK_BYTES = 1024 * 1024
 #: Bytes of one S3 multipart part (S3's minimum is 5 MiB but for the last): memory per upload.
-#: 10,000 parts (S3's maximum) of 16 MiB hold 156 GiB, far past ``max_upload_bytes``.
-PART_BYTES = 16 * 1024 * 1024
+#: 10,000 parts (S3's maximum) of 8 MiB hold 78 GiB, far past ``max_upload_bytes`` (10 GiB).
+PART_BYTES = 8 * 1024 * 1024
 #: Times a broken read is reopened at its offset before the error reaches the job (transient).
 READ_ATTEMPTS = 5
 #: Seconds a presigned part URL stays valid.
@@ -269,11 +269,15 @@ class FileStore(Store):
 
 def _client(endpoint_url: str | None) -> Any:
     """A boto3 S3 client: credentials and region from the standard AWS variables and chain;
-    path-style addressing for a named endpoint (MinIO, Ceph and moto serve no bucket DNS)."""
+    path-style addressing for a named endpoint (MinIO, Ceph and moto serve no bucket DNS).
+    Checksums only where the API requires them: importd hashes every object itself (sha256),
+    and botocore's default CRC trailers (aws-chunked bodies, since 1.36) are refused by many
+    S3-compatible stores."""
     import boto3
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4",
+                    request_checksum_calculation="when_required",
                     s3={"addressing_style": "path" if endpoint_url else "auto"},
                     connect_timeout=10, read_timeout=60)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
@@ -319,26 +323,26 @@ class S3Store(Store):
 
     def write(self, key: str, stream: BinaryIO) -> StoredObject:
         """One PutObject for an object within a part, else a multipart upload of PART_BYTES
-        parts (aborted on any error, so no parts are left to pay for)."""
+        parts (aborted on any error, so no parts are left to pay for). Each part is gathered
+        once, in a BytesIO that boto3 then streams (a bytes body would be copied again by
+        http.client, which glues it to the request head)."""
         name = self.name(key)
-        digest, size = hashlib.sha256(), 0
-        first = _read_full(stream, PART_BYTES)
-        digest.update(first)
-        size += len(first)
-        if len(first) < PART_BYTES:
-            self._call("put_object", Bucket=self.bucket, Key=name, Body=first)
+        digest = hashlib.sha256()
+        part, size = _read_part(stream, digest)
+        if size < PART_BYTES:
+            self._call("put_object", Bucket=self.bucket, Key=name, Body=part)
             return StoredObject(key, size, digest.hexdigest())
         upload_id = self._call("create_multipart_upload", Bucket=self.bucket, Key=name)["UploadId"]
         try:
             parts: list[dict[str, Any]] = []
-            data = first
-            while data:
+            length = size
+            while length:
                 etag = self._call("upload_part", Bucket=self.bucket, Key=name, UploadId=upload_id,
-                                  PartNumber=len(parts) + 1, Body=data)["ETag"]
+                                  PartNumber=len(parts) + 1, Body=part)["ETag"]
                 parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
-                data = _read_full(stream, PART_BYTES)
-                digest.update(data)
-                size += len(data)
+                part = io.BytesIO()  # the sent part is freed before the next is gathered
+                part, length = _read_part(stream, digest)
+                size += length
             self._call("complete_multipart_upload", Bucket=self.bucket, Key=name, UploadId=upload_id,
                        MultipartUpload={"Parts": parts})
         except BaseException:
@@ -413,15 +417,19 @@ class S3Store(Store):
             raise
 
 
-def _read_full(stream: BinaryIO, n: int) -> bytes:
-    """Up to ``n`` bytes, fewer only at the end (a socket-like stream may return short reads)."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(min(CHUNK_BYTES, n - len(buf)))
+def _read_part(stream: BinaryIO, digest: Any) -> tuple[io.BytesIO, int]:
+    """Up to PART_BYTES of ``stream`` (fewer only at its end: a socket-like stream may return
+    short reads) in a BytesIO positioned at 0, hashed into ``digest``; and its length."""
+    part, length = io.BytesIO(), 0
+    while length < PART_BYTES:
+        chunk = stream.read(min(CHUNK_BYTES, PART_BYTES - length))
         if not chunk:
             break
-        buf += chunk
-    return bytes(buf)
+        digest.update(chunk)
+        part.write(chunk)
+        length += len(chunk)
+    part.seek(0)
+    return part, length
 
 
 class _S3Reader(io.RawIOBase):

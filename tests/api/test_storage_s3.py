@@ -115,3 +115,39 @@ async def test_an_upload_refused_for_its_header_leaves_no_object(
                              data={"table": "public.api_people"})
     assert r.status_code == 400 and "shoe" in r.text
     assert s3_server.store(prefix).keys() == []
+
+
+@pytest.mark.slow
+@pytest.mark.anyio(False)
+@pytest.mark.parametrize("send", ["raw", "multipart"])
+def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
+        start_api: Any, api_settings: Settings, broker: Any, s3_server: S3Server, send: str) -> None:  # noqa: F811
+    """The bound of tests/api/test_memory.py, with the upload streamed into S3 parts."""
+    import time
+
+    import httpx
+
+    from tests.api.test_memory import MAX_GROWTH_KB, UPLOAD_BYTES, RssSampler, send_multipart, send_raw
+
+    prefix = f"rss-{uuid.uuid4().hex[:8]}"
+    env = {"IMPORTD_STORAGE_URL": s3_server.url(prefix), "IMPORTD_S3_ENDPOINT_URL": s3_server.endpoint, **AWS_ENV}
+    with start_api(env=env, max_upload_bytes=2 * UPLOAD_BYTES) as api:
+        with httpx.Client(base_url=api.url, timeout=600) as c:
+            warm = c.post("/api/upload?table=public.api_people", content=HEADER + b"1,a,2\n" * 400_000,
+                          headers={"Content-Type": "text/csv"})  # loads boto3, connects
+            assert warm.status_code == 202, warm.text
+            time.sleep(0.5)
+            idle_kb = api.rss_kb()
+            sampler = RssSampler(api)
+            sampler.start()
+            r = (send_raw if send == "raw" else send_multipart)(c)
+            sampler.running = False
+            sampler.join()
+    assert r.status_code == 202, r.text
+    upload = s3_server.store(prefix)
+    assert upload.size(f"{r.json()['job_id']}.csv") == UPLOAD_BYTES
+    for key in upload.keys():
+        upload.delete(key)  # the server holds objects in memory
+    broker.purge_all()
+    growth_kb = sampler.peak_kb - idle_kb
+    assert growth_kb < MAX_GROWTH_KB, f"RSS grew {growth_kb} kB over idle {idle_kb} kB"
