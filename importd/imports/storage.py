@@ -399,10 +399,19 @@ class S3Store(Store):
         self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.name(key), UploadId=upload_id)
 
     def open_multiparts(self) -> list[tuple[str, str]]:
+        """Uploads begun and neither completed nor aborted. (rclone's S3 server answers
+        NoSuchUpload instead of an empty list when there are none.)"""
+        from botocore.exceptions import ClientError
+
         start = f"{self.prefix}/" if self.prefix else ""
         found: list[tuple[str, str]] = []
-        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=start):
-            found.extend((u["Key"][len(start):], u["UploadId"]) for u in page.get("Uploads", []))
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=start):
+                found.extend((u["Key"][len(start):], u["UploadId"]) for u in page.get("Uploads", []))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
         return found
 
     def _call(self, op: str, **kwargs: Any) -> Any:

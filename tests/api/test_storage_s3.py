@@ -14,7 +14,7 @@ from importd.config import Settings
 from importd.imports import storage, store
 from tests.api.conftest import HEADER, TABLES
 from tests.support.infra import wait_for
-from tests.support.s3 import AWS_ENV, S3Server, s3_server  # noqa: F401 - fixture
+from tests.support.s3 import S3Server, aws_env, s3_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ async def test_an_upload_through_s3_imports_on_a_worker_that_shares_no_directory
     assert not api_dir.exists() or list(api_dir.iterdir()) == []  # nothing kept on the API's host
     env = {"IMPORTD_UPLOAD_DIR": str(worker_dir), "IMPORTD_STORAGE_URL": shared["storage_url"],
            "IMPORTD_S3_ENDPOINT_URL": shared["s3_endpoint_url"], "IMPORTD_TABLES": TABLES,
-           "IMPORTD_RATE_LIMIT": "none", "IMPORTD_IMPORT_BATCH_BYTES": "65536", **AWS_ENV}
+           "IMPORTD_RATE_LIMIT": "none", "IMPORTD_IMPORT_BATCH_BYTES": "65536", **aws_env()}
     with start_worker("-Q", "import_queue", "-c", "1", **env) as worker:
         worker.wait_consuming()
         wait_for(lambda: job(api_settings, job_id).state in ("SUCCESS", "FAILURE"), timeout=120,
@@ -130,7 +130,7 @@ def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
     from tests.api.test_memory import MAX_GROWTH_KB, UPLOAD_BYTES, RssSampler, send_multipart, send_raw
 
     prefix = f"rss-{uuid.uuid4().hex[:8]}"
-    env = {"IMPORTD_STORAGE_URL": s3_server.url(prefix), "IMPORTD_S3_ENDPOINT_URL": s3_server.endpoint, **AWS_ENV}
+    env = {"IMPORTD_STORAGE_URL": s3_server.url(prefix), "IMPORTD_S3_ENDPOINT_URL": s3_server.endpoint, **aws_env()}
     with start_api(env=env, max_upload_bytes=2 * UPLOAD_BYTES) as api:
         with httpx.Client(base_url=api.url, timeout=600) as c:
             warm = c.post("/api/upload?table=public.api_people", content=HEADER + b"1,a,2\n" * 400_000,
@@ -151,3 +151,27 @@ def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
     broker.purge_all()
     growth_kb = sampler.peak_kb - idle_kb
     assert growth_kb < MAX_GROWTH_KB, f"RSS grew {growth_kb} kB over idle {idle_kb} kB"
+
+
+@pytest.mark.anyio(False)
+def test_importd_submit_streams_a_file_into_s3_and_the_message_names_the_object(
+        api_settings: Settings, broker: Any, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    import hashlib
+    import json
+
+    from tests.support.cli import run_cli
+
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
+    source = tmp_path / "people.csv"
+    source.write_bytes(HEADER + b"1,a,2\n" * (storage.PART_BYTES // 6 + 10))  # more than one part
+    out = run_cli(api_settings, "submit", str(source), "--table", "public.api_people",
+                  IMPORTD_TABLES=TABLES, IMPORTD_UPLOAD_DIR=str(tmp_path / "cli-host"),
+                  IMPORTD_STORAGE_URL=s3_server.url(prefix), IMPORTD_S3_ENDPOINT_URL=s3_server.endpoint, **aws_env())
+    assert out.returncode == 0, out.stderr
+    [msg] = broker.get_all("import_queue")
+    args = json.loads(msg.body)["args"]
+    assert "file" not in args
+    assert args["object"] == {"key": f"{json.loads(msg.body)['job_id']}.csv", "size": source.stat().st_size,
+                              "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    assert s3_server.store(prefix).keys() == [args["object"]["key"]]
+    assert not (tmp_path / "cli-host").exists()

@@ -126,13 +126,13 @@ def s3_against_local(s: Settings, path: Path, rounds: int = ROUNDS) -> tuple[Row
     local time / S3 time). The S3 server shares the two cores with the import, so the ratio
     is a floor for a store on its own hosts."""
     from importd.imports import storage
-    from tests.support.s3 import AWS_ENV, s3_process
+    from tests.support.s3 import aws_env, s3_process
 
     local: list[float] = []
     remote: list[float] = []
     peaks: dict[str, float] = {}
     with s3_process() as server:
-        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **AWS_ENV}
+        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
         s3 = storage.open_url(env["IMPORTD_STORAGE_URL"], server.endpoint)
         s3.write_file(path.name, path)
         for round_ in range(rounds):

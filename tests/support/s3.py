@@ -18,14 +18,20 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import pytest
 
 from importd.imports import storage
 
-#: Credentials the test server accepts (moto accepts any); set in the environment of the test
-#: process and of every worker subprocess so that boto3's standard chain finds them.
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+#: Credentials the test server accepts (moto accepts any), unless the environment has its own;
+#: set in the environment of the test process so that boto3's standard chain finds them.
+AWS_DEFAULTS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def aws_env() -> dict[str, str]:
+    """The AWS variables a subprocess (worker, CLI, API) needs for the test server."""
+    return {name: os.environ.get(name, value) for name, value in AWS_DEFAULTS.items()}
 
 
 @dataclass
@@ -64,15 +70,37 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """Start ``python -m moto.server`` on 127.0.0.1, make a bucket, stop the server after."""
-    with s3_process() as server:
+    """Start ``python -m moto.server`` on 127.0.0.1, make a bucket, stop the server after; or,
+    with ``IMPORTD_TEST_S3_ENDPOINT`` set, use that server (MinIO, Ceph, rclone, ...: the
+    credentials from the standard AWS variables) with a new bucket, emptied and removed after."""
+    endpoint = os.environ.get("IMPORTD_TEST_S3_ENDPOINT")
+    if not endpoint:
+        with s3_process() as server:
+            yield server
+        return
+    for name, value in AWS_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    port = urlparse(endpoint).port or 80
+    server = S3Server(endpoint, f"importd-test-{uuid.uuid4().hex[:8]}", port)
+    client = server.store().client
+    client.create_bucket(Bucket=server.bucket)
+    try:
         yield server
+    finally:
+        for key in server.store().keys():
+            client.delete_object(Bucket=server.bucket, Key=key)
+        for key, upload_id in server.store().open_multiparts():
+            client.abort_multipart_upload(Bucket=server.bucket, Key=key, UploadId=upload_id)
+        try:
+            client.delete_bucket(Bucket=server.bucket)
+        except Exception:  # noqa: BLE001 - some servers keep empty prefix "directories"; not ours to fix
+            pass
 
 
 @contextmanager
 def s3_process() -> Iterator[S3Server]:
     """The server as a context manager (``make bench`` uses it too)."""
-    for name, value in AWS_ENV.items():
+    for name, value in AWS_DEFAULTS.items():
         os.environ.setdefault(name, value)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
