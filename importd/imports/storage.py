@@ -473,10 +473,15 @@ class _S3Reader(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         if self.pos >= self.length or not len(b):
             return 0
-        for attempt in Retrying(stop=stop_after_attempt(READ_ATTEMPTS), wait=wait_exponential(0.2, max=5),
-                                retry=retry_if_exception(_transient), reraise=True):
-            with attempt:
-                data = self._read(len(b))
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(READ_ATTEMPTS), wait=wait_exponential(0.2, max=5),
+                                    retry=retry_if_exception(_transient), reraise=True):
+                with attempt:
+                    data = self._read(len(b))
+        except Exception as exc:
+            if _transient(exc):  # the job fails transiently and is retried (from its checkpoint)
+                raise StorageError(f"{self.store.url}: reading {self.name} at {self.pos} failed: {exc}") from exc
+            raise
         n = len(data)
         b[:n] = data
         self.pos += n
