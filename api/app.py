@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from api import errors, openapi, sse
 from api.auth import AuthMiddleware
-from api.routes import dlq, health, jobs, mappings, page, preview, rejects, session, upload
+from api.routes import dlq, health, jobs, mappings, page, preview, rejects, session, upload, uploads
 from api.services import lifespan_for
 from importd.config import Settings
 from importd.ops import metrics
@@ -32,6 +32,9 @@ ROUTES = [
     Route("/api/mappings", mappings.put_mapping, methods=["PUT"]),
     Route("/api/dlq", dlq.list_dead_letters, methods=["GET"]),
     Route("/api/dlq/replay", dlq.replay_dead_letters, methods=["POST"]),
+    Route("/api/uploads", uploads.create_upload, methods=["POST"]),
+    Route("/api/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
+    Route("/api/uploads/{upload_id}/complete", uploads.complete_upload, methods=["POST"]),
     Route("/api/tables", jobs.list_tables, methods=["GET"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),
     Route("/api/jobs/{job_id}", jobs.get_job, methods=["GET"]),

@@ -132,6 +132,22 @@ PREVIEW_QUERY = [
     {"name": "job_id", "in": "query", "schema": {"type": "string"},
      "description": "preview this job's stored file instead of a body"},
 ]
+UPLOAD_ID_PARAM = {"name": "upload_id", "in": "path", "required": True, "schema": {"type": "string"}}
+PRESIGNED = {
+    "type": "object", "required": ["upload_id", "part_bytes", "parts", "complete_url"],
+    "properties": {"upload_id": {"type": "string"}, "size": {"type": "integer"}, "part_bytes": {"type": "integer"},
+                   "expires_s": {"type": "integer"}, "status_url": {"type": "string"},
+                   "complete_url": {"type": "string"},
+                   "parts": {"type": "array", "items": {"type": "object", "required": ["number", "url"]}}},
+}
+COMPLETE = {
+    "type": "object", "required": ["size", "table"],
+    "properties": {"size": {"type": "integer", "minimum": 1}, "sha256": {"type": "string"},
+                   "table": {"type": "string"}, "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+                   "mode": {"type": "string", "enum": ["atomic", "resumable"]},
+                   "max_errors": {"type": "integer", "minimum": 0}, "validate_only": {"type": "boolean"},
+                   "delimiter": {"type": "string"}, "encoding": {"type": "string"}},
+}
 
 SCHEMA: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -221,6 +237,40 @@ SCHEMA: dict[str, Any] = {
                 "properties": {"replayed": {"type": "array", "items": {
                     **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
                 "400": _err("bad body"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
+        "/api/uploads": {"post": {
+            "summary": "start a presigned multipart upload straight to the S3 store (parts PUT by the client)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["size"], "properties": {"size": {"type": "integer", "minimum": 1}}}}}},
+            "responses": {
+                "201": _json("the upload id (the future job id), part size and one presigned PUT URL per part",
+                             PRESIGNED),
+                "400": _err("size missing or not a positive integer"),
+                "409": _err("the upload store is a directory (code no_presigned_uploads)"),
+                "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "503": _err("the upload store cannot be reached"), **UNAUTHORIZED}}},
+        "/api/uploads/{upload_id}": {"get": {
+            "summary": "parts received, and fresh URLs for the missing ones (given size)",
+            "security": [{"bearer": []}],
+            "parameters": [UPLOAD_ID_PARAM, {"name": "size", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {
+                "200": _json("received and missing parts", {"type": "object", "required": ["received", "missing"]}),
+                "400": _err("size not a positive integer"), "404": _err("no such upload in progress"),
+                "409": _err("the upload store is a directory (code no_presigned_uploads)"),
+                "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "503": _err("the upload store cannot be reached"), **UNAUTHORIZED}}},
+        "/api/uploads/{upload_id}/complete": {"post": {
+            "summary": "check parts, size and sha256, complete the upload and queue the import",
+            "security": [{"bearer": []}], "parameters": [UPLOAD_ID_PARAM],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": COMPLETE}}},
+            "responses": {
+                "202": _json("job created (or the job of this upload, completed before)",
+                             {"$ref": "#/components/schemas/Accepted"}),
+                "400": _err("bad options, parts missing (upload_incomplete, with missing), size or sha256 "
+                            "differ (checksum_mismatch: the object is deleted), or a header that does not fit"),
+                "404": _err("no such upload"), "409": _err("the upload store is a directory"),
+                "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "503": _err("the store, or the broker, cannot be reached"), **UNAUTHORIZED}}},
         "/api/tables": {"get": {
             "summary": "tables uploads may target (IMPORTD_TABLES)", "security": [{"bearer": []}],
             "responses": {"200": _json("the allowlist", {

@@ -42,8 +42,21 @@ class Settings:
     queues: str = "import_queue,bulk_ops_queue,default"
     #: Seconds a SIGTERMed worker waits for running jobs before leaving them to redelivery.
     shutdown_grace_s: float = 3600.0
-    #: Where uploads and submitted files live; job file paths must resolve inside it.
+    #: Where uploads live when ``storage_url`` is empty (keys must resolve inside it); with an
+    #: s3:// store, where the API spools a multipart form's file part before sending it on.
     upload_dir: Path = Path("/var/lib/importd/uploads")
+    #: Where uploads live: ``file:///DIR`` (one host) or ``s3://BUCKET/PREFIX`` (any S3-compatible
+    #: store; credentials and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and
+    #: boto3's credential chain). Empty: ``file://`` + ``upload_dir``.
+    storage_url: str = ""
+    #: Endpoint of a non-AWS S3 store (MinIO, Ceph RGW: ``http://127.0.0.1:9000``); empty for AWS.
+    s3_endpoint_url: str = ""
+    #: What the worker does with a job's uploaded object once the job ends: ``keep`` (never
+    #: deleted by importd; clean up with a lifecycle rule or cron), ``delete-on-success`` (deleted
+    #: once SUCCESS is durable), ``delete-when-final`` (also after a FAILURE of the file's own fault
+    #: or a cancel). An object whose job failed for a reason that can pass (its message retried,
+    #: or dead-lettered to failed_tasks, where a replay needs it) is always kept.
+    upload_retention: str = "keep"
     #: Upload size limit in bytes for the API (413 past it).
     max_upload_bytes: int = 10 * 1024**3
     #: Bytes of CSV sent to PostgreSQL per COPY batch (one savepoint, one checkpoint each).

@@ -10,7 +10,6 @@ the answer takes the same time for any file size. Nothing is stored and nothing 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +20,7 @@ from api.errors import ApiError
 from api.routes.jobs import load_record
 from api.services import services
 from importd.imports import preview as previews
+from importd.imports import storage
 from importd.imports.options import JobArgsError, normalize
 from importd.worker.messages import JOB_ID
 
@@ -94,13 +94,14 @@ async def _stored_head(request: Request, job_id: str, params: dict[str, str]) ->
     if not JOB_ID.match(job_id):
         raise ApiError(404, "job_not_found", "no such job")
     rec = await load_record(svc, job_id)
-    path = Path(rec.file_path or "").resolve()
-    if not rec.file_path or not path.is_relative_to(svc.settings.upload_dir.resolve()) or not path.is_file():
-        raise ApiError(404, "file_not_found", f"job {job_id} has no stored file any more")
+    try:  # the job's object in the upload store (or an old job's path inside the upload directory)
+        source = storage.job_source(svc.settings, rec.file_path)
+    except (storage.BadKey, storage.ObjectNotFound):
+        raise ApiError(404, "file_not_found", f"job {job_id} has no stored file any more") from None
     defaults = {k: str(v) for k, v in (rec.options or {}).items() if k in PREVIEW_OPTIONS and v}
     if rec.options.get("columns"):
         defaults["columns"] = json.dumps(rec.options["columns"])
     merged = {"table": rec.target_table or "", **defaults, **{k: v for k, v in params.items() if v}}
-    with path.open("rb") as f:
+    with source.open() as f:
         head, more = previews.read_head(f)
     return head, more, merged

@@ -9,6 +9,7 @@ unique index and the loser answers with the winner's job.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from kombu.exceptions import OperationalError
@@ -22,7 +23,7 @@ from api.routes.preview import parse_columns
 from api.services import Services, services
 from importd import logs
 from importd.errors import PublishError
-from importd.imports import store, targets
+from importd.imports import storage, store, targets
 from importd.imports.submit import SubmitError, submit
 
 log = logs.get("api.upload")
@@ -95,10 +96,10 @@ async def _by_key(svc: Services, key: str | None) -> store.JobRecord | None:
 
 
 def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any],
-            move: bool = False) -> store.JobRecord:
+            job_id: str | None = None) -> store.JobRecord:
     kwargs = dict(kwargs)
     return submit(svc.settings, source, kwargs.pop("table"), idempotency_key=key, publisher=svc.publisher,
-                  move=move, **kwargs)
+                  job_id=job_id, **kwargs)
 
 
 async def upload_csv(request: Request) -> Response:
@@ -120,17 +121,21 @@ async def upload_csv(request: Request) -> Response:
 
 async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
                           key: str | None) -> tuple[store.JobRecord, int]:
-    """Spool the file part (fields may follow it), then submit the spooled file, which submit
-    renames into place (same directory, so same filesystem: no second copy)."""
-    received = await bodies.receive_multipart(request, svc.settings.upload_dir, svc.settings.max_upload_bytes,
+    """Stream the file part into the upload store as the job's object (fields may follow it),
+    then submit the stored object (nothing written twice; deleted if the job is refused)."""
+    job_id = uuid.uuid4().hex
+    upload = await run_in_threadpool(storage.from_settings, svc.settings)  # first call may import boto3
+    received = await bodies.receive_multipart(request, upload, f"{job_id}.csv", svc.settings.max_upload_bytes,
                                               svc.settings.max_part_header_bytes)
     try:
         kwargs = parse_options({**params, **received.fields})
-        return await run_in_threadpool(_submit, svc, received.path, key, kwargs, True), received.size
+    except BaseException:
+        await run_in_threadpool(upload.delete, received.stored.key)
+        raise
+    try:
+        return await run_in_threadpool(_submit, svc, received.stored, key, kwargs, job_id), received.size
     except Exception as exc:
         raise _translate(exc) from exc
-    finally:
-        received.path.unlink(missing_ok=True)  # gone already unless submit refused it
 
 
 async def _from_raw_body(svc: Services, request: Request, params: dict[str, str],

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from importd.errors import PermanentError, TransientError
-from importd.imports import store, targets
+from importd.imports import storage, store, targets
 from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
 from importd.imports.run import ImportRun, connect, lock_key, try_lock, worker_name  # noqa: F401 - re-exported
@@ -44,10 +44,33 @@ def run_import_task(ctx: JobContext) -> None:
         if isinstance(error, PermanentError) and not _record_failure(ctx, str(error)):
             raise _unrecorded(error) from exc
         raise error from exc
+    except PermanentError:
+        conn.close()
+        _retire_upload(ctx, failed_here=True)
+        raise
     except BaseException:
         conn.close()
         raise
     runtime.give_back(conn)
+    _retire_upload(ctx)
+
+
+def _retire_upload(ctx: JobContext, failed_here: bool = False) -> None:
+    """The job reached its own outcome: apply ``IMPORTD_UPLOAD_RETENTION`` to its object
+    (:func:`importd.imports.storage.retire`; a retried job never gets here). A FAILURE counts
+    only when this run recorded it (``failed_here``): a run that finds the job already FAILED
+    may be a stray delivery of a job given up on, whose message sits in failed_tasks and whose
+    replay needs the file."""
+    if ctx.settings.upload_retention == "keep":
+        return
+    try:
+        with store.connect(ctx.settings) as conn:
+            rec = store.get_job(conn, ctx.job.job_id)
+    except psycopg.Error as exc:
+        ctx.log.warning("could not read the job for upload retention", error=str(exc))
+        return
+    if rec is not None and rec.finished and (failed_here or rec.state != JobState.FAILURE):
+        storage.retire(ctx.settings, rec.state, rec.file_path, ctx.log)
 
 
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:

@@ -1,6 +1,7 @@
 """An import job's arguments: validated once, the same way for the API, the CLI and the worker.
 
-Message args: ``{"file", "table", "mode", "max_errors", "validate_only", "options": {...}}``.
+Message args: ``{"object": {"key", "size", "sha256"}, "table", "mode", "max_errors", "validate_only",
+"options": {...}}``; ``file`` (a path) instead of ``object`` is still read (messages queued before).
 The job row keeps ``mode`` in its column and the rest in ``options`` (jsonb):
 ``max_errors`` (int >= 0, default 0), ``validate_only`` (bool), ``delimiter`` (one ASCII
 character; sniffed from the header when absent), ``encoding`` (default utf-8, see
@@ -93,18 +94,34 @@ def _int(value: Any, name: str, low: int = 0) -> int:
 def job_from_args(job: Job) -> JobRecord:
     """A job row for a message that arrived without one (published by hand)."""
     args = job.args
-    file, table, mode = args.get("file"), args.get("table"), args.get("mode", "atomic")
-    if not isinstance(file, str) or not file:
-        raise JobArgsError("args.file must be a path")
+    table, mode = args.get("table"), args.get("mode", "atomic")
+    file, size, checksum = _object_of(args)
     if not isinstance(table, str) or not table:
         raise JobArgsError("args.table must be a table name")
     if mode not in MODES:
         raise JobArgsError(f"args.mode must be one of {', '.join(MODES)}")
     options = normalize(args.get("options"), max_errors=args.get("max_errors"),
                         validate_only=args.get("validate_only"))
-    try:
-        size: int | None = Path(file).stat().st_size
-    except OSError:
-        size = None
     return JobRecord(id=job.job_id, task=job.task, target_table=table, file_path=file, file_size=size,
-                     mode=mode, options=options, priority=max(0, min(10, job.priority)))
+                     checksum=checksum, mode=mode, options=options, priority=max(0, min(10, job.priority)))
+
+
+def _object_of(args: dict[str, Any]) -> tuple[str, int | None, str | None]:
+    """Key, size and checksum of the job's file: ``args.object`` (``{"key", "size", "sha256"}``,
+    what submit publishes) or ``args.file`` (a path inside the upload directory, as messages
+    queued before the object store carried; its size read here)."""
+    obj = args.get("object")
+    if obj is not None:
+        if not isinstance(obj, dict) or not isinstance(obj.get("key"), str) or not obj["key"]:
+            raise JobArgsError("args.object must name a key")
+        size, digest = obj.get("size"), obj.get("sha256")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise JobArgsError("args.object.size must be a byte count")
+        return obj["key"], size, f"sha256:{digest}" if isinstance(digest, str) and digest else None
+    file = args.get("file")
+    if not isinstance(file, str) or not file:
+        raise JobArgsError("args.file must be a path")
+    try:
+        return file, Path(file).stat().st_size, None
+    except OSError:
+        return file, None, None

@@ -133,8 +133,12 @@ class RejectLog:
             " file_bytes = excluded.file_bytes, records = excluded.records, groups = excluded.groups,"
             " updated_at = now()", (self.job_id, str(self.path), size, self.records, Jsonb(groups)))
 
-    def close(self) -> None:
+    def close(self, keep_empty: bool = True) -> None:
+        """Close the file; without ``keep_empty`` a file that holds no reject goes too (a worker
+        reading from object storage leaves nothing behind on its own disk for a clean job)."""
         self.file.close()
+        if not keep_empty and self.records == 0:
+            self.path.unlink(missing_ok=True)
 
 
 def summary(conn: psycopg.Connection[Any], job_id: str) -> dict[str, Any] | None:

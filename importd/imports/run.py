@@ -11,7 +11,6 @@ import os
 import socket
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +18,7 @@ from psycopg import pq
 
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
-from importd.imports import rejectfile, store, targets
+from importd.imports import rejectfile, storage, store, targets
 from importd.imports.copy import loader, scan, streams
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
@@ -179,7 +178,7 @@ class ImportRun:
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
-                self.reject_log.close()
+                self.reject_log.close(keep_empty=storage.is_local(self.settings))
 
     def _create_from_args(self) -> JobRecord:
         try:
@@ -215,29 +214,26 @@ class ImportRun:
         self.stored += len(keep)
         self.pending_rejects = []
 
-    def _open(self, rec: JobRecord) -> tuple[Path, ImportOptions, targets.Target]:
+    def _open(self, rec: JobRecord) -> tuple[storage.Source, ImportOptions, targets.Target]:
         try:
             opts = options_of(rec, self.settings)
         except JobArgsError as exc:
             raise Refused(f"invalid options: {exc}") from exc
-        path = Path(rec.file_path or "")
-        upload = self.settings.upload_dir.resolve()
-        resolved = path.resolve()
-        if not rec.file_path or not resolved.is_relative_to(upload):
-            raise Refused(f"file path {rec.file_path!r} is outside the upload directory")
-        if not resolved.is_file():
-            raise Refused(f"file not found: {rec.file_path}")
-        if rec.file_size is not None and rec.checkpoint_offset and resolved.stat().st_size != rec.file_size:
+        try:  # a key in the upload store (or an old job's path inside the upload directory)
+            source = storage.job_source(self.settings, rec.file_path)
+        except (storage.BadKey, storage.ObjectNotFound) as exc:
+            raise Refused(str(exc)) from exc
+        if rec.file_size is not None and rec.checkpoint_offset and source.size != rec.file_size:
             raise Refused("the file changed since the job was created; cannot resume")
         try:
             target = targets.load(self.conn, self.settings, rec.target_table or "")
         except targets.TargetError as exc:
             raise Refused(str(exc)) from exc
-        return resolved, opts, target
+        return source, opts, target
 
     def _import(self, rec: JobRecord) -> None:
-        path, opts, target = self._open(rec)
-        with path.open("rb") as f:
+        source, opts, target = self._open(rec)
+        with source.open() as f:
             try:
                 header = scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
                 columns = targets.map_header(target, header.fields, opts.mapping)
@@ -260,7 +256,9 @@ class ImportRun:
                 self.stored = _keep_rejects_before(self.conn, self.job_id, line)
             elif rec.attempts > 1 or rec.checkpoint_offset:
                 store.delete_rejected_rows(self.conn, self.job_id)
-            self.reject_log = rejectfile.RejectLog.open(self.conn, self.job_id, path, _head(f, header.data_offset),
+            self.reject_log = rejectfile.RejectLog.open(self.conn, self.job_id,
+                                                        storage.local_path(self.settings, source),
+                                                        _head(f, header.data_offset),
                                                         resume=resumable and offset > header.data_offset,
                                                         eol=header.eol)
             self.conn.autocommit = False
@@ -274,7 +272,7 @@ class ImportRun:
     def _load(self, rec: JobRecord, f: Any, engine: loader.Loader, offset: int, line: int,
               opts: ImportOptions, resumable: bool) -> LoadEnd:
         """Load every batch; how the loading ended."""
-        self.opts, self.size, self.committing = opts, rec.file_size or os.fstat(f.fileno()).st_size, resumable
+        self.opts, self.size, self.committing = opts, rec.file_size or f.seek(0, os.SEEK_END), resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             count = self._streams(engine, offset) if resumable else 1

@@ -1,4 +1,4 @@
-"""Submitting an import: copy the file into the upload directory, check it, record, publish.
+"""Submitting an import: store the file (:mod:`importd.imports.storage`), check it, record, publish.
 
 Shared by the API (an upload stream) and ``importd submit`` (a path). The header is checked
 against the table before anything is queued, so a file that cannot load is refused at once
@@ -7,9 +7,8 @@ against the table before anything is queued, so a file that cannot load is refus
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,9 +17,10 @@ import psycopg
 
 from importd.config import Settings
 from importd.errors import PermanentError
-from importd.imports import progress, store, targets
+from importd.imports import progress, storage, store, targets
 from importd.imports.copy import scan
 from importd.imports.options import MODES, JobArgsError, normalize
+from importd.imports.storage import StoredObject
 from importd.imports.store import JobRecord
 from importd.worker.messages import Job
 
@@ -39,16 +39,34 @@ class SubmitError(PermanentError):
         self.status = status
 
 
-def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table: str, *,
+def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | StoredObject, table: str, *,
            priority: int | None = None, mode: str = "atomic", max_errors: int = 0,
            validate_only: bool = False, options: dict[str, Any] | None = None,
-           idempotency_key: str | None = None, publisher: Any, move: bool = False) -> JobRecord:
+           idempotency_key: str | None = None, publisher: Any, move: bool = False,
+           job_id: str | None = None) -> JobRecord:
     """Store ``source`` as a new job on ``table`` and publish it; return the PENDING job.
 
     With ``idempotency_key`` a second submit returns the first job and stores nothing.
-    ``move=True`` (``source`` a path on the upload directory's filesystem, e.g. an upload the
-    API already streamed to disk) renames the file into place instead of copying it.
+    ``move=True`` (``source`` a file this process spooled, e.g. a multipart upload the API
+    wrote to disk) hands the file to the store, which renames it into place (file://) or
+    sends it and removes it (s3://). A :class:`StoredObject` is already in the store (the API
+    streamed a form's file part there under ``job_id``); submit owns it from here and deletes it
+    if the job is refused.
     """
+    try:
+        return _submit(settings, source, table, priority=priority, mode=mode, max_errors=max_errors,
+                       validate_only=validate_only, options=options, idempotency_key=idempotency_key,
+                       publisher=publisher, move=move, job_id=job_id)
+    except BaseException:
+        if isinstance(source, StoredObject):
+            storage.from_settings(settings).delete(source.key)
+        raise
+
+
+def _submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | StoredObject, table: str, *,
+            priority: int | None, mode: str, max_errors: int, validate_only: bool,
+            options: dict[str, Any] | None, idempotency_key: str | None, publisher: Any, move: bool,
+            job_id: str | None) -> JobRecord:
     from importd.worker import tasks
 
     if mode not in MODES:
@@ -66,13 +84,16 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
         if idempotency_key:
             found = store.get_job_by_idempotency_key(conn, idempotency_key)
             if found is not None:
+                if isinstance(source, StoredObject):
+                    storage.from_settings(settings).delete(source.key)
                 return found
-        job_id = uuid.uuid4().hex
-        path, size, checksum = _store_file(settings, source, job_id, move)
+        job_id = job_id or uuid.uuid4().hex
+        stored = source if isinstance(source, StoredObject) else _store_file(settings, source, job_id, move)
+        size = stored.size
         try:
-            _check_header(conn, settings, path, table, opts)
-            rec = JobRecord(id=job_id, task=TASK, target_table=table, file_path=str(path), file_size=size,
-                            checksum=checksum, state="PENDING", priority=int(priority), mode=mode,
+            _check_header(conn, settings, stored.key, table, opts)
+            rec = JobRecord(id=job_id, task=TASK, target_table=table, file_path=stored.key, file_size=size,
+                            checksum=stored.checksum, state="PENDING", priority=int(priority), mode=mode,
                             options=opts, idempotency_key=idempotency_key)
             try:
                 rec = store.create_job(conn, rec)
@@ -80,12 +101,14 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO, table:
                 found = store.get_job_by_idempotency_key(conn, idempotency_key or "")
                 if found is None:
                     raise
-                path.unlink(missing_ok=True)
+                storage.from_settings(settings).delete(stored.key)
                 return found
         except BaseException:
-            path.unlink(missing_ok=True)
+            storage.from_settings(settings).delete(stored.key)
             raise
-        args = {"file": str(path), "table": table, "mode": mode, "max_errors": opts["max_errors"],
+        # The message names the object (key, size, sha256), never a host path: API and workers
+        # may share no directory. ``file`` (a path) is still read from messages queued before.
+        args = {"object": stored.as_args(), "table": table, "mode": mode, "max_errors": opts["max_errors"],
                 "validate_only": opts["validate_only"],
                 "options": {k: v for k, v in opts.items() if k not in ("max_errors", "validate_only")}}
         # PENDING goes to Redis before the message exists: written after, it could land on top
@@ -114,51 +137,51 @@ def _never_queued(conn: psycopg.Connection[Any], tracker: progress.Progress, job
 
 
 def _store_file(settings: Settings, source: str | os.PathLike[str] | BinaryIO,
-                job_id: str, move: bool = False) -> tuple[Path, int, str]:
-    """Copy ``source`` to ``upload_dir/<job_id>.csv`` (size limit, sha256); return path, size, sum."""
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    final = settings.upload_dir / f"{job_id}.csv"
-    if move and isinstance(source, str | os.PathLike):
-        return _move_file(settings, Path(source), final)
-    partial = settings.upload_dir / f".{job_id}.part"
-    try:
-        if isinstance(source, str | os.PathLike):
-            _copy_path(settings, Path(source), partial)
-            size, checksum = _checksum(partial)
-        else:
-            size, checksum = _copy_stream(settings, source, partial)
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return final, size, checksum
-
-
-def _copy_path(settings: Settings, source: Path, partial: Path) -> None:
-    """Copy a file in the kernel (``shutil.copyfile``: sendfile, no bytes through Python),
-    three to ten times faster than a read/write loop for a large file."""
-    try:
-        _check_size(settings, source.stat().st_size)
-        shutil.copyfile(source, partial)
-    except OSError as exc:
-        if exc.filename != os.fspath(source):  # the upload directory's side: not the caller's fault
+                job_id: str, move: bool = False) -> StoredObject:
+    """Store ``source`` as the object ``<job_id>.csv`` (size limit, sha256 as it streams): in the
+    upload directory or the object store (:mod:`importd.imports.storage`). On any error
+    nothing is left in the store."""
+    upload = storage.from_settings(settings)
+    key = f"{job_id}.csv"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        try:
+            _check_size(settings, path.stat().st_size)
+        except (SubmitError, OSError) as exc:
+            if move:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
             raise
-        raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
-    _check_size(settings, partial.stat().st_size)  # it may have grown while being copied
+        try:
+            stored = upload.adopt(key, path) if move else upload.write_file(key, path)
+        except OSError as exc:
+            if exc.filename != os.fspath(source):  # the store's side: not the caller's fault
+                raise
+            raise SubmitError([f"cannot read {os.fspath(source)}: {exc.strerror}"], 400) from exc
+        if stored.size > settings.max_upload_bytes:  # it grew while being copied
+            upload.delete(key)
+            _check_size(settings, stored.size)
+        return stored
+    return upload.write(key, _Limited(settings, source))  # type: ignore[arg-type]
 
 
-def _copy_stream(settings: Settings, stream: BinaryIO, partial: Path) -> tuple[int, str]:
-    """Write ``stream`` to ``partial``, hashing as it goes (the bytes pass through Python
-    anyway); size and checksum."""
-    digest = hashlib.sha256()
-    size = 0
-    with partial.open("wb") as out:
-        while chunk := stream.read(COPY_CHUNK):
-            size += len(chunk)
-            _check_size(settings, size)
-            digest.update(chunk)
-            out.write(chunk)
-    return size, f"sha256:{digest.hexdigest()}"
+class _Limited(io.RawIOBase):
+    """``stream`` that raises SubmitError (413) as soon as more than ``max_upload_bytes`` came:
+    the store aborts the write, so an oversized upload is never stored whole."""
+
+    def __init__(self, settings: Settings, stream: BinaryIO) -> None:
+        super().__init__()
+        self.settings, self.stream, self.size = settings, stream, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        chunk = self.stream.read(COPY_CHUNK if n is None or n < 0 else n)
+        self.size += len(chunk)
+        _check_size(self.settings, self.size)
+        return chunk
 
 
 def _check_size(settings: Settings, size: int) -> None:
@@ -166,24 +189,13 @@ def _check_size(settings: Settings, size: int) -> None:
         raise SubmitError([f"file larger than {settings.max_upload_bytes} bytes"], 413)
 
 
-def _checksum(path: Path) -> tuple[int, str]:
-    """Size and sha256 of the stored copy: the bytes the job will read, whatever the source did."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            size += len(chunk)
-            digest.update(chunk)
-    return size, f"sha256:{digest.hexdigest()}"
-
-
-def _check_header(conn: psycopg.Connection[Any], settings: Settings, path: Path, table: str,
+def _check_header(conn: psycopg.Connection[Any], settings: Settings, key: str, table: str,
                   opts: dict[str, Any]) -> None:
     """Refuse a file whose header cannot load into ``table`` (every problem listed)."""
     try:
         target = targets.load(conn, settings, table)
         enc = scan.encoding(opts.get("encoding"))
-        with path.open("rb") as f:
+        with storage.from_settings(settings).open(key) as f:
             header = scan.read_header(f, enc, opts.get("delimiter"),
                                          int(opts.get("max_line_bytes", settings.max_line_bytes)))
         targets.map_header(target, header.fields, opts.get("columns"))
@@ -191,15 +203,3 @@ def _check_header(conn: psycopg.Connection[Any], settings: Settings, path: Path,
         raise SubmitError(exc.problems) from exc
     except (scan.CsvFormatError, ValueError) as exc:
         raise SubmitError([str(exc)]) from exc
-
-
-def _move_file(settings: Settings, source: Path, final: Path) -> tuple[Path, int, str]:
-    """Rename ``source`` to ``final`` (same filesystem), then checksum it (reading, not copying)."""
-    try:
-        _check_size(settings, source.stat().st_size)
-    except SubmitError:
-        source.unlink(missing_ok=True)
-        raise
-    os.replace(source, final)
-    size, checksum = _checksum(final)
-    return final, size, checksum

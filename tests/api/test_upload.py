@@ -43,8 +43,8 @@ async def test_raw_csv_body_is_stored_recorded_and_published_with_its_priority(
         rec = store.get_job(conn, job_id)
     assert rec is not None
     assert (rec.state, rec.priority, rec.mode, rec.options["max_errors"]) == ("PENDING", 7, "resumable", 3)
-    assert rec.file_path is not None and Path(rec.file_path).read_bytes() == GOOD
-    assert Path(rec.file_path).parent == Path(api_settings.upload_dir)
+    assert rec.file_path == f"{job_id}.csv"  # a key in the store, never a host path
+    assert (Path(api_settings.upload_dir) / rec.file_path).read_bytes() == GOOD
     [msg] = broker.get_all("import_queue")
     assert msg.properties["priority"] == 7
     assert json.loads(msg.body)["job_id"] == job_id

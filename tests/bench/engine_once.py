@@ -1,12 +1,13 @@
 """One import by the engine alone, in this process, with no broker: ``FILE TABLE [MODE]``.
 
+``FILE`` is a path inside the upload directory, or a key in ``IMPORTD_STORAGE_URL``'s store.
+
 Prints a JSON line: seconds, this process's peak RSS in MB, and the finished job.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -14,7 +15,7 @@ import uuid
 
 from importd import logs
 from importd.config import Settings
-from importd.imports import store
+from importd.imports import storage, store
 from importd.imports.handlers import run_import_task
 from importd.imports.store import JobRecord
 from importd.worker.context import JobContext
@@ -28,7 +29,7 @@ def main(path: str, table: str, mode: str = "atomic") -> int:
     job_id = uuid.uuid4().hex
     with store.connect(settings) as conn:
         store.create_job(conn, JobRecord(id=job_id, target_table=table, file_path=path, mode=mode,
-                                         file_size=os.path.getsize(path),
+                                         file_size=storage.job_source(settings, path).size,
                                          options={"max_errors": 10**9}))
     spec = get("import.csv")
     assert spec is not None

@@ -4,7 +4,8 @@ Prints one table: rows/s, MB/s, the ratio to `psql \\copy` of the same file into
 kind of table, and the worker's peak RSS, for importd's engine alone and end to end, in
 each mode (atomic: one transaction, one COPY stream; resumable: two streams, see
 :mod:`importd.imports.copy.streams`); the same with 1 % bad rows; the engine's peak RSS on a file twice
-as large; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
+as large; the engine reading the clean file from an S3 store (moto on loopback) against the
+same file from local disk, as a ratio; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
 noisy on a shared 2-core machine: compare ratios within one run. The import rate limit
 (10/min) is lifted for the run (IMPORTD_RATE_LIMIT=none), since it alone would cap the
 small-file case at 0.17 jobs/s.
@@ -101,20 +102,51 @@ def psql_copy(s: Settings, path: Path, table: str) -> float:
     return time.perf_counter() - started
 
 
-def engine_alone(s: Settings, path: Path, table: str, mode: str = "atomic") -> tuple[float, float, dict[str, object]]:
-    """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job."""
+def engine_alone(s: Settings, path: Path, table: str, mode: str = "atomic", key: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[float, float, dict[str, object]]:
+    """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job. With
+    ``key`` (and ``env`` naming its store) the file is read from that object instead."""
     quiesce(s)
     reset_table(s, table)
     staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
     if not staged.exists():
         os.link(path, staged)
-    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", str(staged), f"public.{table}", mode],
-                         env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning"), cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", key or str(staged), f"public.{table}",
+                          mode], env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning", **(env or {})), cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"engine run failed: {out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return float(result["seconds"]), float(result["rss_mb"]), result["job"]
+
+
+def s3_against_local(s: Settings, path: Path, rounds: int = ROUNDS) -> tuple[Row, Row]:
+    """The engine alone reading ``path`` from local disk and the same bytes from an S3 store
+    (moto's server on loopback, started here), interleaved: (local row, S3 row with the ratio
+    local time / S3 time). The S3 server shares the two cores with the import, so the ratio
+    is a floor for a store on its own hosts."""
+    from importd.imports import storage
+    from tests.support.s3 import aws_env, s3_process
+
+    local: list[float] = []
+    remote: list[float] = []
+    peaks: dict[str, float] = {}
+    with s3_process() as server:
+        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
+        s3 = storage.open_url(env["IMPORTD_STORAGE_URL"], server.endpoint)
+        s3.write_file(path.name, path)
+        for round_ in range(rounds):
+            for where in ("local", "s3") if round_ % 2 == 0 else ("s3", "local"):
+                if where == "local":
+                    secs, peaks[where], _job = engine_alone(s, path, "bench_engine")
+                    local.append(secs)
+                else:
+                    secs, peaks[where], _job = engine_alone(s, path, "bench_engine", key=path.name, env=env)
+                    remote.append(secs)
+    rows, size, base = 1_000_000, path.stat().st_size, statistics.median(local)
+    return (Row("importd engine atomic, local disk", rows, base, size, rss_mb=peaks["local"], extra=spread(local)),
+            Row("importd engine atomic, S3 (vs local)", rows, statistics.median(remote), size, base,
+                peaks["s3"], spread(remote)))
 
 
 def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher, mode: str = "atomic"
@@ -255,6 +287,7 @@ def main() -> int:
         secs, peak, job = engine_alone(s, double, "bench_double", mode)
         results.append(Row(f"importd engine {mode} (2x file)", 2 * rows, secs, double.stat().st_size, 2 * base,
                            peak, str(job.get("state"))))
+    results.extend(s3_against_local(s, clean))
     quiesce(s)
     jobs_per_s = small_files(s, publisher)
     publisher.close()

@@ -30,8 +30,9 @@ def test_submit_copies_the_file_records_the_job_and_publishes_it(isettings, db, 
     source.write_bytes(DATA)
     rec = submit(isettings, source, "people", priority=7, mode="resumable", max_errors=3,
                  options={"delimiter": ","}, publisher=publisher)
-    stored = Path(rec.file_path or "")
-    assert stored.parent == isettings.upload_dir and stored.read_bytes() == DATA and stored != source
+    assert rec.file_path == f"{rec.id}.csv"  # a key in the store, never a host path
+    stored = isettings.upload_dir / rec.file_path
+    assert stored.read_bytes() == DATA and stored != source
     assert (rec.state, rec.priority, rec.mode, rec.file_size) == ("PENDING", 7, "resumable", len(DATA))
     assert rec.checksum == "sha256:" + hashlib.sha256(DATA).hexdigest()
     assert rec.options == {"delimiter": ",", "max_errors": 3, "validate_only": False}
@@ -39,7 +40,8 @@ def test_submit_copies_the_file_records_the_job_and_publishes_it(isettings, db, 
     assert message.properties["message_id"] == rec.id and message.properties["priority"] == 7
     assert message.headers["x-importd-task"] == "import.csv"
     assert json.loads(message.body) == {"job_id": rec.id, "args": {
-        "file": str(stored), "table": "people", "mode": "resumable", "max_errors": 3, "validate_only": False,
+        "object": {"key": rec.file_path, "size": len(DATA), "sha256": hashlib.sha256(DATA).hexdigest()},
+        "table": "people", "mode": "resumable", "max_errors": 3, "validate_only": False,
         "options": {"delimiter": ","}}}
     assert Progress(isettings).read(rec.id)["state"] == "PENDING"  # type: ignore[index]
 
@@ -70,7 +72,7 @@ def test_submit_can_move_an_upload_already_on_disk_instead_of_copying_it(isettin
     staged = isettings.upload_dir / "incoming.part"
     staged.write_bytes(DATA)
     rec = submit(isettings, staged, "people", publisher=publisher, move=True)
-    assert not staged.exists() and Path(rec.file_path or "").read_bytes() == DATA
+    assert not staged.exists() and (isettings.upload_dir / (rec.file_path or "")).read_bytes() == DATA
     assert rec.checksum == "sha256:" + hashlib.sha256(DATA).hexdigest()
 
 

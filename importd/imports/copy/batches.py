@@ -64,7 +64,7 @@ def batches(f: BinaryIO, offset: int, line: int, opts: LoadOptions) -> Generator
     A file that fits in one batch is read here: starting a thread would cost more than it
     hides (small files are most of a busy worker's jobs).
     """
-    if os.fstat(f.fileno()).st_size - offset <= opts.batch_bytes:
+    if f.seek(0, os.SEEK_END) - offset <= opts.batch_bytes:  # any seekable stream (a file, an object)
         return _inline(_batches(f, offset, line, opts))
     return prefetch(_batches(f, offset, line, opts))
 
