@@ -28,7 +28,8 @@ from importd.worker import topology
 from importd.worker.publisher import Publisher
 from tests.faults.evidence import EventLog, Evidence
 from tests.support import report
-from tests.support.infra import Broker, WorkerProcess, wait_for
+from tests.support.infra import Broker, WorkerProcess, rabbitmqctl, wait_for
+from tests.support.proxy import Proxy
 
 TABLE = "public.fault_rows"
 #: No unique key on purpose: the audit counts duplicates instead of PostgreSQL refusing them.
@@ -120,6 +121,24 @@ def stranded_after_stop(broker: Broker, worker: WorkerProcess) -> int:
 
     wait_for(lambda: all(q.consumer_count == 0 for q in declared()), 30, what="no consumer left")
     return sum(int(q.message_count) for q in declared())
+
+
+def partition_until_both_ends_gave_up(proxy: Proxy, resume: bool = True) -> None:
+    """Stall ``proxy`` until the worker has reconnected (a new connection reached the proxy)
+    and the broker has closed every connection that was open through it (its heartbeat
+    timeout): only then does nothing written during the partition arrive late, as in a real
+    partition longer than the heartbeats. Then resume."""
+    connected, old = proxy.accepted, proxy.upstream_ports()
+    proxy.stall()
+    wait_for(lambda: proxy.accepted > connected, 60, what="the worker reconnecting (heartbeat timeout)")
+
+    def broker_peers() -> set[int]:
+        out = rabbitmqctl("list_connections", "peer_port", "--no-table-headers")
+        return {int(p) for p in out.split() if p.isdigit()}
+
+    wait_for(lambda: not (old & broker_peers()), 60, interval=0.5, what="the broker closing the old connections")
+    if resume:
+        proxy.resume()
 
 
 def audit(settings: Settings, db: psycopg.Connection[Any], broker: Broker, batch: Batch, *,

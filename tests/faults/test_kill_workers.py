@@ -30,7 +30,7 @@ def test_sigkills_of_children_running_imports_lose_and_duplicate_nothing(
     rng = random.Random(20261129 + len(mode))
     batch = submit_files(fsettings, publisher, count=20, rows=60_000, mode=mode, seed=rng.randrange(1000),
                          batch_bytes=256 * 1024)
-    ev = Evidence(f"sigkill ({mode})")
+    ev = Evidence(f"sigkill ({mode})", fsettings)
     with start_worker("-Q", "import_queue,bulk_ops_queue", "-c", "2", **WORKER_ENV) as w:
         w.wait_consuming(2)
         deadline = time.monotonic() + 60  # stop injecting after this; not an assertion
@@ -54,7 +54,7 @@ def test_sigkills_of_children_running_imports_lose_and_duplicate_nothing(
             ev.demote(h, f"job {job.id} attempt {job.attempts} shows no redelivery")
     ev.observe(events)
     if mode == "resumable":
-        ev.resumed(fsettings)
+        ev.resumed()
     ev.record()
     assert ev.paths[REDELIVERY] >= len(ev.hits), dict(ev.paths)
     if mode == "resumable":
