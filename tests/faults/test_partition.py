@@ -42,3 +42,17 @@ def test_partition_longer_than_heartbeats_is_detected_and_the_worker_goes_on(
     ev.record()
     ev.require(REDELIVERY)
     assert stranded == 0
+
+
+def test_stranded_count_sees_a_delivery_a_worker_holds_unacked(broker: Broker, start_worker, tmp_path):
+    """The audit's 'stranded' is ready + unacked: a delivery held by a worker that stopped is
+    counted (the broker requeues it once the worker's connection is gone), where counting
+    ready messages alone would read 0 while the worker holds it."""
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1") as w:
+        w.wait_consuming()
+        broker.publish_job("test.sleep", {"log": str(log), "seconds": 60})
+        wait_for(lambda: test_tasks.runs(log), 30, what="the job running (its delivery unacked)")
+        assert broker.depth("default") == 0  # invisible to a count of ready messages
+        assert stranded_after_stop(broker, w) == 1
+    broker.purge_all()

@@ -66,7 +66,10 @@ def test_rabbitmq_restart_with_jobs_queued_and_running_loses_nothing(
     worker's reconnect loop; an outcome of a dead channel is never acked on a new one: the
     running job's delivery comes back, is counted as an attempt, and that attempt finds the
     job finished (no-op) or its lock held (deferred)."""
-    batch = submit_files(fsettings, publisher, count=6, rows=150_000, mode="atomic", seed=11)
+    # 8 KiB batches: a commit every ~100 rows keeps each import running for seconds, longer
+    # than a stop_app takes (an atomic 150k-row import ends before the broker is down).
+    batch = submit_files(fsettings, publisher, count=4, rows=100_000, mode="resumable", seed=11,
+                         batch_bytes=8 * 1024)
     ev = Evidence("broker restart", fsettings)
     with start_worker(*WORKER_ARGS, **WORKER_ENV) as w:
         w.wait_consuming(2)
@@ -74,7 +77,8 @@ def test_rabbitmq_restart_with_jobs_queued_and_running_loses_nothing(
         rabbitmqctl("stop_app")
         # Hit: jobs that ran as the stop began and still ran once the broker was down.
         at_stop = [j for j in running(fsettings, batch.jobs) if j.id in before]
-        h = ev.hit("broker stopped", at_stop) if at_stop else ev.miss("broker stopped", f"ran before: {before}")
+        h = ev.hit("broker stopped", at_stop) if at_stop else ev.miss(
+            "broker stopped", f"ran before: {job_rows(fsettings, before)}")
         time.sleep(2)  # down at least this long (a lower bound)
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup")
