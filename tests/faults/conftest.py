@@ -12,7 +12,9 @@ missed running work).
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +112,12 @@ def wait_final(settings: Settings, batch: Batch, timeout: float) -> dict[str, st
                     and len(s) == len(ids) and s, timeout, interval=0.3, what="every job final")
 
 
-def stranded_after_stop(broker: Broker, worker: WorkerProcess) -> int:
-    """Stop ``worker``, wait until no queue has a consumer (the broker has requeued every
-    delivery the worker held unacked), then count what is left in work and retry queues."""
+def stranded_after_stop(broker: Broker, worker: WorkerProcess, kill: bool = False) -> int:
+    """Stop ``worker`` (SIGKILL its process group with ``kill``), wait until no queue has a
+    consumer (the broker has requeued every delivery the worker held unacked), then count what
+    is left in work and retry queues."""
+    if kill:
+        os.killpg(worker.proc.pid, signal.SIGKILL)
     worker.stop()
     names = [n for n in topology.all_queue_names() if n != "failed_tasks"]
 

@@ -107,8 +107,14 @@ def test_postgres_backend_terminated_mid_copy_then_connections_refused(
             " AND application_name = 'importd-worker' AND state = 'active' AND query ILIKE 'COPY%%')"
             " SELECT pid, query FROM copying WHERE pg_terminate_backend(pid)",
             (database,)).fetchall(), 60, interval=0.05, what="a worker backend in an active COPY")
-        ev.hit("backend terminated in an active COPY", running(fsettings, batch.jobs),
-               f"backends {[pid for pid, _ in killed]}")
+        pids = [pid for pid, _ in killed]
+        in_flight = running(fsettings, batch.jobs)
+        try:  # landed: the backends are gone
+            wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                               (pids,)).fetchall(), 10, what="the terminated backends gone")
+            ev.hit("backend terminated in an active COPY", in_flight, f"backends {pids}")
+        except AssertionError:
+            ev.miss("backend terminated in an active COPY", f"backends {pids} still there")
         # Work in flight as connections stop: jobs running or waiting for their retry.
         at_refusal = [j for j in job_rows(fsettings, batch.jobs) if j.state in ("STARTED", "RETRY")]
         admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
