@@ -155,13 +155,15 @@ async def test_upload_writes_pending_state_to_redis(api_client: Any, api_setting
 
 async def test_upload_while_rabbitmq_is_unreachable_is_503_and_the_job_is_not_left_pending(
         api_client: Any, api_settings: Settings) -> None:
+    key = f"unreachable-{uuid.uuid4().hex}"  # finds this request's job, not the newest in a shared database
     async with api_client(broker_url="amqp://guest:guest@127.0.0.1:1//") as c:
-        r = await c.post("/api/upload?table=public.api_people", content=GOOD, headers={"Content-Type": "text/csv"})
+        r = await c.post("/api/upload?table=public.api_people", content=GOOD,
+                         headers={"Content-Type": "text/csv", "Idempotency-Key": key})
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "broker_unavailable"
     with store.connect(api_settings) as conn:
-        state, error = conn.execute("SELECT state, error FROM importd.jobs ORDER BY created_at DESC LIMIT 1"
-                                    ).fetchone()  # type: ignore[misc]
+        state, error = conn.execute("SELECT state, error FROM importd.jobs WHERE idempotency_key = %s",
+                                    (key,)).fetchone()  # type: ignore[misc]
     assert state == "FAILURE" and "could not queue" in error
 
 

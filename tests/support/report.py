@@ -3,7 +3,9 @@
 A fault counts as *hit* only when state read at the moment of injection showed it met running
 work (see ``tests/faults/evidence.py``); the others are *missed* and prove nothing. Recovery
 paths are counted from job events and job rows after each scenario's audit. ``messages
-stranded`` counts ready and unacked messages once the workers are stopped.
+stranded`` counts ready and unacked messages once the workers are stopped. Hostile inputs
+(messages, CSV files, HTTP requests) are counted apart: they are the work itself, not a fault
+that may or may not meet work.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 #: The counters, in the order they are printed.
-FIELDS = ("faults injected", "faults hit", "faults missed", "jobs run", "rows checked", "rows lost",
+FIELDS = ("faults injected", "faults hit", "faults missed", "hostile inputs", "jobs run", "rows checked", "rows lost",
           "rows duplicated", "messages stranded")
 #: How each counter is printed (plain name when absent).
 LABELS = {"faults hit": "faults that hit running work", "faults missed": "faults that missed (not counted)",
