@@ -99,9 +99,10 @@ class EventLog:
             self.events.append(json.loads(msg.body))
         return self.events
 
-    def of(self, job_id: str, kind: str | None = None, reason: str | None = None) -> list[dict[str, Any]]:
+    def of(self, job_id: str, kind: str | None = None, reason: str | None = None,
+           attempt: int | None = None) -> list[dict[str, Any]]:
         return [e for e in self.drain() if e.get("job_id") == job_id and kind in (None, e.get("type"))
-                and reason in (None, e.get("reason"))]
+                and reason in (None, e.get("reason")) and attempt in (None, e.get("attempt"))]
 
     def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         return wait_for(lambda: next((e for e in self.drain() if pred(e)), None), timeout, what=what)
