@@ -174,13 +174,13 @@ def test_redis_gone_mid_import_and_back_imports_at_full_speed(
                              for now in job_rows(fsettings, at_down)), 60, what="a checkpoint rising with Redis down")
         done_down = wait_for(lambda: [j.id for j in job_rows(fsettings, at_down, "SUCCESS")], 120,
                              what="a running job finished with Redis down")
+        # The outage met these jobs' progress: their end has not reached Redis (read before it is back).
+        assert all(r.hget(keys.job_state(fsettings.redis_prefix, j), "state") != b"SUCCESS" for j in done_down)
         proxy.up()
         time.sleep(progress.BACKOFF_S)  # at least the back-off after the last failed write (a lower bound)
         after = submit_files(fsettings, publisher, count=1, rows=20_000, mode="resumable", seed=113)
         batch.jobs.update(after.jobs)
         audit(fsettings, fault_db, broker, batch, worker=w, timeout=120)
-    # The outage met these jobs' progress: their end never reached Redis.
-    assert all(r.hget(keys.job_state(fsettings.redis_prefix, j), "state") != b"SUCCESS" for j in done_down)
     # ... and back: the job run after the proxy came up has its progress in Redis again.
     (later,) = after.jobs
     assert r.hget(keys.job_state(fsettings.redis_prefix, later), "state") == b"SUCCESS"
