@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install services browser test lint demo bench clean
+.PHONY: install services browser test-tools test lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ lint: install
 browser:
 	@scripts/browser.sh
 
-test: install services browser
+# Tools some tests need (the browser test's Chromium is `browser`); installed, never skipped.
+test-tools: browser
+	@scripts/ensure-systemd-analyze.sh
+
+test: install services test-tools
 	$(PY) -m pytest -q
 
 demo: install services

@@ -13,8 +13,8 @@ from importd.worker import topology
 from importd.worker.publisher import broker_connection
 from tests.support import infra
 
-#: Import fixtures (migrated database, allowlisted tables) for every test module.
-pytest_plugins = ["tests.support.importing"]
+#: Import fixtures (migrated database, allowlisted tables) for every test module; in CI a skip fails.
+pytest_plugins = ["tests.support.importing", "tests.support.ci"]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 from importd.config import Settings
 from importd.imports import store
 from tests.api.conftest import HEADER
+from tests.support.infra import wait_for
 
 #: Size of the upload.
 UPLOAD_BYTES = 1024**3
@@ -51,19 +52,37 @@ class GeneratedFile:
 
 
 class RssSampler(threading.Thread):
+    """Samples the API's RSS until told to stop; ``failed`` says why it stopped early, if it did."""
+
     def __init__(self, api: Any) -> None:
         super().__init__(daemon=True)
         self.api = api
         self.peak_kb = 0
+        self.samples = 0
         self.running = True
+        self.failed: BaseException | None = None
 
     def run(self) -> None:
         while self.running:
             try:
                 self.peak_kb = max(self.peak_kb, self.api.rss_kb())
-            except (OSError, AssertionError):
+            except (OSError, AssertionError) as exc:
+                self.failed = exc
                 return
+            self.samples += 1
             time.sleep(0.02)
+
+
+def _settled_rss_kb(api: Any) -> int:
+    """The API's RSS once two reads in a row agree (a condition, not a fixed sleep)."""
+    last = [api.rss_kb()]
+
+    def settled() -> int | None:
+        now = api.rss_kb()
+        same, last[0] = now == last[0], now
+        return now if same else None
+
+    return int(wait_for(settled, 30, interval=0.1, what="the API's RSS settled after the warm-up upload"))
 
 
 def send_raw(c: httpx.Client) -> httpx.Response:
@@ -85,13 +104,15 @@ def test_a_1gb_upload_keeps_the_api_rss_within_50mb_of_idle(start_api: Any, api_
             warm = c.post("/api/upload?table=public.api_people", content=b"".join(body(2 * 1024 * 1024)),
                           headers={"Content-Type": "text/csv"})  # first use imports and connects
             assert warm.status_code == 202, warm.text
-            time.sleep(0.5)
-            idle_kb = api.rss_kb()
+            idle_kb = _settled_rss_kb(api)
             sampler = RssSampler(api)
             sampler.start()
             r = send(c)
+            sampled_during = sampler.samples
             sampler.running = False
             sampler.join()
+        # The peak covers the whole upload: the sampler ran until the response, not less.
+        assert sampler.failed is None and sampled_during >= 2, (sampler.failed, sampled_during)
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         with store.connect(api_settings) as conn:

@@ -2,14 +2,19 @@
 
 Every scenario ends with :func:`audit`: each job reached SUCCESS or FAILURE, the target
 table holds every good row exactly once (a table without a unique key, so a duplicate would
-show instead of failing the load), no message is left in a work or retry queue, and
-failed_tasks holds exactly the jobs that should be there.
+show instead of failing the load), no message is left in a work or retry queue, ready or
+unacked (counted after the workers stopped, when the broker has requeued what they held), and
+failed_tasks holds exactly the jobs that should be there. Scenarios that inject faults pass an
+:class:`~tests.faults.evidence.Evidence`; the audit records it (and fails when every fault
+missed running work).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +26,12 @@ import pytest
 from importd.config import Settings
 from importd.imports import store
 from importd.imports.submit import submit
+from importd.worker import topology
 from importd.worker.publisher import Publisher
+from tests.faults.evidence import EventLog, Evidence
 from tests.support import report
-from tests.support.infra import Broker, wait_for
+from tests.support.infra import Broker, WorkerProcess, rabbitmqctl, wait_for
+from tests.support.proxy import Proxy
 
 TABLE = "public.fault_rows"
 #: No unique key on purpose: the audit counts duplicates instead of PostgreSQL refusing them.
@@ -51,6 +59,14 @@ def fault_db(fsettings: Settings) -> Iterator[psycopg.Connection[Any]]:
         conn.execute("DROP TABLE IF EXISTS public.fault_rows")
         conn.execute(DDL)
         yield conn
+
+
+@pytest.fixture
+def events(broker: Broker) -> Iterator[EventLog]:
+    """Every job event of this test, in a queue of its own (bound before any worker starts)."""
+    log = EventLog(broker)
+    yield log
+    log.close()
 
 
 @pytest.fixture
@@ -96,8 +112,44 @@ def wait_final(settings: Settings, batch: Batch, timeout: float) -> dict[str, st
                     and len(s) == len(ids) and s, timeout, interval=0.3, what="every job final")
 
 
+def stranded_after_stop(broker: Broker, worker: WorkerProcess, kill: bool = False) -> int:
+    """Stop ``worker`` (SIGKILL its process group with ``kill``), wait until no queue has a
+    consumer (the broker has requeued every delivery the worker held unacked), then count what
+    is left in work and retry queues."""
+    if kill:
+        os.killpg(worker.proc.pid, signal.SIGKILL)
+    worker.stop()
+    names = [n for n in topology.all_queue_names() if n != "failed_tasks"]
+
+    def declared() -> list[Any]:
+        return [broker.channel().queue_declare(n, passive=True) for n in names]
+
+    wait_for(lambda: all(q.consumer_count == 0 for q in declared()), 30, what="no consumer left")
+    return sum(int(q.message_count) for q in declared())
+
+
+def partition_until_both_ends_gave_up(proxy: Proxy, resume: bool = True) -> None:
+    """Stall ``proxy`` until the worker has reconnected (a new connection reached the proxy)
+    and the broker has closed every connection that was open through it (its heartbeat
+    timeout): only then does nothing written during the partition arrive late, as in a real
+    partition longer than the heartbeats. Then resume."""
+    connected, old = proxy.accepted, proxy.upstream_ports()
+    proxy.stall()
+    wait_for(lambda: proxy.accepted > connected, 60, what="the worker reconnecting (heartbeat timeout)")
+
+    def broker_peers() -> set[int]:
+        out = rabbitmqctl("list_connections", "peer_port", "--no-table-headers")
+        return {int(p) for p in out.split() if p.isdigit()}
+
+    wait_for(lambda: not (old & broker_peers()), 60, interval=0.5, what="the broker closing the old connections")
+    if resume:
+        proxy.resume()
+
+
 def audit(settings: Settings, db: psycopg.Connection[Any], broker: Broker, batch: Batch, *,
-          faults: int, expect_failed: frozenset[str] = frozenset(), timeout: float = 120) -> None:
+          worker: WorkerProcess, evidence: Evidence | None = None,
+          expect_failed: frozenset[str] = frozenset(), timeout: float = 120) -> None:
+    """The exactly-once audit; stops ``worker`` to count stranded messages (ready + unacked)."""
     final = wait_final(settings, batch, timeout)
     failed = {job for job, state in final.items() if state != "SUCCESS"}
     assert failed == set(expect_failed), {j: final[j] for j in failed | set(expect_failed)}
@@ -110,11 +162,13 @@ def audit(settings: Settings, db: psycopg.Connection[Any], broker: Broker, batch
         checked += got
         duplicated += got - unique
         lost += max(0, expected - unique)
-    wait_for(lambda: all(d == 0 for name, d in broker.depths().items() if name != "failed_tasks"), 30,
+    wait_for(lambda: all(d == 0 for name, d in broker.depths().items() if name != "failed_tasks"), 60,
              what="work and retry queues empty")
-    stranded = sum(d for name, d in broker.depths().items() if name != "failed_tasks")
+    stranded = stranded_after_stop(broker, worker)
     dead = {m.properties.get("message_id") for m in broker.get_all("failed_tasks")}
-    report.add(faults_injected=faults, jobs_run=len(batch.jobs), rows_checked=checked, rows_lost=lost,
+    report.add(jobs_run=len(batch.jobs), rows_checked=checked, rows_lost=lost,
                rows_duplicated=duplicated, messages_stranded=stranded)
+    if evidence is not None:
+        evidence.record()
     assert (lost, duplicated, stranded) == (0, 0, 0)
     assert dead <= set(expect_failed)

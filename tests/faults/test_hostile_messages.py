@@ -47,7 +47,7 @@ def test_hostile_messages_are_dead_lettered_with_their_reason_and_the_worker_goe
     assert sorted(m.headers["x-importd-reason"] for m in dead) == sorted(h[-1] for h in HOSTILE)
     big = next(m for m in dead if m.headers["x-importd-reason"] == "body-too-large")
     assert len(big.body) > 10 * 1024 * 1024  # kept whole: nothing lost, only set aside
-    report.add(faults_injected=len(HOSTILE), jobs_run=1)
+    report.add(hostile_inputs=len(HOSTILE), jobs_run=1)
 
 
 def test_hostile_import_jobs_end_in_failure_with_their_reason_and_the_worker_goes_on(
@@ -96,4 +96,4 @@ def test_hostile_import_jobs_end_in_failure_with_their_reason_and_the_worker_goe
     (dead,) = broker.get_all("failed_tasks")
     assert dead.properties["message_id"] == dead_id and dead.headers["x-importd-reason"] == "bad-args"
     assert "mode" in dead.headers["x-importd-error"]
-    report.add(faults_injected=len(cases) + 1, jobs_run=len(cases) + 2)
+    report.add(hostile_inputs=len(cases) + 1, jobs_run=len(cases) + 2)

@@ -37,7 +37,10 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sample's value; a series that is not exported fails (it does not read as 0)."""
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"no series {name}{labels}"
+    return samples[key]
 
 
 def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -66,7 +69,9 @@ def test_worker_metrics_port_counts_jobs_across_children(broker: Broker, start_w
         wait_for(lambda: _value(scrape(), "importd_jobs_finished_total", task="test.permanent", queue="default",
                                 outcome="failed") == 1, 20, what="failed counted")
         after = scrape()
-        assert _value(before, "importd_jobs_finished_total", **key) == 0
+        # Before any job: the labelled series is not exported yet (a counter child appears at its
+        # first increment) or reads 0; after: exactly the three jobs.
+        assert before.get(("importd_jobs_finished_total", frozenset(key.items())), 0.0) == 0
         assert _value(after, "importd_jobs_received_total", task="test.record", queue="default") == 3
         assert _value(after, "importd_job_duration_seconds_count", task="test.record", outcome="succeeded") == 3
 

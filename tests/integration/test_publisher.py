@@ -1,5 +1,8 @@
 """Publishing: persistent, confirmed, mandatory; a publish nothing receives raises."""
 
+import threading
+import uuid
+
 import pytest
 from kombu import Producer
 
@@ -7,7 +10,8 @@ from importd.config import Settings
 from importd.errors import PublishError
 from importd.worker import messages
 from importd.worker.publisher import Publisher, broker_connection, send
-from tests.support.infra import Broker
+from tests.support import infra
+from tests.support.infra import Broker, wait_for
 
 
 def test_published_job_is_persistent_with_id_headers_and_priority(settings: Settings, broker: Broker):
@@ -32,9 +36,30 @@ def test_unroutable_publish_raises_instead_of_vanishing(settings: Settings):
                  headers={}, message_id="x")
 
 
-def test_publisher_pool_is_bounded_to_ten_connections(settings: Settings):
+def test_publisher_pool_is_bounded_to_ten_connections(settings: Settings, broker: Broker):
+    """Forty threads publishing at once open at most ten connections (counted on the broker)."""
+    vhost = settings.broker_url.rsplit("/", 1)[1]
+
+    def connections() -> int:
+        return infra.rabbitmqctl("list_connections", "vhost", "--no-table-headers").split().count(vhost)
+
+    baseline = connections()  # the broker fixture's own
     publisher = Publisher(settings)
+    start = threading.Barrier(40)
+
+    def publish() -> None:
+        start.wait()
+        publisher.publish(messages.Job(uuid.uuid4().hex, "import.csv", {"file": "a.csv"}))
+
     try:
-        assert publisher._pool.limit == 10
+        threads = [threading.Thread(target=publish) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        opened = wait_for(lambda: connections() - baseline, 10, what="the pool's connections listed")
+        assert 1 <= opened <= 10, opened
+        assert broker.depth("import_queue") == 40  # every publish went through
     finally:
         publisher.close()
+        broker.purge_all()

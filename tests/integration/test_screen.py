@@ -41,8 +41,10 @@ def copy_accepts(conn: psycopg.Connection[Any], pg_type: str, fields: list[bytes
 def test_every_field_the_screen_matches_is_accepted_by_copy(conn, pg_type, data):
     pattern = screen.field_pattern(pg_type, False, b",")
     assert pattern is not None
-    fields = data.draw(st.lists(st.from_regex(pattern, fullmatch=True), min_size=1, max_size=40))
-    fields = [f for f in fields if b"\n" not in f and b"\r" not in f and utf8(f)]  # one record per line
+    one_line = st.from_regex(pattern, fullmatch=True).filter(
+        lambda f: b"\n" not in f and b"\r" not in f and utf8(f))  # one record per line
+    fields = data.draw(st.lists(one_line, min_size=1, max_size=40))  # never empty: a COPY of nothing proves nothing
+    assert fields
     copy_accepts(conn, pg_type, fields)
 
 

@@ -53,11 +53,26 @@ def test_failed_tasks_is_bound_to_each_failed_key_explicitly(settings: Settings)
     assert keys == {"import.failed", "bulk.failed", "default.failed"}
 
 
-def test_declaring_twice_is_a_no_op(settings: Settings):
+def _broker_topology(settings: Settings) -> tuple[dict[str, str], list[str], list[str]]:
+    """What the broker holds for the vhost: queue arguments, bindings, exchanges."""
+    bindings = infra.rabbitmqctl("list_bindings", "-p", _vhost(settings), "source_name", "destination_name",
+                                 "routing_key", "arguments", "--no-table-headers")
+    exchanges = infra.rabbitmqctl("list_exchanges", "-p", _vhost(settings), "name", "type", "durable",
+                                  "arguments", "--no-table-headers")
+    return _queue_arguments(settings), sorted(bindings.splitlines()), sorted(exchanges.splitlines())
+
+
+def test_declaring_twice_is_a_no_op(settings: Settings, broker: infra.Broker):
+    """A second declare changes nothing on the broker: same queues, arguments, bindings and
+    exchanges, and a message already queued is still there (nothing deleted and re-made)."""
     with broker_connection(settings) as conn:
-        first = topology.declare(conn)
-        second = topology.declare(conn)
-    assert first == second
+        topology.declare(conn)
+        broker.publish_raw(b"{}", {}, queue="default")
+        before = _broker_topology(settings)
+        topology.declare(conn)
+    assert _broker_topology(settings) == before
+    assert broker.depth("default") == 1
+    broker.purge_all()
 
 
 def test_existing_queue_with_other_arguments_names_the_queue_and_argument(tmp_path):

@@ -24,6 +24,8 @@ class Proxy:
         self._flowing = threading.Event()
         self._flowing.set()
         self._closed = False
+        #: Connections accepted so far: a client reconnecting shows here.
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -33,6 +35,7 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -87,8 +90,32 @@ class Proxy:
     def down(self) -> None:
         """The service is gone: connections reset and new ones refused (like a stopped server)."""
         self._down = True
+        try:  # close() alone leaves the socket listening while _accept blocks in accept() on it
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
         self.cut()
+
+    def upstream_ports(self) -> set[int]:
+        """Local ports of the open connections to the target (the target sees them as peer ports)."""
+        with self._lock:
+            pairs = list(self._pairs)
+        ports = set()
+        for _, upstream in pairs:
+            try:
+                ports.add(upstream.getsockname()[1])
+            except OSError:
+                pass
+        return ports
+
+    def refuses(self) -> bool:
+        """Whether a connection attempt to the proxy is refused now (observed, not assumed)."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
 
     def up(self) -> None:
         """The service is back on the same port."""

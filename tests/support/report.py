@@ -1,13 +1,27 @@
-"""What the fault suite proved, summed over the run and printed at its end."""
+"""What the fault suite proved, summed over the run and printed at its end.
+
+A fault counts as *hit* only when state read at the moment of injection showed it met running
+work (see ``tests/faults/evidence.py``); the others are *missed* and prove nothing. Recovery
+paths are counted from job events and job rows after each scenario's audit. ``messages
+stranded`` counts ready and unacked messages once the workers are stopped. Hostile inputs
+(messages, CSV files, HTTP requests) are counted apart: they are the work itself, not a fault
+that may or may not meet work.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 #: The counters, in the order they are printed.
-FIELDS = ("faults injected", "jobs run", "rows checked", "rows lost", "rows duplicated", "messages stranded")
+FIELDS = ("faults injected", "faults hit", "faults missed", "hostile inputs", "jobs run", "rows checked", "rows lost",
+          "rows duplicated", "messages stranded")
+#: How each counter is printed (plain name when absent).
+LABELS = {"faults hit": "faults that hit running work", "faults missed": "faults that missed (not counted)",
+          "messages stranded": "messages stranded (ready + unacked)"}
 
 totals: Counter[str] = Counter()
+paths: Counter[str] = Counter()
 
 
 def add(**counts: int) -> None:
@@ -18,5 +32,12 @@ def add(**counts: int) -> None:
         totals[name] += value
 
 
+def add_paths(observed: Mapping[str, int]) -> None:
+    """Recovery paths observed after a fault (see ``tests/faults/evidence.py``)."""
+    paths.update({k: v for k, v in observed.items() if v})
+
+
 def summary() -> str:
-    return ", ".join(f"{name}: {totals[name]}" for name in FIELDS)
+    counts = ", ".join(f"{LABELS.get(name, name)}: {totals[name]}" for name in FIELDS)
+    observed = ", ".join(f"{name}: {n}" for name, n in sorted(paths.items())) or "none"
+    return f"{counts}; recovery paths observed: {observed}"

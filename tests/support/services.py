@@ -6,6 +6,13 @@ listens on 5672 and a Docker engine answers, the suite starts them with testcont
 instead and runs ``rabbitmqctl`` inside the RabbitMQ container. Where `make test` brought the
 dev stack up with ``docker compose`` (``deploy/compose.yaml``), ``rabbitmqctl`` runs in that
 stack's container.
+
+Overrides, for a run against a private broker node (``scripts/rabbitmq-node.sh start t13 5673``)
+so that tests which stop the broker or change its settings disturb nobody else's run:
+
+- ``IMPORTD_TEST_AMQP_PORT``: the AMQP port on 127.0.0.1 (default 5672);
+- ``IMPORTD_TEST_RABBITMQ_NODE``: the node ``rabbitmqctl`` talks to (``rabbitmqctl -n NODE``),
+  e.g. ``t13@localhost``.
 """
 
 from __future__ import annotations
@@ -58,13 +65,26 @@ def _docker_works() -> bool:
         ["docker", "info"], capture_output=True, timeout=20).returncode == 0
 
 
+#: Environment overrides (see the module docstring).
+AMQP_PORT_ENV, RABBITMQ_NODE_ENV = "IMPORTD_TEST_AMQP_PORT", "IMPORTD_TEST_RABBITMQ_NODE"
+
+
+def _local() -> Services:
+    """This machine's services, with the private-node overrides applied."""
+    node = os.environ.get(RABBITMQ_NODE_ENV)
+    return Services(amqp_port=int(os.environ.get(AMQP_PORT_ENV, "5672")),
+                    rabbitmqctl=["rabbitmqctl", *(["-n", node] if node else [])])
+
+
 def discover() -> Services:
+    if os.environ.get(AMQP_PORT_ENV) or os.environ.get(RABBITMQ_NODE_ENV):
+        return _local()
     forced = os.environ.get("IMPORTD_TEST_CONTAINERS") == "1"
     if forced or (not _listening(5672) and _docker_works()):
         return _containers()
     if shutil.which("rabbitmqctl") is None and _docker_works():
         return Services(rabbitmqctl=COMPOSE)  # the compose dev stack on localhost ports
-    return Services()
+    return _local()
 
 
 def _containers() -> Services:  # pragma: no cover - needs a Docker engine

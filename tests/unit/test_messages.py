@@ -57,7 +57,22 @@ def test_wrong_content_type_is_rejected():
     assert _reason(b'{"job_id": "a"}', content_type="application/x-python-serialize") == "bad-content-type"
 
 
-@given(st.binary(max_size=300))
+#: Any JSON value, nested a little.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+#: JSON objects shaped like a job body, each key present or not, each value of any type.
+JOB_LIKE = st.fixed_dictionaries({}, optional={
+    "job_id": st.text(max_size=40) | JSON_VALUES, "args": st.dictionaries(st.text(max_size=6), JSON_VALUES,
+                                                                            max_size=3) | JSON_VALUES,
+    "evil": JSON_VALUES})
+#: Raw bytes rarely parse as JSON, so two thirds of the bodies are JSON (any value, or job-shaped).
+BODIES = st.one_of(st.binary(max_size=300), JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+                   JOB_LIKE.map(lambda v: json.dumps(v).encode()))
+
+
+@given(BODIES)
 def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
     try:
         messages.decode(body, TASK)
