@@ -285,8 +285,10 @@ class ImportRun:
 
     def _streams(self, engine: loader.Loader, offset: int) -> int:
         """COPY streams for a resumable import: one unless the rest of the file is more than a batch
-        (:mod:`importd.imports.copy.streams`; ``on_conflict`` skip/update keep one)."""
-        if engine.opts.on_conflict != "error" or self.size - offset <= engine.opts.batch_bytes:
+        (:mod:`importd.imports.copy.streams`). ``on_conflict`` skip/update run on as many: a key in
+        two batches makes the later one wait for the earlier's commit (or roll back and let it pass,
+        see the streams), so the outcome is one stream's."""
+        if self.size - offset <= engine.opts.batch_bytes:
             return 1
         return max(1, self.settings.import_streams)
 
@@ -316,6 +318,8 @@ class ImportRun:
             if not conns:
                 return self._load_serial(batches, engine)
             engines = [engine] + [loader.Loader(c, engine.target, engine.columns, engine.opts) for c in conns]
+            for extra in engines[1:]:
+                extra.prepare()  # its own staging table (on_conflict skip/update)
             self.log.info("loading in parallel streams", streams=len(engines))
             return streams.Streams(engines, batches, self, self.log).run()
         finally:

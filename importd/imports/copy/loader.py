@@ -10,10 +10,12 @@ Salvage: a batch PostgreSQL rejects is rolled back to its savepoint and loaded a
 around its bad records: screened first where the column types allow
 (:mod:`importd.imports.copy.screen`: the rows surely good in one COPY, the suspects through the
 salvage), else by :func:`importd.imports.copy.salvage.salvage` over the whole batch (byte ranges, one
-failed COPY per bad row). Two cases take the slower record path here instead: batches the cheap checks
+failed COPY per bad row). ``on_conflict`` skip/update salvage the same way into the staging
+table (type errors show up in that COPY), then insert the good rows in one statement
+(:meth:`Loader._staged_fast`). The slower record path is left for batches the cheap checks
 flagged (a line or field over the limit, a ``\\.`` line that would end COPY early), which
-need a look at each record, and ``on_conflict`` skip/update, whose constraint errors come
-from the ``INSERT ... SELECT`` without a line: records go in sub-batches of
+need a look at each record, and for staged batches whose ``INSERT ... SELECT`` refuses (a
+constraint error comes without a line): records go in sub-batches of
 :data:`SALVAGE_RECORDS`, and one at a time when an error names no line. After a batch needed
 salvage the next batch goes straight to it (a file with many bad rows does not pay for a
 failed full-batch COPY each time).
@@ -76,7 +78,8 @@ class Loader:
         self.fresh = False
         self.chunk = salvage.START_CHUNK
         self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
-        self.screening = opts.on_conflict == "error"
+        self.screening = True
+        self.suspects_loaded = 0  # rows of the last screened batch loaded from its suspects
         self.screen: tuple[re.Pattern[bytes] | None] | None = None  # compiled on first use
         self.triage_columns: list[triage.Column] | None = None
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -128,7 +131,9 @@ class Loader:
                 if not is_data_error(exc):
                     raise
                 self._savepoint("ROLLBACK TO SAVEPOINT")
-        result = self._salvage_fast(batch) if self.insert_sql is None and not batch.suspicious else None
+        result = None
+        if not batch.suspicious:
+            result = self._salvage_fast(batch) if self.insert_sql is None else self._staged_fast(batch)
         if result is None:
             result = self._salvage(batch)
         self._savepoint("RELEASE SAVEPOINT")
@@ -176,6 +181,33 @@ class Loader:
 
     # -- salvage -----------------------------------------------------------------------
 
+    def _staged_fast(self, batch: Batch) -> BatchResult | None:
+        """``on_conflict`` skip/update: the batch's good rows into the staging table by the
+        fast salvage (screen, triage, byte ranges: PostgreSQL's type errors all show up in
+        that COPY), then one ``INSERT ... ON CONFLICT`` for them all. None, with the batch
+        rolled back, when that INSERT refuses (what the staging table does not check: NOT
+        NULL, CHECK, a key twice in one batch for update) or when the order of the rows
+        decides the outcome (``skip`` keeps a key's first row, and the screen loads the
+        good suspects after the other rows): the record path then decides, as before."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(STAGE))
+            self.suspects_loaded = 0
+            staged = self._salvage_fast(batch)
+            if staged is None:
+                return None
+            if self.opts.on_conflict == "skip" and self.suspects_loaded:
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+                return None
+            try:
+                cur.execute(self.insert_sql)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+                return None
+            staged.rows = cur.rowcount
+        return staged
+
     def _salvage_fast(self, batch: Batch) -> BatchResult | None:
         """Byte-range salvage (:mod:`importd.imports.copy.salvage`), of the screen's suspects only when the
         batch can be screened (:mod:`importd.imports.copy.screen`); None if it cannot tell the bad records."""
@@ -218,6 +250,7 @@ class Loader:
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
                                                   self.suspect_chunk, min_chunk=1, eol=self.opts.eol)
+        self.suspects_loaded = got.rows
         bad = checked
         for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
             index = bisect.bisect_right(starts, start) - 1
