@@ -345,7 +345,7 @@ class ImportRun:
         self.rejected += len(result.rejects)
         self.pending_rejects.extend(result.rejects)
         if self.reject_log is not None:
-            self.reject_log.add(batch, result.rejects)
+            self.reject_log.add(batch, result.rejects, result.raws)
         if result.rejects and self.first_reject is None:
             self.first_reject = result.rejects[0]
         if self.committing and self.rejected > self.opts.max_errors:

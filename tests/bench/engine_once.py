@@ -22,6 +22,7 @@ from importd.config import Settings
 from importd.imports import handlers, run, store
 from importd.imports.handlers import run_import_task
 from importd.imports.store import JobRecord
+from importd.worker import publisher  # noqa: F401 - loaded in a worker already; not the import's time
 from importd.worker.context import JobContext
 from importd.worker.messages import Job
 from importd.worker.tasks import get

@@ -309,11 +309,10 @@ def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) 
     for i in range(count):
         f = DATA / "small" / f"s{i}.csv"
         f.parent.mkdir(exist_ok=True)
-        chunk = body[(i * rows) % len(body):][:rows]
+        chunk = body[i * rows:(i + 1) * rows]  # distinct ids: the table has a primary key
         f.write_text(header + "".join(chunk))
         paths.append(f)
-    ids = [submit(s, f, "public.bench_small", publisher=publisher, max_errors=10**9,
-                  options={"on_conflict": "skip"}).id for f in paths]
+    ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in paths]
     with infra.worker(s, DATA, "-Q", "import_queue", "-c", "4") as w:
         w.wait_consuming(4)
         wait_all_final(s, ids, 600)

@@ -63,6 +63,9 @@ def is_data_error(exc: BaseException) -> bool:
 class BatchResult:
     rows: int = 0
     rejects: list[Reject] = field(default_factory=list)
+    #: The raw record of rejected lines, where the salvage knew its bytes: the reject file
+    #: then needs no walk over every record of the batch (a Python loop per row).
+    raws: dict[int, bytes] = field(default_factory=dict)
 
 
 class Loader:
@@ -292,6 +295,7 @@ class Loader:
             counted = start
             rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)
             result.rejects.append(self._describe(rec, failure))
+            result.raws[line] = rec.raw
         return result
 
     def _salvage(self, batch: Batch) -> BatchResult:
