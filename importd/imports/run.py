@@ -152,11 +152,7 @@ class ImportRun:
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
 
     def run(self) -> None:
-        if not try_lock(self.conn, self.job_id):
-            raise Deferred("locked")
-        if self.ctx.job.replay and store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
-            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
-        started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+        started = self._lock_and_start()
         if started is None:  # finished, cancelled, or no row yet
             rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
             if rec.finished:
@@ -180,6 +176,22 @@ class ImportRun:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
                 self.reject_log.close()
+
+    def _lock_and_start(self) -> JobRecord | None:
+        """Take the job's lock (Deferred if another delivery holds it) and mark it STARTED; the
+        started row, None if it was not started. Both in one statement, unless the delivery
+        replays a dead letter (which reopens the job in between)."""
+        if not self.ctx.job.replay:
+            locked, started = store.lock_and_start(self.conn, TRY_LOCK, lock_key(self.job_id), self.job_id,
+                                                   self.ctx.job.attempt, worker_name())
+            if not locked:
+                raise Deferred("locked")
+            return started
+        if not try_lock(self.conn, self.job_id):
+            raise Deferred("locked")
+        if store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
+            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
+        return store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
 
     def _create_from_args(self) -> JobRecord:
         try:
