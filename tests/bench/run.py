@@ -300,8 +300,30 @@ def spread(runs: list[dict[str, Any]]) -> str:
     return "[" + " ".join(f"{r['seconds']:.2f}" for r in runs) + "]"
 
 
-def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) -> float:
-    """Jobs per second for ``count`` files of ``rows`` rows through 4 worker children."""
+def bench_backends_cpu() -> float:
+    """CPU seconds of the live PostgreSQL backends connected to the bench database."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"postgres: ") and f" {DB} ".encode() in cmd:
+                total += process_cpu(int(proc.name))
+    return total
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (/proc/stat: every process, others' too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) -> tuple[float, str]:
+    """Jobs per second for ``count`` files of ``rows`` rows through 4 worker children, and
+    where a job's time goes: CPU milliseconds per job of the worker processes, of their
+    PostgreSQL backends, and of the whole machine (RabbitMQ, Redis and others' work included)."""
     reset_table(s, "bench_small", SHAPES[1])
     paths = []
     lines = files(SHAPES[1])[0].read_text().splitlines(keepends=True)
@@ -315,12 +337,18 @@ def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) 
     ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in paths]
     with infra.worker(s, DATA, "-Q", "import_queue", "-c", "4") as w:
         w.wait_consuming(4)
+        procs = [w.proc.pid, *w.child_pids()]
+        worker0, backend0, busy0 = sum(map(process_cpu, procs)), bench_backends_cpu(), machine_busy_s()
         wait_all_final(s, ids, 600)
+        worker1, backend1, busy1 = sum(map(process_cpu, procs)), bench_backends_cpu(), machine_busy_s()
     with psycopg.connect(s.database_url) as conn:
         first, last = conn.execute("SELECT min(started_at), max(finished_at) FROM importd.jobs WHERE id = ANY(%s)",
                                    (ids,)).fetchone() or (None, None)
     assert first and last
-    return count / (last - first).total_seconds()
+    ms = (lambda a, b: f"{1000 * (b - a) / count:.1f}")  # noqa: E731
+    per_job = (f"CPU per job: worker {ms(worker0, worker1)} ms, its PostgreSQL backends {ms(backend0, backend1)} ms,"
+               f" whole machine {ms(busy0, busy1)} ms (RabbitMQ, Redis and others' work included; 2 cores)")
+    return count / (last - first).total_seconds(), per_job
 
 
 def wait_final(s: Settings, job_id: str, timeout: float) -> str:
@@ -405,11 +433,11 @@ def main() -> int:
             results.extend(bench_shape(s, shape, e2e))
     finally:
         e2e.close()
-    jobs_per_s = None
+    jobs_per_s, per_job = None, ""
     if SMALL:
         quiesce(s)
         print(f"  small files: {SMALL} x 100 rows, 4 children", flush=True)
-        jobs_per_s = small_files(s, publisher, SMALL)
+        jobs_per_s, per_job = small_files(s, publisher, SMALL)
     publisher.close()
     print(f"\nmachine: {machine()}")
     print("| shape | case | rows | s | rows/s | vs psql | backend CPU s | client CPU s | peak RSS MB | notes |")
@@ -418,7 +446,7 @@ def main() -> int:
         print(r.line())
     if jobs_per_s is not None:
         print(f"| small files | {SMALL} files x 100 rows, 4 worker children | {SMALL * 100:,} | | | "
-              f"**{jobs_per_s:.0f} jobs/s** | | | | |")
+              f"**{jobs_per_s:.0f} jobs/s** | | | | {per_job} |")
     print(f"\n(clean cases: median of {ROUNDS} interleaved run(s), each after a checkpoint, seconds in brackets;"
           " ratio = psql time / importd time on the same shape (1 % bad rows: against psql on the clean file;"
           " 2x file: psql time doubled); backend CPU = the PostgreSQL backend(s) of the load, from /proc;"
