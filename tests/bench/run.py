@@ -52,7 +52,7 @@ QUICK = "--quick" in sys.argv or os.environ.get("IMPORTD_BENCH_QUICK") == "1"
 #: Rows of the narrow file (shapes a-d); the wide file has 40 % of them (about the same bytes).
 ROWS = int(os.environ.get("IMPORTD_BENCH_ROWS", 20_000 if QUICK else 1_000_000))
 #: Interleaved runs of each clean case per shape (the table shows the median).
-ROUNDS = int(os.environ.get("IMPORTD_BENCH_ROUNDS", 1 if QUICK else 3))
+ROUNDS = int(os.environ.get("IMPORTD_BENCH_ROUNDS", 1 if QUICK else 2))
 #: Which shapes run (letters of :data:`tests.bench.generate.SHAPES`).
 ONLY = os.environ.get("IMPORTD_BENCH_SHAPES", "abcde")
 #: Small files through 4 worker children (100 rows each); 0 skips the case.
