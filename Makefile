@@ -36,7 +36,7 @@ demo: install services
 	$(PY) scripts/demo.py
 
 bench: install services
-	$(PY) -m tests.bench.run
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

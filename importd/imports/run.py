@@ -151,11 +151,7 @@ class ImportRun:
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
 
     def run(self) -> None:
-        if not try_lock(self.conn, self.job_id):
-            raise Deferred("locked")
-        if self.ctx.job.replay and store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
-            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
-        started = store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+        started = self._lock_and_start()
         if started is None:  # finished, cancelled, or no row yet
             rec = store.get_job(self.conn, self.job_id) or self._create_from_args()
             if rec.finished:
@@ -179,6 +175,22 @@ class ImportRun:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
                 self.reject_log.close(keep_empty=storage.is_local(self.settings))
+
+    def _lock_and_start(self) -> JobRecord | None:
+        """Take the job's lock (Deferred if another delivery holds it) and mark it STARTED; the
+        started row, None if it was not started. Both in one statement, unless the delivery
+        replays a dead letter (which reopens the job in between)."""
+        if not self.ctx.job.replay:
+            locked, started = store.lock_and_start(self.conn, TRY_LOCK, lock_key(self.job_id), self.job_id,
+                                                   self.ctx.job.attempt, worker_name())
+            if not locked:
+                raise Deferred("locked")
+            return started
+        if not try_lock(self.conn, self.job_id):
+            raise Deferred("locked")
+        if store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
+            self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
+        return store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
 
     def _create_from_args(self) -> JobRecord:
         try:
@@ -283,8 +295,10 @@ class ImportRun:
 
     def _streams(self, engine: loader.Loader, offset: int) -> int:
         """COPY streams for a resumable import: one unless the rest of the file is more than a batch
-        (:mod:`importd.imports.copy.streams`; ``on_conflict`` skip/update keep one)."""
-        if engine.opts.on_conflict != "error" or self.size - offset <= engine.opts.batch_bytes:
+        (:mod:`importd.imports.copy.streams`). ``on_conflict`` skip/update run on as many: a key in
+        two batches makes the later one wait for the earlier's commit (or roll back and let it pass,
+        see the streams), so the outcome is one stream's."""
+        if self.size - offset <= engine.opts.batch_bytes:
             return 1
         return max(1, self.settings.import_streams)
 
@@ -314,6 +328,8 @@ class ImportRun:
             if not conns:
                 return self._load_serial(batches, engine)
             engines = [engine] + [loader.Loader(c, engine.target, engine.columns, engine.opts) for c in conns]
+            for extra in engines[1:]:
+                extra.prepare()  # its own staging table (on_conflict skip/update)
             self.log.info("loading in parallel streams", streams=len(engines))
             return streams.Streams(engines, batches, self, self.log).run()
         finally:
@@ -339,7 +355,7 @@ class ImportRun:
         self.rejected += len(result.rejects)
         self.pending_rejects.extend(result.rejects)
         if self.reject_log is not None:
-            self.reject_log.add(batch, result.rejects)
+            self.reject_log.add(batch, result.rejects, result.raws)
         if result.rejects and self.first_reject is None:
             self.first_reject = result.rejects[0]
         if self.committing and self.rejected > self.opts.max_errors:

@@ -210,6 +210,25 @@ def start_job(conn: psycopg.Connection[Any], job_id: str, attempt: int, worker: 
         return cur.execute(query, (attempt, worker, job_id)).fetchone()
 
 
+def lock_and_start(conn: psycopg.Connection[Any], lock: str, key: str, job_id: str, attempt: int,
+                   worker: str) -> tuple[bool, JobRecord | None]:
+    """Take a job's advisory lock with the statement ``lock`` (one parameter, ``key``) and, if
+    it was free, start the job as :func:`start_job` does, in one statement: (locked, the
+    started row or None). One round trip less per job, which small files are mostly made of.
+    The lock is a materialized CTE, taken once before the UPDATE reads it."""
+    query = sql.SQL(
+        f"WITH l AS MATERIALIZED ({lock} AS got),"
+        f" s AS (UPDATE importd.jobs SET state = '{JobState.STARTED}', attempts = %s, worker = %s, error = NULL,"
+        " started_at = coalesce(started_at, now()), updated_at = now()"
+        f" FROM l WHERE l.got AND id = %s AND state NOT IN ({FINAL_SQL}) AND NOT cancel_requested"
+        " RETURNING {}) SELECT l.got, s.* FROM l LEFT JOIN s ON true").format(
+        sql.SQL(", ").join(sql.SQL("importd.jobs.{}").format(sql.Identifier(c)) for c in _COLUMNS))
+    row = conn.execute(query, (key, attempt, worker, job_id)).fetchone()
+    if row is None or not row[0]:
+        return False, None
+    return True, (JobRecord(**dict(zip(_COLUMNS, row[1:], strict=True))) if row[1] is not None else None)
+
+
 def advance_checkpoint(conn: psycopg.Connection[Any], job_id: str, *, previous: int, offset: int, rows: int,
                        rejected: int) -> bool:
     """Move a resumable job's checkpoint from ``previous`` to ``offset`` (in the caller's

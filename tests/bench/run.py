@@ -1,26 +1,38 @@
-"""`make bench`: importd against `psql \\copy`, measured in one run on this machine.
+"""`make bench`: importd against `psql`, on the shapes of table users load into, in one run.
 
-Prints one table: rows/s, MB/s, the ratio to `psql \\copy` of the same file into the same
-kind of table, and the worker's peak RSS, for importd's engine alone and end to end, in
-each mode (atomic: one transaction, one COPY stream; resumable: two streams, see
-:mod:`importd.imports.copy.streams`); the same with 1 % bad rows; the engine's peak RSS on a file twice
-as large; the engine reading the clean file from an S3 store (moto on loopback) against the
-same file from local disk, as a ratio; and 500 files of 100 rows through 4 workers (jobs/s). Timings are
-noisy on a shared 2-core machine: compare ratios within one run. The import rate limit
-(10/min) is lifted for the run (IMPORTD_RATE_LIMIT=none), since it alone would cap the
-small-file case at 0.17 jobs/s.
+Shapes (:data:`tests.bench.generate.SHAPES`): (a) no index, (b) a primary key, (c) a primary
+key and a secondary index on a text column, (d) ``on_conflict=update`` into (b) holding half
+the rows already, against the recipe users write by hand (``\\copy`` into a temporary table,
+then ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``), (e) a wide table of 32 columns.
+
+For each shape the clean cases (psql; importd's engine alone and end to end, atomic and
+resumable) run :data:`ROUNDS` times interleaved, in reverse order every other round, the
+median shown; then the file with 1 % bad rows through the engine in both modes. Each row
+shows wall seconds, the ratio to psql on the same shape (psql time / importd time), the CPU
+seconds of the PostgreSQL backend(s) (read from ``/proc/<pid>/stat``: the server runs on this
+host) and of the client, and the importing process's peak RSS; end-to-end rows say how long
+the submit took (storing and hashing the file, the job row, the publish). Then 2x the
+file on shape (b) (RSS flat in file size) and small files (jobs/s through 4 worker children).
+
+Knobs: ``--quick`` (or IMPORTD_BENCH_QUICK=1) for small sizes while developing;
+IMPORTD_BENCH_ROWS, IMPORTD_BENCH_ROUNDS, IMPORTD_BENCH_SHAPES (say ``bd``),
+IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row).
+Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
+limit is lifted (IMPORTD_RATE_LIMIT=none).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -29,38 +41,55 @@ from importd.imports import store
 from importd.imports.submit import submit
 from importd.worker import topology
 from importd.worker.publisher import Publisher, broker_connection
-from tests.bench.generate import TABLE_DDL, generate
+from tests.bench.engine_once import process_cpu
+from tests.bench.generate import SHAPES, Shape, generate
 from tests.support import infra
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench-data"
 DB = "importd_bench"
 VHOST = "importd-bench"
-#: Interleaved runs of each clean case, even so that each order comes equally often (the table
-#: shows the median).
-ROUNDS = 4
-#: The clean cases of each round: psql, then importd's engine alone and end to end in each mode
-#: (resumable loads on two COPY streams, see importd/streams.py).
-STEPS = {"psql": "psql", "engine-atomic": "engine atomic", "e2e-atomic": "end to end atomic",
-         "engine-resumable": "engine resumable", "e2e-resumable": "end to end resumable"}
-TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_dirty", "bench_double", "bench_small")
+QUICK = "--quick" in sys.argv or os.environ.get("IMPORTD_BENCH_QUICK") == "1"
+#: Rows of the narrow file (shapes a-d); the wide file has 40 % of them (about the same bytes).
+ROWS = int(os.environ.get("IMPORTD_BENCH_ROWS", 20_000 if QUICK else 1_000_000))
+#: Interleaved runs of each clean case per shape (the table shows the median).
+ROUNDS = int(os.environ.get("IMPORTD_BENCH_ROUNDS", 1 if QUICK else 2))
+#: Which shapes run (letters of :data:`tests.bench.generate.SHAPES`).
+ONLY = os.environ.get("IMPORTD_BENCH_SHAPES", "abcde")
+#: Small files through 4 worker children (100 rows each); 0 skips the case.
+SMALL = int(os.environ.get("IMPORTD_BENCH_SMALL", 100 if QUICK else 500))
+#: The clean cases of each round, in order (reversed every other round).
+STEPS = ("psql", "engine-atomic", "e2e-atomic", "engine-resumable", "e2e-resumable")
+#: Tables importd loads into (allowlisted), dropped before every case.
+TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_small")
+SEED = "bench_seed"  # shape (d)'s half of the rows, copied into the target before each case
+UPSERT = {"on_conflict": "update", "conflict_key": ["id"]}
+NARROW = ("id", "name", "email", "age", "amount", "created_at", "active", "comment")
 
 
 @dataclass
 class Row:
+    shape: str
     name: str
     rows: int
     seconds: float
-    size: int
     baseline_s: float | None = None
+    backend_s: float | None = None
+    client_s: float | None = None
     rss_mb: float | None = None
     extra: str = ""
 
+    @property
+    def ratio(self) -> float | None:
+        return self.baseline_s / self.seconds if self.baseline_s else None
+
     def line(self) -> str:
-        ratio = f"{self.baseline_s / self.seconds:5.2f} x" if self.baseline_s else "   1.00 x"
-        rss = f"{self.rss_mb:7.1f}" if self.rss_mb is not None else "      -"
-        return (f"| {self.name:<38} | {self.rows:>9} | {self.seconds:7.2f} | {self.rows / self.seconds:>9.0f} | "
-                f"{self.size / 1e6 / self.seconds:6.1f} | {ratio:>8} | {rss} | {self.extra}")
+        ratio = f"{self.ratio:.2f} x" if self.ratio else "1.00 x"
+        num = (lambda v: f"{v:.2f}" if v is not None else "-")  # noqa: E731
+        rss = f"{self.rss_mb:.0f}" if self.rss_mb is not None else "-"
+        return (f"| {self.shape} | {self.name} | {self.rows:,} | {self.seconds:.2f} | "
+                f"{self.rows / self.seconds:,.0f} | {ratio} | {num(self.backend_s)} | {num(self.client_s)} | "
+                f"{rss} | {self.extra} |")
 
 
 def settings() -> Settings:
@@ -83,90 +112,113 @@ def prepare(s: Settings) -> None:
         topology.declare(conn)
     store.migrate(s)
     s.upload_dir.mkdir(parents=True, exist_ok=True)
-    for table in TABLES:
-        reset_table(s, table)
 
 
-def reset_table(s: Settings, table: str) -> None:
+def reset_table(s: Settings, table: str, shape: Shape) -> None:
+    """``table`` as ``shape`` has it, empty or (upsert) holding the seed's half of the rows."""
     with psycopg.connect(s.database_url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS public.{table}")
-        conn.execute(TABLE_DDL.format(name=f"public.{table}"))
+        for ddl in shape.ddl:
+            conn.execute(ddl.format(name=f"public.{table}"))  # type: ignore[arg-type]
+        if shape.upsert:
+            conn.execute(f"INSERT INTO public.{table} SELECT * FROM {SEED}")  # type: ignore[arg-type]
+            conn.execute(f"VACUUM ANALYZE public.{table}")  # type: ignore[arg-type]
+            conn.execute("CHECKPOINT")
 
 
-def psql_copy(s: Settings, path: Path, table: str) -> float:
+def make_seed(s: Settings, clean: Path) -> None:
+    """The even rows of the file, with other values, for shape (d) to update and keep."""
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {SEED}")  # type: ignore[arg-type]
+        conn.execute(SHAPES[0].ddl[0].format(name=SEED))  # type: ignore[arg-type]
+        with conn.cursor() as cur, cur.copy(f"COPY {SEED} FROM STDIN (FORMAT csv, HEADER true)") as copy:  # type: ignore[arg-type]
+            with clean.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    copy.write(chunk)
+        conn.execute(f"DELETE FROM {SEED} WHERE id % 2 = 1")  # type: ignore[arg-type]
+        conn.execute(f"UPDATE {SEED} SET amount = amount + 1, comment = 'before the upsert'")  # type: ignore[arg-type]
+        conn.execute(f"VACUUM ANALYZE {SEED}")  # type: ignore[arg-type]
+
+
+def psql_script(path: Path, table: str, shape: Shape, stat: Path) -> str:
+    """What psql runs: ``\\copy`` (or the upsert recipe), then the backend's /proc stat saved."""
+    copy_opts = "WITH (FORMAT csv, HEADER true)"
+    head = "SELECT pg_backend_pid() AS pid \\gset\n\\setenv BENCH_PID :pid\n"
+    tail = f"\\! cat /proc/$BENCH_PID/stat > {stat}\n"
+    if not shape.upsert:
+        return head + f"\\copy public.{table} FROM '{path}' {copy_opts}\n" + tail
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in NARROW if c != "id")
+    return head + ("BEGIN;\n"
+                   f"CREATE TEMP TABLE stage (LIKE public.{table} INCLUDING DEFAULTS) ON COMMIT DROP;\n"
+                   f"\\copy stage FROM '{path}' {copy_opts}\n"
+                   f"INSERT INTO public.{table} SELECT * FROM stage ON CONFLICT (id) DO UPDATE SET {sets};\n"
+                   "COMMIT;\n") + tail
+
+
+def psql_load(s: Settings, path: Path, shape: Shape) -> dict[str, float]:
+    """psql into a fresh table of the shape: seconds, backend and client CPU seconds."""
     quiesce(s)
-    reset_table(s, table)
+    reset_table(s, "bench_psql", shape)
+    stat = DATA / "psql-backend.stat"
+    script = psql_script(path, "bench_psql", shape, stat)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(["psql", s.database_url, "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    f"\\copy public.{table} FROM '{path}' WITH (FORMAT csv, HEADER true)"], check=True)
-    return time.perf_counter() - started
+    subprocess.run(["psql", s.database_url, "-q", "-X", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script,
+                   text=True, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    backend = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    client = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"seconds": seconds, "backend_s": backend, "cpu_s": client}
 
 
-def engine_alone(s: Settings, path: Path, table: str, mode: str = "atomic", key: str | None = None,
-                 env: dict[str, str] | None = None) -> tuple[float, float, dict[str, object]]:
-    """The engine in a process of its own (no broker): seconds, peak RSS in MB, the job. With
+def engine_alone(s: Settings, path: Path, shape: Shape, mode: str, key: str | None = None,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The engine in a process of its own (no broker): seconds, CPU, peak RSS, the job. With
     ``key`` (and ``env`` naming its store) the file is read from that object instead."""
     quiesce(s)
-    reset_table(s, table)
+    reset_table(s, "bench_engine", shape)
     staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
     if not staged.exists():
         os.link(path, staged)
-    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", key or str(staged), f"public.{table}",
-                          mode], env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning", **(env or {})), cwd=ROOT,
+    opts = json.dumps(UPSERT if shape.upsert else {})
+    out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", key or str(staged), "public.bench_engine",
+                          mode, opts], env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning", **(env or {})), cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"engine run failed: {out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(result["seconds"]), float(result["rss_mb"]), result["job"]
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
-def s3_against_local(s: Settings, path: Path, rounds: int = ROUNDS) -> tuple[Row, Row]:
-    """The engine alone reading ``path`` from local disk and the same bytes from an S3 store
-    (moto's server on loopback, started here), interleaved: (local row, S3 row with the ratio
-    local time / S3 time). The S3 server shares the two cores with the import, so the ratio
-    is a floor for a store on its own hosts."""
-    from importd.imports import storage
-    from tests.support.s3 import aws_env, s3_process
+class EndToEnd:
+    """One worker (one child) for every end-to-end case; its peak RSS is reset before each."""
 
-    local: list[float] = []
-    remote: list[float] = []
-    peaks: dict[str, float] = {}
-    with s3_process() as server:
-        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
-        s3 = storage.open_url(env["IMPORTD_STORAGE_URL"], server.endpoint)
-        s3.write_file(path.name, path)
-        for round_ in range(rounds):
-            for where in ("local", "s3") if round_ % 2 == 0 else ("s3", "local"):
-                if where == "local":
-                    secs, peaks[where], _job = engine_alone(s, path, "bench_engine")
-                    local.append(secs)
-                else:
-                    secs, peaks[where], _job = engine_alone(s, path, "bench_engine", key=path.name, env=env)
-                    remote.append(secs)
-    rows, size, base = 1_000_000, path.stat().st_size, statistics.median(local)
-    return (Row("importd engine atomic, local disk", rows, base, size, rss_mb=peaks["local"], extra=spread(local)),
-            Row("importd engine atomic, S3 (vs local)", rows, statistics.median(remote), size, base,
-                peaks["s3"], spread(remote)))
+    def __init__(self, s: Settings, publisher: Publisher) -> None:
+        self.s, self.publisher = s, publisher
+        self.ctx = infra.worker(s, DATA, "-Q", "import_queue", "-c", "1")
+        self.w = self.ctx.__enter__()
+        self.w.wait_consuming()
+        (self.child,) = self.w.child_pids()
 
-
-def end_to_end(s: Settings, path: Path, table: str, publisher: Publisher, mode: str = "atomic"
-               ) -> tuple[float, float, str]:
-    """Submit to SUCCESS with one worker running: seconds, the child's peak RSS, the state."""
-    quiesce(s)
-    reset_table(s, table)
-    with infra.worker(s, DATA, "-Q", "import_queue,bulk_ops_queue", "-c", "1") as w:
-        w.wait_consuming()
-        (child,) = w.child_pids()
+    def load(self, path: Path, shape: Shape, mode: str) -> dict[str, Any]:
+        """Submit to a final state: seconds, the submit's share, the child's CPU and peak RSS."""
+        quiesce(self.s)
+        reset_table(self.s, "bench_e2e", shape)
+        Path(f"/proc/{self.child}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        cpu = process_cpu(self.child)
         started = time.perf_counter()
-        job = submit(s, path, f"public.{table}", publisher=publisher, max_errors=10**9, mode=mode)
-        state = wait_final(s, job.id, 600)
+        job = submit(self.s, path, "public.bench_e2e", publisher=self.publisher, max_errors=10**9, mode=mode,
+                     options=UPSERT if shape.upsert else None)
+        submitted = time.perf_counter() - started
+        state = wait_final(self.s, job.id, 1800)
         seconds = time.perf_counter() - started
-        rss = peak_rss_mb(child)
-    return seconds, rss, state
+        return {"seconds": seconds, "submit_s": submitted, "state": state, "rss_mb": peak_rss_mb(self.child),
+                "cpu_s": process_cpu(self.child) - cpu}
 
-
-def spread(runs: list[float]) -> str:
-    return "[" + " ".join(f"{r:.2f}" for r in runs) + "]"
+    def close(self) -> None:
+        self.ctx.__exit__(None, None, None)
 
 
 def quiesce(s: Settings) -> None:
@@ -175,7 +227,7 @@ def quiesce(s: Settings) -> None:
     the next (whichever case ran second used to pay for the first)."""
     with psycopg.connect(s.database_url, autocommit=True) as conn:
         for table in TABLES:
-            conn.execute(f"DROP TABLE IF EXISTS public.{table}")
+            conn.execute(f"DROP TABLE IF EXISTS public.{table}")  # type: ignore[arg-type]
         conn.execute("CHECKPOINT")
     for path in s.upload_dir.glob("*.csv"):
         if path.stat().st_nlink == 1:  # a submitted copy (the engine's inputs are hard links)
@@ -183,27 +235,148 @@ def quiesce(s: Settings) -> None:
     os.sync()
 
 
-def small_files(s: Settings, publisher: Publisher, count: int = 500, rows: int = 100) -> float:
-    """Jobs per second for ``count`` files of ``rows`` rows through 4 workers."""
-    reset_table(s, "bench_small")
-    files = []
-    lines = (DATA / "clean.csv").read_text().splitlines(keepends=True)
-    header, body = lines[0], [line for line in lines[1:200_000] if line.count('"') == 0]
+def files(shape: Shape) -> tuple[Path, Path, int]:
+    """The clean and the dirty file of a shape, and their row count."""
+    rows = ROWS * 2 // 5 if shape.wide else ROWS
+    kind = "wide" if shape.wide else "narrow"
+    clean = generate(DATA / f"{kind}-{rows}.csv", rows=rows, wide=shape.wide)
+    dirty = generate(DATA / f"{kind}-{rows}-dirty.csv", rows=rows, bad_every=100, wide=shape.wide)
+    return clean, dirty, rows
+
+
+def s3_against_local(s: Settings, shape: Shape) -> list[Row]:
+    """The engine alone reading the clean file of ``shape`` from local disk and the same bytes
+    from an S3 store (moto's server on loopback, started here), interleaved; ratio = local
+    time / S3 time. The S3 server shares the two cores with the import, so the ratio is a
+    floor for a store on hosts of its own."""
+    from importd.imports import storage
+    from tests.support.s3 import aws_env, s3_process
+
+    clean, _dirty, rows = files(shape)
+    got: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
+    with s3_process() as server:
+        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
+        storage.open_url(env["IMPORTD_STORAGE_URL"], server.endpoint).write_file(clean.name, clean)
+        for round_ in range(ROUNDS):
+            for where in ("local", "s3") if round_ % 2 == 0 else ("s3", "local"):
+                got[where].append(engine_alone(s, clean, shape, "atomic") if where == "local" else
+                                  engine_alone(s, clean, shape, "atomic", key=clean.name, env=env))
+    base = median(got["local"], "seconds")
+    label = f"({shape.key}) from S3"
+    return [Row(label, "importd engine atomic, local disk", rows, base, None, median(got["local"], "backend_s"),
+                median(got["local"], "cpu_s"), max(g["rss_mb"] for g in got["local"])),
+            Row(label, "importd engine atomic, S3 (ratio: vs local disk)", rows, median(got["s3"], "seconds"), base,
+                median(got["s3"], "backend_s"), median(got["s3"], "cpu_s"), max(g["rss_mb"] for g in got["s3"]))]
+
+
+def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd) -> list[Row]:
+    clean, dirty, rows = files(shape)
+    if shape.upsert:
+        make_seed(s, clean)
+    label = f"({shape.key}) {shape.name}"
+    runs: dict[str, list[dict[str, Any]]] = {step: [] for step in STEPS}
+    for round_ in range(ROUNDS):  # interleaved, and in reverse order every other round, so
+        # neither a slow minute nor the machine speeding up over the run favours a case
+        for step in STEPS if round_ % 2 == 0 else tuple(reversed(STEPS)):
+            print(f"  {label}: {step} (round {round_ + 1}/{ROUNDS})", flush=True)
+            if step == "psql":
+                runs[step].append(psql_load(s, clean, shape))
+                continue
+            kind, mode = step.split("-")
+            runs[step].append(engine_alone(s, clean, shape, mode) if kind == "engine"
+                              else e2e.load(clean, shape, mode))
+    base = median(runs["psql"], "seconds")
+    psql = "psql recipe (\\copy to temp, INSERT ON CONFLICT)" if shape.upsert else "psql \\copy"
+    out = [Row(label, psql, rows, base, None, median(runs["psql"], "backend_s"), median(runs["psql"], "cpu_s"),
+               extra=spread(runs["psql"]))]
+    for step in STEPS[1:]:
+        kind, mode = step.split("-")
+        got = runs[step]
+        name = f"importd {'engine' if kind == 'engine' else 'end to end'} {mode}"
+        secs = median(got, "seconds")
+        if kind == "engine":
+            extra = f"{got[-1]['job'].get('state')} {spread(got)}"
+            out.append(Row(label, name, rows, secs, base, median(got, "backend_s"), median(got, "cpu_s"),
+                           max(g["rss_mb"] for g in got), extra))
+        else:
+            sub = median(got, "submit_s")
+            extra = f"{got[-1]['state']}, submit {sub:.2f} s ({100 * sub / secs:.0f} %) {spread(got)}"
+            out.append(Row(label, name, rows, secs, base, None, median(got, "cpu_s"),
+                           max(g["rss_mb"] for g in got), extra))
+    for mode in ("atomic", "resumable"):
+        print(f"  {label}: 1 % bad rows, {mode}", flush=True)
+        got1 = engine_alone(s, dirty, shape, mode)
+        job = got1["job"]
+        out.append(Row(label, f"importd engine {mode}, 1 % bad rows", rows, got1["seconds"], base,
+                       got1["backend_s"], got1["cpu_s"], got1["rss_mb"],
+                       f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
+    if shape.key == "b":
+        double = generate(DATA / f"narrow-{2 * ROWS}-s8.csv", rows=2 * ROWS, seed=8)
+        for mode in ("atomic", "resumable"):
+            print(f"  {label}: 2x file, {mode}", flush=True)
+            got1 = engine_alone(s, double, shape, mode)
+            out.append(Row(label, f"importd engine {mode}, 2x file", 2 * rows, got1["seconds"], 2 * base,
+                           got1["backend_s"], got1["cpu_s"], got1["rss_mb"], str(got1["job"].get("state"))))
+    return out
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def spread(runs: list[dict[str, Any]]) -> str:
+    return "[" + " ".join(f"{r['seconds']:.2f}" for r in runs) + "]"
+
+
+def bench_backends_cpu() -> float:
+    """CPU seconds of the live PostgreSQL backends connected to the bench database."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"postgres: ") and f" {DB} ".encode() in cmd:
+                total += process_cpu(int(proc.name))
+    return total
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (/proc/stat: every process, others' too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) -> tuple[float, str]:
+    """Jobs per second for ``count`` files of ``rows`` rows through 4 worker children, and
+    where a job's time goes: CPU milliseconds per job of the worker processes, of their
+    PostgreSQL backends, and of the whole machine (RabbitMQ, Redis and others' work included)."""
+    reset_table(s, "bench_small", SHAPES[1])
+    paths = []
+    lines = files(SHAPES[1])[0].read_text().splitlines(keepends=True)
+    header, body = lines[0], [line for line in lines[1:] if line.count('"') == 0]
     for i in range(count):
         f = DATA / "small" / f"s{i}.csv"
         f.parent.mkdir(exist_ok=True)
-        chunk = body[i * rows:(i + 1) * rows]
+        chunk = body[i * rows:(i + 1) * rows]  # distinct ids: the table has a primary key
         f.write_text(header + "".join(chunk))
-        files.append(f)
-    ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in files]
-    with infra.worker(s, DATA, "-Q", "import_queue,bulk_ops_queue", "-c", "4") as w:
+        paths.append(f)
+    ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in paths]
+    with infra.worker(s, DATA, "-Q", "import_queue", "-c", "4") as w:
         w.wait_consuming(4)
+        procs = [w.proc.pid, *w.child_pids()]
+        worker0, backend0, busy0 = sum(map(process_cpu, procs)), bench_backends_cpu(), machine_busy_s()
         wait_all_final(s, ids, 600)
+        worker1, backend1, busy1 = sum(map(process_cpu, procs)), bench_backends_cpu(), machine_busy_s()
     with psycopg.connect(s.database_url) as conn:
         first, last = conn.execute("SELECT min(started_at), max(finished_at) FROM importd.jobs WHERE id = ANY(%s)",
                                    (ids,)).fetchone() or (None, None)
     assert first and last
-    return count / (last - first).total_seconds()
+    ms = (lambda a, b: f"{1000 * (b - a) / count:.1f}")  # noqa: E731
+    per_job = (f"CPU per job: worker {ms(worker0, worker1)} ms, its PostgreSQL backends {ms(backend0, backend1)} ms,"
+               f" whole machine {ms(busy0, busy1)} ms (RabbitMQ, Redis and others' work included; 2 cores)")
+    return count / (last - first).total_seconds(), per_job
 
 
 def wait_final(s: Settings, job_id: str, timeout: float) -> str:
@@ -245,61 +418,72 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}; {pg}; Python {sys.version.split()[0]}"
 
 
+def goals(results: list[Row], jobs_per_s: float | None) -> list[str]:
+    """The issue's goals, each with what this run measured."""
+    def ratios(name: str, keys: str) -> list[tuple[str, float]]:
+        return [(r.shape[:3], r.ratio) for r in results if r.name == name and r.shape[1] in keys and r.ratio]
+
+    out = []
+    for label, name, keys, want in (
+            ("atomic end to end >= 1.0 x (a-c, e)", "importd end to end atomic", "abce", 1.0),
+            ("resumable end to end >= 1.3 x (a-c, e)", "importd end to end resumable", "abce", 1.3),
+            ("upsert atomic >= 1.0 x the psql recipe", "importd end to end atomic", "d", 1.0),
+            ("upsert resumable >= 1.0 x the psql recipe", "importd end to end resumable", "d", 1.0),
+            ("1 % bad rows atomic >= 0.9 x", "importd engine atomic, 1 % bad rows", "abcde", 0.9),
+            ("1 % bad rows resumable >= 0.9 x", "importd engine resumable, 1 % bad rows", "abcde", 0.9)):
+        got = ratios(name, keys)
+        if got:
+            ok = all(r >= want for _, r in got)
+            out.append(f"- {'met    ' if ok else 'NOT met'} {label}: " + ", ".join(f"{k} {r:.2f}" for k, r in got))
+    rss = [r.rss_mb for r in results if r.rss_mb is not None]
+    if rss:
+        out.append(f"- {'met    ' if max(rss) < 150 else 'NOT met'} worker RSS < 150 MB: max {max(rss):.0f} MB")
+    if jobs_per_s is not None:
+        out.append(f"- {'met    ' if jobs_per_s >= 400 else 'NOT met'} small files >= 400 jobs/s: {jobs_per_s:.0f}")
+    return out
+
+
 def main() -> int:
+    started = time.monotonic()
     s = settings()
-    print("generating data (deterministic, cached in bench-data/) ...", flush=True)
-    clean = generate(DATA / "clean.csv")
-    dirty = generate(DATA / "dirty.csv", bad_every=100)
-    double = generate(DATA / "double.csv", rows=2_000_000, seed=8)
+    shapes = [shape for shape in SHAPES if shape.key in ONLY]
+    print(f"generating data (deterministic, cached in bench-data/) ... rows {ROWS:,}, rounds {ROUNDS}"
+          f"{' (quick)' if QUICK else ''}", flush=True)
+    for shape in shapes:
+        files(shape)
     prepare(s)
     publisher = Publisher(s)
-    rows = 1_000_000
-    size = clean.stat().st_size
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
-    results = []
-    runs: dict[str, list[float]] = {step: [] for step in STEPS}
-    rss: dict[str, float] = {}
-    outcome: dict[str, str] = {}
-    for round_ in range(ROUNDS):  # interleaved, and in reverse order every other round, so
-        # neither a slow minute nor the machine speeding up over the run favours a case
-        for step in STEPS if round_ % 2 == 0 else tuple(reversed(STEPS)):
-            if step == "psql":
-                runs[step].append(psql_copy(s, clean, "bench_psql"))
-                continue
-            kind, mode = step.split("-")
-            if kind == "engine":
-                secs, rss[step], job = engine_alone(s, clean, "bench_engine", mode)
-                outcome[step] = str(job.get("state"))
-            else:
-                secs, rss[step], outcome[step] = end_to_end(s, clean, "bench_e2e", publisher, mode)
-            runs[step].append(secs)
-    base = statistics.median(runs["psql"])
-    results.append(Row("psql \\copy (clean)", rows, base, size, extra=spread(runs["psql"])))
-    for step, name in STEPS.items():
-        if step != "psql":
-            results.append(Row(f"importd {name} (clean)", rows, statistics.median(runs[step]), size, base,
-                               rss[step], f"{outcome[step]} {spread(runs[step])}"))
-    for mode in ("atomic", "resumable"):
-        secs, peak, job = engine_alone(s, dirty, "bench_dirty", mode)
-        results.append(Row(f"importd engine {mode} (1% bad rows)", rows, secs, dirty.stat().st_size, base, peak,
-                           f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
-    for mode in ("atomic", "resumable"):
-        secs, peak, job = engine_alone(s, double, "bench_double", mode)
-        results.append(Row(f"importd engine {mode} (2x file)", 2 * rows, secs, double.stat().st_size, 2 * base,
-                           peak, str(job.get("state"))))
-    results.extend(s3_against_local(s, clean))
-    quiesce(s)
-    jobs_per_s = small_files(s, publisher)
+    results: list[Row] = []
+    e2e = EndToEnd(s, publisher)
+    try:
+        for shape in shapes:
+            results.extend(bench_shape(s, shape, e2e))
+    finally:
+        e2e.close()
+    if os.environ.get("IMPORTD_BENCH_S3", "1") != "0":
+        print("  (a) from S3 against local disk", flush=True)
+        results.extend(s3_against_local(s, SHAPES[0]))
+    jobs_per_s, per_job = None, ""
+    if SMALL:
+        quiesce(s)
+        print(f"  small files: {SMALL} x 100 rows, 4 children", flush=True)
+        jobs_per_s, per_job = small_files(s, publisher, SMALL)
     publisher.close()
     print(f"\nmachine: {machine()}")
-    print("| case                                   |      rows |       s |    rows/s |   MB/s | vs psql  | RSS MB  |")
-    print("|---|---|---|---|---|---|---|")
+    print("| shape | case | rows | s | rows/s | vs psql | backend CPU s | client CPU s | peak RSS MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r.line())
-    print(f"\n500 files x 100 rows, 4 workers: {jobs_per_s:.0f} jobs/s")
-    print(f"(clean cases: median of {ROUNDS} interleaved runs, each after a checkpoint, runs in brackets;"
-          " ratio = psql \\copy time / importd time on the same kind of table; for the 2x file the psql"
-          " time is doubled; RSS is the importing process's peak)")
+    if jobs_per_s is not None:
+        print(f"| small files | {SMALL} files x 100 rows, 4 worker children | {SMALL * 100:,} | | | "
+              f"**{jobs_per_s:.0f} jobs/s** | | | | {per_job} |")
+    print(f"\n(clean cases: median of {ROUNDS} interleaved run(s), each after a checkpoint, seconds in brackets;"
+          " ratio = psql time / importd time on the same shape (1 % bad rows: against psql on the clean file;"
+          " 2x file: psql time doubled); backend CPU = the PostgreSQL backend(s) of the load, from /proc;"
+          " client CPU = psql, the engine's process or the worker child; RSS = the importing process's peak)")
+    print("\ngoals:\n" + "\n".join(goals(results, jobs_per_s)))
+    print(f"\nbench took {time.monotonic() - started:.0f} s")
     return 0
 
 

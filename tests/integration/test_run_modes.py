@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded, TransientError
-from importd.imports import store
+from importd.imports import run, store
 from importd.imports.handlers import lock_key, on_import_give_up, on_import_retry, run_import_task
 from importd.imports.progress import Progress
 from tests.support.importing import context, rejected, rows, run_import, write
@@ -265,3 +265,22 @@ def test_a_kept_connection_closed_by_the_server_is_replaced_without_failing_the_
     rec, raised = run_import(isettings, b"id,name\n2,b\n")
     assert raised is None and rec.state == "SUCCESS"
     assert rows(db, "SELECT id FROM people ORDER BY id") == [(1,), (2,)]
+
+
+def test_the_one_statement_lock_and_start_starts_only_a_job_whose_lock_it_took(isettings, db):
+    """The lock and the STARTED update share one statement (issue 15): held elsewhere, the job
+    row stays as it was; free, the row is STARTED and the lock stays with the session."""
+    job_id = uuid.uuid4().hex
+    key = run.lock_key(job_id)
+    with store.connect(isettings) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id, target_table="public.people", file_path="x.csv"))
+        with store.connect(isettings) as holder:
+            holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            assert store.lock_and_start(conn, run.TRY_LOCK, key, job_id, 1, "w") == (False, None)
+            assert store.get_job(conn, job_id).state == "PENDING"  # type: ignore[union-attr]
+            holder.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+        locked, started = store.lock_and_start(conn, run.TRY_LOCK, key, job_id, 1, "w")
+        assert locked and started is not None and (started.state, started.attempts, started.worker) == (
+            "STARTED", 1, "w")
+        with store.connect(isettings) as other:
+            assert not run.try_lock(other, job_id)

@@ -41,6 +41,9 @@ def is_data_error(exc: BaseException) -> bool:
 class BatchResult:
     rows: int = 0
     rejects: list[Reject] = field(default_factory=list)
+    #: The raw record of rejected lines, where the salvage knew its bytes: the reject file
+    #: then needs no walk over every record of the batch (a Python loop per row).
+    raws: dict[int, bytes] = field(default_factory=dict)
 
 
 class Loader:
@@ -56,7 +59,8 @@ class Loader:
         self.fresh = False
         self.chunk = salvage.START_CHUNK
         self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
-        self.screening = opts.on_conflict == "error"
+        self.screening = True
+        self.suspects_loaded = 0  # rows of the last screened batch loaded from its suspects
         self.screen: tuple[re.Pattern[bytes] | None] | None = None  # compiled on first use
         self.triage_columns: list[triage.Column] | None = None
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -108,7 +112,9 @@ class Loader:
                 if not is_data_error(exc):
                     raise
                 self._savepoint("ROLLBACK TO SAVEPOINT")
-        result = self._salvage_fast(batch) if self.insert_sql is None and not batch.suspicious else None
+        result = None
+        if not batch.suspicious:
+            result = self._salvage_fast(batch) if self.insert_sql is None else self._staged_fast(batch)
         if result is None:
             result = self._salvage(batch)
         self._savepoint("RELEASE SAVEPOINT")
@@ -156,6 +162,33 @@ class Loader:
 
     # -- salvage -----------------------------------------------------------------------
 
+    def _staged_fast(self, batch: Batch) -> BatchResult | None:
+        """``on_conflict`` skip/update: the batch's good rows into the staging table by the
+        fast salvage (screen, triage, byte ranges: PostgreSQL's type errors all show up in
+        that COPY), then one ``INSERT ... ON CONFLICT`` for them all. None, with the batch
+        rolled back, when that INSERT refuses (what the staging table does not check: NOT
+        NULL, CHECK, a key twice in one batch for update) or when the order of the rows
+        decides the outcome (``skip`` keeps a key's first row, and the screen loads the
+        good suspects after the other rows): the record path then decides, as before."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(STAGE))
+            self.suspects_loaded = 0
+            staged = self._salvage_fast(batch)
+            if staged is None:
+                return None
+            if self.opts.on_conflict == "skip" and self.suspects_loaded:
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+                return None
+            try:
+                cur.execute(self.insert_sql)  # type: ignore[arg-type]
+            except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+                return None
+            staged.rows = cur.rowcount
+        return staged
+
     def _salvage_fast(self, batch: Batch) -> BatchResult | None:
         """Byte-range salvage (:mod:`importd.imports.copy.salvage`), of the screen's suspects only when the
         batch can be screened (:mod:`importd.imports.copy.screen`); None if it cannot tell the bad records."""
@@ -198,6 +231,7 @@ class Loader:
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
                                                   self.suspect_chunk, min_chunk=1, eol=self.opts.eol)
+        self.suspects_loaded = got.rows
         bad = checked
         for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
             index = bisect.bisect_right(starts, start) - 1
@@ -239,6 +273,7 @@ class Loader:
             counted = start
             rec = _Record(raw=batch.data[start:stop], line=line, offset=batch.offset + start)
             result.rejects.append(self._describe(rec, failure))
+            result.raws[line] = rec.raw
         return result
 
     def _salvage(self, batch: Batch) -> BatchResult:
