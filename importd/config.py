@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "IMPORTD_"
+#: The queue types ``IMPORTD_QUEUE_TYPE`` accepts.
+QUEUE_TYPES = ("classic", "quorum")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every Redis key importd writes (lets several deployments share one Redis).
     redis_prefix: str = "importd"
+    #: Type of every importd queue (work, retry, failed_tasks): ``classic`` (one node) or
+    #: ``quorum`` (replicated on a cluster; see docs/operations.md). A queue declared with the
+    #: other type stops ``importd declare`` and the worker (exit 78) until it is migrated.
+    queue_type: str = "classic"
     #: AMQP heartbeat interval in seconds (0 disables it).
     heartbeat_s: int = 30
     #: Worker child processes.
@@ -113,6 +119,10 @@ class Settings:
                 values[f.name] = _convert(f.type, raw, f.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(f"{PREFIX}QUEUE_TYPE={self.queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
 
     @property
     def queue_list(self) -> list[str]:
