@@ -186,7 +186,9 @@ class Consumer:
         self._producer = Producer(conn.channel())
         channel = conn.channel()
         # global=True: one unacked delivery per channel across all the queues we consume.
-        channel.basic_qos(prefetch_size=0, prefetch_count=self.settings.prefetch, a_global=True)
+        # Quorum queues refuse global QoS (540): there it is per queue consumed (docs/operations.md).
+        channel.basic_qos(prefetch_size=0, prefetch_count=self.settings.prefetch,
+                          a_global=self.settings.queue_type != topology.QUORUM)
         self._consumers = []
         for spec in self.queues:
             consumer = KombuConsumer(channel, queues=[topology.work_queue_entity(spec, self.settings.queue_type)],

@@ -256,6 +256,8 @@ def declare(connection: Connection, queue_type: str = CLASSIC) -> list[str]:
 
 #: Arguments only importd's quorum queues carry: one of them differing means the type differs.
 _QUORUM_ONLY = frozenset(quorum_arguments())
+#: Arguments quorum queues refuse but importd's classic queues carry.
+_CLASSIC_ONLY = frozenset({"x-max-priority"})
 _VALUE = re.compile(r"^the value (.*) of type '[^']+'$")
 
 
@@ -265,22 +267,30 @@ def _value(text: str) -> str:
     return match.group(1) if match else text.strip()
 
 
+def _type_differs(arg: str, received: str, current: str, queue_type: str) -> bool:
+    """True when the argument RabbitMQ says differs shows the existing queue is the other type.
+
+    RabbitMQ names the first differing argument, rarely x-queue-type itself: a quorum-only
+    argument (or x-max-priority, which quorum queues refuse) present on one side only is the sign.
+    """
+    if arg in _QUORUM_ONLY:
+        return (current == "none") == (queue_type == QUORUM)
+    return arg in _CLASSIC_ONLY and queue_type == QUORUM and received == "none"
+
+
 def _translate(exc: Exception, queue: str, queue_type: str = CLASSIC) -> Exception:
     text = str(exc)
     match = _MISMATCH.search(text)
     if match:
         arg, name, received, current = match.groups()
         received, current = _value(received), _value(current)
-        if arg in _QUORUM_ONLY:
-            # RabbitMQ names the first argument that differs, not necessarily x-queue-type: a
-            # quorum-only argument missing on one side means the two queue types differ.
+        if _type_differs(arg, received, current, queue_type):
             other = CLASSIC if queue_type == QUORUM else QUORUM
-            if (current == "none") == (queue_type == QUORUM):
-                return TopologyMismatch(
-                    f"queue {name!r} exists as a {other} queue ({arg}={current}) but importd declares it "
-                    f"{queue_type} (IMPORTD_QUEUE_TYPE={queue_type}); a queue's type cannot change in "
-                    f"place: migrate it, see {MIGRATION_DOC}"
-                )
+            return TopologyMismatch(
+                f"queue {name!r} exists as a {other} queue ({arg}={current}) but importd declares it "
+                f"{queue_type} (IMPORTD_QUEUE_TYPE={queue_type}); a queue's type cannot change in "
+                f"place: migrate it, see {MIGRATION_DOC}"
+            )
         return TopologyMismatch(
             f"queue {name!r} exists with {arg}={current} but importd declares "
             f"{arg}={received}; delete the queue (or fix its policy) and declare again"
