@@ -24,7 +24,8 @@ class Settings:
     e.g. ``IMPORTD_BROKER_URL``.
     """
 
-    #: AMQP URL of RabbitMQ (vhost in the path).
+    #: AMQP URL of RabbitMQ (vhost in the path); the nodes of a cluster as several URLs separated by
+    #: ``;`` (``amqp://u:p@a//;amqp://u:p@b//``): clients try them in order and fail over to a live one.
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     #: PostgreSQL conninfo or URL.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/importd"
