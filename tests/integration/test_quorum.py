@@ -191,7 +191,7 @@ def _tail_queue_on(cluster: Cluster, vhost: str, node: int) -> bool:
 def test_worker_publisher_and_events_tail_fail_over_when_their_node_stops(
         cluster: Cluster, qsettings: Settings, qbroker: Broker, tmp_path: Path):
     """Everything connects to node 1 first (the first URL); stopping node 1's RabbitMQ
-    application moves the worker, the publisher and `importd events` to another member, the
+    application moves the worker, the publisher, `importd events` and later commands to another member, the
     quorum queues elect leaders there, and jobs published before and after all run."""
     vhost = _vhost(qsettings)
     before = [messages.Job(job_id=f"before-{i}", task="test.record", args={"log": str(tmp_path / f"b{i}")})
@@ -219,6 +219,8 @@ def test_worker_publisher_and_events_tail_fail_over_when_their_node_stops(
                     publisher.publish(job)
                 wait_for(lambda: all(test_tasks.runs(j.args["log"]) for j in after), 120, what="jobs after the stop")
                 qbroker.reconnect()  # its connection was to node 1
+                command = _run(qsettings, "declare", **QUORUM_ENV)  # an importd command, node 1 down
+                assert command.returncode == 0, command.stderr
                 out, err = tail.communicate(timeout=120)
                 assert tail.returncode == 0, err
                 assert after[-1].job_id in out
