@@ -40,7 +40,7 @@ def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         with broker_connection(settings) as conn:
-            names = topology.declare(conn)
+            names = topology.declare(conn, settings.queue_type)
     except TopologyMismatch as exc:
         print(f"importd declare: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "IMPORTD_"
+#: The queue types ``IMPORTD_QUEUE_TYPE`` accepts.
+QUEUE_TYPES = ("classic", "quorum")
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class Settings:
     e.g. ``IMPORTD_BROKER_URL``.
     """
 
-    #: AMQP URL of RabbitMQ (vhost in the path).
+    #: AMQP URL of RabbitMQ (vhost in the path); the nodes of a cluster as several URLs separated by
+    #: ``;`` (``amqp://u:p@a//;amqp://u:p@b//``): clients try them in order and fail over to a live one.
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     #: PostgreSQL conninfo or URL.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/importd"
@@ -30,6 +33,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every Redis key importd writes (lets several deployments share one Redis).
     redis_prefix: str = "importd"
+    #: Type of every importd queue (work, retry, failed_tasks): ``classic`` (one node) or
+    #: ``quorum`` (replicated on a cluster; see docs/operations.md). A queue declared with the
+    #: other type stops ``importd declare`` and the worker (exit 78) until it is migrated.
+    queue_type: str = "classic"
     #: AMQP heartbeat interval in seconds (0 disables it).
     heartbeat_s: int = 30
     #: Worker child processes.
@@ -113,6 +120,10 @@ class Settings:
                 values[f.name] = _convert(f.type, raw, f.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ValueError(f"{PREFIX}QUEUE_TYPE={self.queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
 
     @property
     def queue_list(self) -> list[str]:

@@ -182,14 +182,16 @@ class Consumer:
         conn = broker_connection(self.settings)
         conn.ensure_connection(max_retries=1)
         self._connection = conn
-        topology.declare(conn)
+        topology.declare(conn, self.settings.queue_type)
         self._producer = Producer(conn.channel())
         channel = conn.channel()
         # global=True: one unacked delivery per channel across all the queues we consume.
-        channel.basic_qos(prefetch_size=0, prefetch_count=self.settings.prefetch, a_global=True)
+        # Quorum queues refuse global QoS (540): there it is per queue consumed (docs/operations.md).
+        channel.basic_qos(prefetch_size=0, prefetch_count=self.settings.prefetch,
+                          a_global=self.settings.queue_type != topology.QUORUM)
         self._consumers = []
         for spec in self.queues:
-            consumer = KombuConsumer(channel, queues=[topology.work_queue_entity(spec)],
+            consumer = KombuConsumer(channel, queues=[topology.work_queue_entity(spec, self.settings.queue_type)],
                                      on_message=self._receiver(spec.name), no_ack=False)
             self._consumers.append(consumer)
         if self._thread is None and not self.stopping.is_set():

@@ -213,7 +213,7 @@ class Supervisor:
                                     error=str(rs.outcome.exception()) if rs.outcome else "")):
             with attempt:
                 with broker_connection(self.settings) as conn:
-                    topology.declare(conn)
+                    topology.declare(conn, self.settings.queue_type)
 
     def _on_signal(self, signum: int, _: Any) -> None:
         if self.stopping:
