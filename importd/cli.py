@@ -7,8 +7,12 @@ owns the job (the importer owns ``submit``, the DLQ module owns ``replay-dlq``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from importd import logs
@@ -49,6 +53,15 @@ def cmd_declare(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _multiprocess_metrics_dir() -> None:
+    """prometheus_client chooses file-backed values (one file per child, summed by the
+    supervisor) when ``PROMETHEUS_MULTIPROC_DIR`` is set at its first import: a private
+    directory, removed at exit."""
+    directory = tempfile.mkdtemp(prefix="importd-metrics-")
+    atexit.register(shutil.rmtree, directory, True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from importd.worker import sdnotify
     from importd.worker.supervisor import Supervisor
@@ -62,6 +75,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_USAGE
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port:
+        _multiprocess_metrics_dir()  # before prometheus_client is first imported
         from importd.ops import metrics
 
         metrics.serve_worker(settings, metrics_port)  # before the children fork

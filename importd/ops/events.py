@@ -22,12 +22,11 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import amqp
 from kombu import Connection, Exchange, Message, Queue
 from kombu import Consumer as KombuConsumer
 
 from importd.config import Settings
-from importd.ops.control import node_name, unconfirmed_channel
+from importd.ops.control import node_name, publish_unconfirmed
 from importd.subcommand import Subcommand
 from importd.worker.publisher import broker_connection
 
@@ -79,14 +78,13 @@ class EventPublisher:
             return
         body = {"type": event, "ts": datetime.now(UTC).isoformat(), **self.base,
                 **{k: v for k, v in fields.items() if v not in ("", None)}}
-        message = amqp.Message(json.dumps(body, default=str).encode(), content_type="application/json",
-                               content_encoding="binary", delivery_mode=1)
-        self.channel.basic_publish(message, exchange=EVENTS_EXCHANGE, routing_key=key, mandatory=True)
+        publish_unconfirmed(self.channel, json.dumps(body, default=str).encode(), exchange=EVENTS_EXCHANGE,
+                            routing_key=key, mandatory=True, content_type="application/json", delivery_mode=1)
 
 
 def attach(consumer: Consumer, connection: Connection) -> None:
     """Consumer extension: publish the child's job events on ``connection`` (after each connect)."""
-    channel = unconfirmed_channel(connection)
+    channel = connection.channel()
     exchange()(channel).declare()
     listeners = consumer.events.listeners
     listeners[:] = [x for x in listeners if not isinstance(x, EventPublisher)]  # the old channel is gone

@@ -16,11 +16,8 @@ Mount on the API: ``Route("/metrics", metrics.asgi_app(settings))`` (or :func:`r
 from __future__ import annotations
 
 import asyncio
-import atexit
 import importlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -200,14 +197,15 @@ class WorkerMetrics:
 
 
 def serve_worker(settings: Settings, port: int, addr: str = "") -> None:
-    """In the supervisor, before forking: multiprocess mode on, ``/metrics`` served on ``port``."""
+    """In the supervisor, before forking: ``/metrics`` served on ``port`` from the children's
+    files. Multiprocess mode must be on already: ``PROMETHEUS_MULTIPROC_DIR`` set before
+    prometheus_client was first imported (``importd.cli`` does it), which the library reads
+    then; no attribute of the library is patched."""
     global _server
-    directory = tempfile.mkdtemp(prefix="importd-metrics-")
-    atexit.register(shutil.rmtree, directory, True)
-    os.environ[MULTIPROC_ENV] = directory
-    values.ValueClass = values.get_value_class()  # metrics made from now on are file-backed
+    if not os.environ.get(MULTIPROC_ENV) or values.ValueClass is values.MutexValue:
+        raise RuntimeError(f"{MULTIPROC_ENV} must be set before prometheus_client is imported")
     _server, _ = _start_http_server(port, addr, registry(settings, worker=True))
-    log.info("metrics served", port=port, multiproc_dir=directory)
+    log.info("metrics served", port=port, multiproc_dir=os.environ[MULTIPROC_ENV])
 
 
 def _start_http_server(port: int, addr: str, reg: CollectorRegistry) -> tuple[Any, Any]:

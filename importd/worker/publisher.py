@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqp.exceptions import ChannelError
+from amqp.exceptions import ChannelError, MessageNacked, RecoverableConnectionError
 from kombu import Connection, Producer
 from kombu.exceptions import OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -23,12 +23,14 @@ from importd.worker.messages import CONTENT_TYPE, Job
 CONFIRM_TIMEOUT_S = 30.0
 
 
-def broker_connection(settings: Settings, heartbeat: int | None = None) -> Connection:
-    """A kombu connection with publisher confirms on every channel it opens."""
+def broker_connection(settings: Settings, heartbeat: int | None = None,
+                      **transport_options: Any) -> Connection:
+    """A kombu connection with publisher confirms on every channel it opens; extra
+    ``transport_options`` (kombu's reconnect knobs, say) go with it and its clones."""
     return Connection(
         settings.broker_url,
         heartbeat=settings.heartbeat_s if heartbeat is None else heartbeat,
-        transport_options={"confirm_publish": True, "confirm_timeout": CONFIRM_TIMEOUT_S},
+        transport_options={"confirm_publish": True, "confirm_timeout": CONFIRM_TIMEOUT_S, **transport_options},
         connect_timeout=10,
     )
 
@@ -55,10 +57,8 @@ def send(producer: Producer, body: bytes, *, exchange: str, routing_key: str,
         )
     except ChannelError as exc:
         raise PublishError(f"publish to {exchange!r}/{routing_key!r} refused: {exc}") from exc
-    except Exception as exc:  # MessageNacked, timeouts
-        if type(exc).__name__ in ("MessageNacked", "RecoverableConnectionError", "timeout"):
-            raise PublishError(f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc}") from exc
-        raise
+    except (MessageNacked, RecoverableConnectionError, TimeoutError) as exc:  # nacked, or no confirm in time
+        raise PublishError(f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc}") from exc
 
 
 def route_for(task_name: str) -> tuple[str, str]:
@@ -73,13 +73,15 @@ def route_for(task_name: str) -> tuple[str, str]:
 class Publisher:
     """Publishes jobs from the API and CLI over a small pool of connections.
 
-    Parameters: ``settings`` (broker URL, pool size ``publisher_pool_size``, default 10).
+    Parameters: ``settings`` (broker URL, pool size ``publisher_pool_size``, default 10);
+    ``transport_options``: kombu's connection options for every pooled connection (the API
+    passes its fail-fast reconnect knobs).
     Safe to share between threads: each publish takes its own pooled connection.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **transport_options: Any) -> None:
         self.settings = settings
-        self._connection = broker_connection(settings, heartbeat=0)
+        self._connection = broker_connection(settings, heartbeat=0, **transport_options)
         self._pool = self._connection.Pool(limit=settings.publisher_pool_size)
 
     @retry(
