@@ -22,12 +22,15 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import amqp.exceptions
 from kombu import Connection, Exchange, Message, Queue
 from kombu import Consumer as KombuConsumer
+from kombu.exceptions import OperationalError
 
 from importd.config import Settings
 from importd.ops.control import node_name, publish_unconfirmed
 from importd.subcommand import Subcommand
+from importd.worker import reconnect
 from importd.worker.publisher import broker_connection
 
 if TYPE_CHECKING:
@@ -37,10 +40,13 @@ if TYPE_CHECKING:
 EVENTS_EXCHANGE = "importd.events"
 #: Every event type, in a job's life order.
 EVENT_TYPES = ("received", "started", "progress", "retried", "deferred", "succeeded", "failed", "dead-lettered")
-#: Backoff bounds (seconds) of ``importd events`` reconnecting after a lost broker.
-RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 10.0
 #: Seconds a routing key nobody listens to is not published again (see EventPublisher).
 QUIET_S = 2.0
+#: What a lost or refusing broker raises (py-amqp's connection and channel errors, kombu's,
+#: the socket's): the tail reconnects on these, as the loop before it did on the transport's
+#: ``connection_errors`` and ``channel_errors``.
+BROKER_ERRORS = (OSError, OperationalError, amqp.exceptions.ConnectionError, amqp.exceptions.ChannelError,
+                 amqp.exceptions.RecoverableConnectionError)
 #: A tail's queue drops what it cannot show within this many milliseconds.
 TAIL_TTL_MS = 60_000
 
@@ -132,10 +138,12 @@ def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None 
     def left_s() -> float:
         return 1.0 if deadline is None else deadline - time.monotonic()
 
-    delay = RECONNECT_MIN_S
-    while (count is None or seen < count) and left_s() > 0:
-        conn = broker_connection(settings)
-        try:
+    def done() -> bool:
+        return (count is not None and seen >= count) or left_s() <= 0
+
+    def listen() -> None:
+        """One connection: bind, consume until done; a broker error leaves it to the retry."""
+        with broker_connection(settings) as conn:
             channel = conn.channel()
             exchange()(channel).declare()
             queue = Queue(f"importd.events.tail.{socket.gethostname()}.{os.getpid()}",
@@ -148,19 +156,23 @@ def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None 
             with KombuConsumer(channel, queues=[bound], on_message=on_message, no_ack=True):
                 if ready is not None:
                     ready()  # after every (re)connect: events from now on are seen
-                delay = RECONNECT_MIN_S
-                while (count is None or seen < count) and (left := left_s()) > 0:
+                while not done():
                     try:
-                        conn.drain_events(timeout=min(left, 1.0))
+                        conn.drain_events(timeout=min(left_s(), 1.0))
                     except TimeoutError:
                         conn.heartbeat_check()
-        except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
-            delay = min(RECONNECT_MAX_S, delay * 2)
-            if on_reconnect is not None:
-                on_reconnect(exc, delay)
-            time.sleep(min(delay, max(left_s(), 0)))
-        finally:
-            conn.release()
+
+    def is_broker_error(exc: BaseException) -> bool:
+        return isinstance(exc, BROKER_ERRORS)
+
+    try:
+        for attempt in reconnect.retrying(is_broker_error, on_wait=on_reconnect or (lambda exc, wait_s: None),
+                                          deadline=deadline):
+            with attempt:
+                listen()
+    except Exception as exc:
+        if not is_broker_error(exc):
+            raise  # only a broker that stayed away past the deadline ends the tail quietly
     return seen
 
 

@@ -59,29 +59,18 @@ class BrokerCollector(Collector):
         up = GaugeMetricFamily("importd_broker_up", "1 if the broker answered this scrape")
         try:
             with broker_connection(self.settings, heartbeat=0) as conn:
-                for name, (messages, count) in _queue_stats(conn).items():
-                    depth.add_metric([name], messages)
-                    consumers.add_metric([name], count)
-                    if name == topology.DLQ:
-                        dlq.add_metric([], messages)
+                for queue in topology.queue_stats(conn):
+                    if queue.messages is None or queue.consumers is None:  # not declared yet
+                        continue
+                    depth.add_metric([queue.name], queue.messages)
+                    consumers.add_metric([queue.name], queue.consumers)
+                    if queue.name == topology.DLQ:
+                        dlq.add_metric([], queue.messages)
             up.add_metric([], 1)
         except Exception as exc:  # noqa: BLE001 - a scrape reports the broker down, never fails
             log.warning("metrics: broker not readable", error=str(exc))
             up.add_metric([], 0)
         yield from (depth, consumers, dlq, up)
-
-
-def _queue_stats(conn: Connection) -> dict[str, tuple[int, int]]:
-    out = {}
-    channel = conn.channel()
-    for name in topology.all_queue_names():
-        try:
-            ok = channel.queue_declare(name, passive=True)
-        except conn.channel_errors:  # not declared yet: skip it, the channel is closed
-            channel = conn.channel()
-            continue
-        out[name] = (int(ok.message_count), int(ok.consumer_count))
-    return out
 
 
 _DURATIONS_SQL = """

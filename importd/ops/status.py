@@ -13,39 +13,23 @@ import argparse
 import importlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from importd.config import Settings
 from importd.subcommand import Subcommand
 from importd.worker import topology
 from importd.worker.publisher import broker_connection
+from importd.worker.topology import QueueStatus
 
 #: Exit codes: 0 all read; 1 the broker could not be read.
 EXIT_OK, EXIT_BROKER_DOWN = 0, 1
 
 
-@dataclass
-class QueueStatus:
-    name: str
-    messages: int | None
-    consumers: int | None
-    error: str = ""
-
-
 def queue_status(settings: Settings, names: list[str] | None = None) -> list[QueueStatus]:
     """Depth and consumers of every importd queue (a missing queue is reported as such)."""
-    out = []
     with broker_connection(settings, heartbeat=0) as conn:
-        channel = conn.channel()
-        for name in names or topology.all_queue_names():
-            try:
-                ok = channel.queue_declare(name, passive=True)
-                out.append(QueueStatus(name, int(ok.message_count), int(ok.consumer_count)))
-            except conn.channel_errors as exc:  # 404: the queue does not exist; the channel is closed
-                out.append(QueueStatus(name, None, None, f"missing ({getattr(exc, 'reply_text', exc)})"))
-                channel = conn.channel()
-    return out
+        return topology.queue_stats(conn, names)
 
 
 def job_counts(settings: Settings) -> tuple[dict[str, int] | None, str]:

@@ -298,3 +298,31 @@ def _translate(exc: Exception, queue: str, queue_type: str = CLASSIC) -> Excepti
     if "PRECONDITION_FAILED" in text or getattr(exc, "code", None) == 406:
         return TopologyMismatch(f"queue {queue!r} exists with other settings: {text}")
     return exc
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """One queue as the broker reports it; ``messages`` and ``consumers`` are None when the
+    queue does not exist (``error`` says why)."""
+
+    name: str
+    messages: int | None
+    consumers: int | None
+    error: str = ""
+
+
+def queue_stats(conn: Connection, names: list[str] | None = None) -> list[QueueStatus]:
+    """Depth and consumers of importd's queues (all by default), by passive ``queue_declare``:
+    it changes nothing and needs no management plugin. The one reading of queue statistics
+    (``importd status`` and the metrics both use it)."""
+    out = []
+    channel = conn.channel()
+    for name in names or all_queue_names():
+        try:
+            ok = channel.queue_declare(name, passive=True)
+        except conn.channel_errors as exc:  # 404: the queue does not exist; the channel is closed
+            out.append(QueueStatus(name, None, None, f"missing ({getattr(exc, 'reply_text', exc)})"))
+            channel = conn.channel()
+            continue
+        out.append(QueueStatus(name, int(ok.message_count), int(ok.consumer_count)))
+    return out
