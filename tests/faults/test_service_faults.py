@@ -221,8 +221,10 @@ def test_consumer_timeout_below_the_import_duration_imports_once(
     redelivers a job whose delivery outlived consumer_timeout while it still runs: the other
     child gets it, finds the lock held and defers it, and once the first run has committed a
     later delivery finds the job finished."""
-    # 8 KiB batches: a commit every ~100 rows keeps the import running for seconds.
-    batch = submit_files(fsettings, publisher, count=1, rows=300_000, mode="resumable", seed=15,
+    # 8 KiB batches: a commit every ~100 rows keeps the import running well past the moment the
+    # broker closes the channel and the child reconnects, even on a loaded machine (300,000 rows
+    # once ended first in a CI-like run: a missed fault).
+    batch = submit_files(fsettings, publisher, count=1, rows=600_000, mode="resumable", seed=15,
                          batch_bytes=8 * 1024)
     vhost = fsettings.broker_url.rsplit("/", 1)[1]
     ev = Evidence("consumer_timeout", fsettings)
