@@ -7,10 +7,10 @@ be restarted with its data), a three-node RabbitMQ cluster of this test's own wi
 queues (base port 5691; ``tests/integration/test_quorum.py`` uses 5681), PostgreSQL and Redis.
 
 30 imports of mixed sizes in both modes go in through the API: raw bodies, multipart forms and
-presigned multipart uploads (parts PUT straight to S3). While they run the test stops the
-RabbitMQ node that leads import_queue, SIGKILLs one whole worker host (its supervisor and every
-child, as a power cut would), and restarts the S3 server; each fault is recorded with the jobs
-it met running. Then the fault suite's audit: every job SUCCESS, every row once, nothing
+presigned multipart uploads (parts PUT straight to S3). While they run the test restarts the
+S3 server, SIGKILLs one whole worker host (its supervisor and every child, as a power cut
+would) and stops the RabbitMQ node that leads import_queue; each fault is recorded with the
+jobs it met running. Then the fault suite's audit: every job SUCCESS, every row once, nothing
 stranded in any queue.
 """
 
