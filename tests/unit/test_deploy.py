@@ -97,5 +97,84 @@ def test_compose_dev_stack_has_the_three_services_and_mounts_the_rabbitmq_conf()
     assert any(v.startswith("./rabbitmq/rabbitmq.conf:/etc/rabbitmq/") for v in services["rabbitmq"]["volumes"])
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
-    ports = {p for svc in services.values() for p in svc["ports"]}
+    ports = {p for svc in services.values() for p in svc.get("ports", [])}
     assert {"127.0.0.1:5432:5432", "127.0.0.1:6379:6379", "127.0.0.1:5672:5672"} <= ports
+
+
+COMPOSE = DEPLOY / "compose.yaml"
+#: Services that run once and exit (no healthcheck: the others wait for their completion).
+ONE_SHOTS = {"minio-bucket", "init"}
+#: The whole system of deploy/compose.yaml.
+SYSTEM = {"postgres", "redis", "rabbitmq", "rabbitmq2", "rabbitmq3", "minio", "api", "worker"} | ONE_SHOTS
+
+
+def compose_services() -> dict[str, dict]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def docker_compose_config() -> subprocess.CompletedProcess[str] | None:
+    """``docker compose config -q`` where Docker Compose exists, else None."""
+    if not shutil.which("docker"):
+        return None
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return None
+    return subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
+
+
+def test_compose_file_is_valid_for_docker_compose_where_it_exists_and_by_its_schema_everywhere():
+    checked = docker_compose_config()
+    if checked is not None:
+        assert checked.returncode == 0, checked.stderr
+    services = compose_services()
+    assert set(services) == SYSTEM
+    for name, svc in services.items():
+        assert ("image" in svc) or ("build" in svc), name
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert dep in services, (name, dep)
+            expected = "service_completed_successfully" if dep in ONE_SHOTS else "service_healthy"
+            assert cond == {"condition": expected}, (name, dep, cond)
+        if name not in ONE_SHOTS:
+            test = svc["healthcheck"]["test"]
+            assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+
+
+def test_compose_worker_scales_and_api_and_worker_start_after_every_service_is_ready():
+    services = compose_services()
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=3 needs both absent
+    assert worker["command"] == ["worker"]
+    for name in ("api", "worker"):
+        deps = services[name]["depends_on"]
+        assert {"init", "minio-bucket", "redis"} <= set(deps), name
+    init_deps = set(services["init"]["depends_on"])
+    assert {"postgres", "rabbitmq", "rabbitmq2", "rabbitmq3"} <= init_deps
+    assert "importd migrate" in " ".join(services["init"]["entrypoint"])
+
+
+def test_compose_importd_settings_are_known_and_name_the_cluster_quorum_queues_and_minio():
+    services = compose_services()
+    fields = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    for name in ("init", "api", "worker"):
+        env = services[name]["environment"]
+        unknown = {k for k in env if k.startswith(PREFIX)} - fields
+        assert not unknown, (name, unknown)
+        assert env["IMPORTD_QUEUE_TYPE"] == "quorum"
+        hosts = re.findall(r"@([a-z0-9]+):5672/", env["IMPORTD_BROKER_URL"])
+        assert hosts == ["rabbitmq", "rabbitmq2", "rabbitmq3"], env["IMPORTD_BROKER_URL"]
+        bucket = re.match(r"s3://([^/]+)", env["IMPORTD_STORAGE_URL"])
+        assert bucket and f"local/{bucket.group(1)}" in " ".join(services["minio-bucket"]["command"])
+        assert env["IMPORTD_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert services["api"]["environment"]["IMPORTD_API_TOKENS"]  # `importd api` refuses 0.0.0.0 without
+
+
+def test_compose_rabbitmq_nodes_share_a_cookie_and_two_join_the_first_by_classic_config():
+    services = compose_services()
+    cookies = {services[n]["environment"]["RABBITMQ_ERLANG_COOKIE"] for n in ("rabbitmq", "rabbitmq2", "rabbitmq3")}
+    assert len(cookies) == 1
+    conf = (DEPLOY / "rabbitmq/cluster.conf").read_text()
+    assert re.search(r"^cluster_formation\.peer_discovery_backend\s*=\s*classic_config\s*$", conf, flags=re.M)
+    peers = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+\s*=\s*rabbit@(\S+)\s*$", conf, flags=re.M)
+    assert peers == [services[n]["hostname"] for n in ("rabbitmq", "rabbitmq2", "rabbitmq3")]
+    for name in ("rabbitmq2", "rabbitmq3"):
+        assert any(v.startswith("./rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/") for v in services[name]["volumes"])
+        assert services[name]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
