@@ -273,17 +273,46 @@ class Consumer:
         return receive
 
     def _dispatch(self, queue_name: str, message: Message) -> None:
-        """Decide what to do with a fresh delivery; start a job thread if it is to run."""
-        props = message.properties
+        """Decide what to do with a fresh delivery; start a job thread if it is to run.
+
+        Issue 12 item 2: no property of a delivery may crash the child (the broker would
+        hand the message to the next child, and the next, while the respawn backoff stalls
+        the queue). Whatever escapes decoding or dispatch, short of the broker connection
+        itself failing, dead-letters that delivery with its reason, and the loop goes on.
+        """
         try:
-            job = messages.decode(message.body, message.headers, message.content_type,
-                                  props.get("priority"))
+            self._start(queue_name, message)
         except InvalidMessage as exc:
             self.log.warning("invalid message dead-lettered", reason=exc.reason, detail=exc.detail,
-                             queue=queue_name, message_id=props.get("message_id"))
+                             queue=queue_name, message_id=_message_id(message))
+            self._dead_letter_last_resort(queue_name, message, exc.reason, str(exc))
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                raise
+            self.log.error("delivery could not be dispatched, dead-lettered", queue=queue_name,
+                           error=f"{type(exc).__name__}: {exc}"[:500], message_id=_message_id(message))
+            self._dead_letter_last_resort(queue_name, message, messages.UNDECODABLE,
+                                          f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _dead_letter_last_resort(self, queue_name: str, message: Message, reason: str, error: str) -> None:
+        """Dead-letter with importd's headers; if even that fails, reject it to the queue's DLX.
+
+        The work queues dead-letter to :data:`topology.DLX` themselves, so a rejected delivery
+        still lands in ``failed_tasks`` (with RabbitMQ's ``x-death`` instead of our reason).
+        """
+        try:
             self._carry_out(Outcome("dead", message, queue_name, self._generation,
-                                    attempt=_attempt_header(message), reason=exc.reason, error=str(exc)))
-            return
+                                    attempt=_attempt_header(message), reason=reason, error=error))
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                raise
+            self.log.error("dead-letter publish failed, rejecting the delivery", queue=queue_name,
+                           error=f"{type(exc).__name__}: {exc}"[:500], message_id=_message_id(message))
+            message.reject(requeue=False)
+
+    def _start(self, queue_name: str, message: Message) -> None:
+        props = message.properties
+        job = messages.decode(message.body, message.headers, message.content_type, props.get("priority"))
         spec = tasks.get(job.task)
         assert spec is not None
         self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
@@ -295,13 +324,13 @@ class Consumer:
         log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events)
         lost = bool(message.delivery_info.get("redelivered"))
-        self.current = ctx
-        self._async_raised = False
-        self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
-        self._thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
-                                        name=f"job-{job.job_id}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
+                                  name=f"job-{job.job_id}", daemon=True)
         self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
+        # Nothing after this point may fail: the job thread owns the delivery from here.
+        self.current, self._thread, self._async_raised = ctx, thread, False
+        self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
+        thread.start()
 
     def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> None:
         """Job thread: run the handler, decide the outcome, hand it to the owner."""
@@ -434,7 +463,12 @@ class Consumer:
 
 
 def _attempt_header(message: Message) -> int:
+    """The attempt a dead letter records: the header's if it is usable, else 1."""
     try:
-        return int((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
-    except (TypeError, ValueError):
+        return messages.parse_attempt((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
+    except Exception:  # noqa: BLE001 - InvalidMessage, or headers that are not a dict
         return 1
+
+
+def _message_id(message: Message) -> str:
+    return str(message.properties.get("message_id") or "")[:200]
