@@ -22,7 +22,6 @@ message, never a lost one; the import's exactly-once rule makes the duplicate ha
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import select
@@ -30,7 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +42,7 @@ from importd import logs
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded
 from importd.worker import messages, retry, tasks, topology
+from importd.worker.asyncraise import AsyncRaise
 from importd.worker.bus import Bus
 from importd.worker.context import JobContext
 from importd.worker.messages import Job
@@ -113,7 +113,7 @@ class Consumer:
         self.done_tasks = 0
         self.current: JobContext | None = None
         self._thread: threading.Thread | None = None
-        self._async_raised = False
+        self._stopper: AsyncRaise | None = None
         self._inbox: list[tuple[str, Message]] = []
         self._outcomes: queue.Queue[Outcome] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
@@ -324,18 +324,46 @@ class Consumer:
         log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events)
         lost = bool(message.delivery_info.get("redelivered"))
-        thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
+        stopper = AsyncRaise(SoftTimeLimitExceeded)
+        thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost, stopper),
                                   name=f"job-{job.job_id}", daemon=True)
         self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         # Nothing after this point may fail: the job thread owns the delivery from here.
-        self.current, self._thread, self._async_raised = ctx, thread, False
+        self.current, self._thread, self._stopper = ctx, thread, stopper
         self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
         thread.start()
 
-    def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> None:
-        """Job thread: run the handler, decide the outcome, hand it to the owner."""
+    def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool,
+                 stopper: AsyncRaise) -> None:
+        """Job thread: run the handler, decide the outcome, hand exactly one to the owner.
+
+        Issue 12 item 5: the asynchronous SoftTimeLimitExceeded can land anywhere, also after
+        the handler returned or inside the failure path. So the outcome is built whole and
+        stored in one assignment; the ``finally`` first disarms the raise (nothing can land
+        after that), then hands back what was decided, or, if a raise cut the deciding
+        short, a retry-or-dead-letter outcome decided without hooks.
+        """
+        outcome: Outcome | None = None
+        failure: BaseException | None = None
+        try:
+            outcome = self._attempt(ctx, message, generation, lost)
+        except BaseException as exc:  # noqa: BLE001 - a raise that landed outside the handler
+            failure = exc
+        finally:
+            stopper.disarm()
+            if outcome is None:
+                outcome = self._late_failure(ctx, message, generation, failure)
+            outcome.duration_s = time.monotonic() - ctx.started
+            self._outcomes.put(outcome)
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:  # the pipe is full: the owner is awake anyway
+                pass
+
+    def _attempt(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> Outcome:
+        """Run the handler once and return the outcome it earned."""
         job, spec = ctx.job, ctx.spec
-        outcome = Outcome("ack", message, ctx.queue, generation, job=job, attempt=job.attempt)
+        base = Outcome("ack", message, ctx.queue, generation, job=job, attempt=job.attempt)
         try:
             if lost:
                 raise WorkerLost("redelivered: the previous delivery was never acked (worker lost)")
@@ -343,43 +371,45 @@ class Consumer:
             handler = spec.resolve("handler")
             assert handler is not None
             handler(ctx)
-            ctx.log.info("job succeeded", duration_s=round(time.monotonic() - ctx.started, 3))
         except Deferred as exc:
             ctx.log.info("job deferred", reason=exc.reason)
-            outcome.kind, outcome.reason = "defer", exc.reason
+            return replace(base, kind="defer", reason=exc.reason)
         except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
             ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
-            outcome.kind, outcome.reason, outcome.error = "dead", exc.reason, str(exc)
+            return replace(base, kind="dead", reason=exc.reason, error=str(exc))
         except PermanentError as exc:
             ctx.log.warning("job failed permanently", error=str(exc))
-            outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
+            return replace(base, error=f"{type(exc).__name__}: {exc}"[:2000])
         except BaseException as exc:  # noqa: BLE001 - every other failure is retried
-            self._fail(ctx, outcome, exc)
-        outcome.duration_s = time.monotonic() - ctx.started
-        self._outcomes.put(outcome)
-        try:
-            os.write(self._wake_w, b"!")
-        except BlockingIOError:  # the pipe is full: the owner is awake anyway
-            pass
+            return self._fail(ctx, base, exc)
+        ctx.log.info("job succeeded", duration_s=round(time.monotonic() - ctx.started, 3))
+        return base
 
-    def _fail(self, ctx: JobContext, outcome: Outcome, exc: BaseException) -> None:
-        decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
-        outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
-        outcome.reason = "worker-lost" if isinstance(exc, WorkerLost) else (
-            "soft-time-limit" if isinstance(exc, SoftTimeLimitExceeded) else "max-retries")
-        hook = ctx.spec.resolve("on_give_up" if decision.gives_up else "on_retry")
+    def _fail(self, ctx: JobContext, base: Outcome, exc: BaseException) -> Outcome:
+        """The failure hook, then the retry-or-dead-letter outcome of ``exc``."""
+        hook = ctx.spec.resolve("on_give_up" if retry.decide(ctx.job.attempt, ctx.spec.max_retries).gives_up
+                                else "on_retry")
         try:
             if hook is not None:
                 hook(ctx, exc)
         except Exception as hook_exc:  # noqa: BLE001 - a hook must not lose the message
             ctx.log.error("hook failed", error=str(hook_exc))
-        if decision.gives_up:
+        outcome = _failed(base, ctx, exc)
+        if outcome.kind == "dead":
             ctx.log.error("job dead-lettered", error=outcome.error, attempts=ctx.job.attempt)
-            outcome.kind = "dead"
         else:
-            ctx.log.warning("job failed, will retry", error=outcome.error, step=decision.step,
-                            next_attempt=decision.next_attempt)
-            outcome.kind, outcome.step, outcome.attempt = "retry", decision.step or 1, decision.next_attempt
+            ctx.log.warning("job failed, will retry", error=outcome.error, step=outcome.step,
+                            next_attempt=outcome.attempt)
+        return outcome
+
+    def _late_failure(self, ctx: JobContext, message: Message, generation: int,
+                      exc: BaseException | None) -> Outcome:
+        """The outcome when a raise cut the deciding short (the raise is disarmed by now)."""
+        exc = exc or SoftTimeLimitExceeded("interrupted before an outcome was decided")
+        base = Outcome("ack", message, ctx.queue, generation, job=ctx.job, attempt=ctx.job.attempt)
+        outcome = _failed(base, ctx, exc)
+        ctx.log.error("job interrupted outside its handler", error=outcome.error, outcome=outcome.kind)
+        return outcome
 
     def _settle_outcomes(self) -> None:
         while True:
@@ -390,7 +420,7 @@ class Consumer:
             if self._thread is not None:
                 self._thread.join()
             self._thread = None
-            self.current = None
+            self.current, self._stopper = None, None
             self.slot.set_deadline(0.0)
             self.done_tasks += 1
             if self._limit_reached():
@@ -456,10 +486,20 @@ class Consumer:
             ctx.log.warning("soft time limit reached, asking the job to stop",
                             limit_s=ctx.spec.soft_time_limit_s)
             ctx.request_stop(f"soft time limit of {ctx.spec.soft_time_limit_s:g} s exceeded")
-        if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and not self._async_raised and thread.ident:
-            self._async_raised = True
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                       ctypes.py_object(SoftTimeLimitExceeded))
+        if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and self._stopper is not None:
+            self._stopper.fire(thread)
+
+
+def _failed(base: Outcome, ctx: JobContext, exc: BaseException) -> Outcome:
+    """Retry (next step and attempt) or dead-letter (past max_retries) a failed attempt."""
+    decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    reason = "worker-lost" if isinstance(exc, WorkerLost) else (
+        "soft-time-limit" if isinstance(exc, SoftTimeLimitExceeded) else "max-retries")
+    if decision.gives_up:
+        return replace(base, kind="dead", reason=reason, error=error)
+    return replace(base, kind="retry", reason=reason, error=error, step=decision.step or 1,
+                   attempt=decision.next_attempt)
 
 
 def _attempt_header(message: Message) -> int:
