@@ -72,13 +72,10 @@ async def open_services(settings: Settings) -> Services:
                         kwargs={"autocommit": True, "application_name": "importd-api", "connect_timeout": 5},
                         name="importd-api")
     db.open(wait=False)
-    publisher = await run_in_threadpool(Publisher, settings)
     # A request should fail fast when RabbitMQ is down (503, the client retries) rather than
     # sit through kombu's reconnect loop (connect_timeout per try, ~1 min with the publisher's
-    # own retries). The pool clones this connection, options included.
-    options = publisher._connection.transport_options
-    assert options is not None  # broker_connection always sets them
-    options.update(max_retries=1, interval_start=0, interval_step=0.2, connect_retries_timeout=PUBLISH_CONNECT_S)
+    # own retries).
+    publisher = await run_in_threadpool(Publisher, settings, PUBLISH_CONNECT_S)
     progress = Progress(settings)
     return Services(settings, db, shared_redis(settings), publisher, progress)
 

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from importd import logs
 from importd.config import Settings
+from importd.ops import status
 from importd.worker import topology
 from importd.worker.publisher import broker_connection
 
@@ -61,29 +62,18 @@ class BrokerCollector(Collector):
         up = GaugeMetricFamily("importd_broker_up", "1 if the broker answered this scrape")
         try:
             with broker_connection(self.settings, heartbeat=0) as conn:
-                for name, (messages, count) in _queue_stats(conn).items():
-                    depth.add_metric([name], messages)
-                    consumers.add_metric([name], count)
-                    if name == topology.DLQ:
-                        dlq.add_metric([], messages)
+                for q in status.queue_stats(conn):
+                    if q.messages is None or q.consumers is None:  # not declared yet: skipped
+                        continue
+                    depth.add_metric([q.name], q.messages)
+                    consumers.add_metric([q.name], q.consumers)
+                    if q.name == topology.DLQ:
+                        dlq.add_metric([], q.messages)
             up.add_metric([], 1)
         except Exception as exc:  # noqa: BLE001 - a scrape reports the broker down, never fails
             log.warning("metrics: broker not readable", error=str(exc))
             up.add_metric([], 0)
         yield from (depth, consumers, dlq, up)
-
-
-def _queue_stats(conn: Connection) -> dict[str, tuple[int, int]]:
-    out = {}
-    channel = conn.channel()
-    for name in topology.all_queue_names():
-        try:
-            ok = channel.queue_declare(name, passive=True)
-        except conn.channel_errors:  # not declared yet: skip it, the channel is closed
-            channel = conn.channel()
-            continue
-        out[name] = (int(ok.message_count), int(ok.consumer_count))
-    return out
 
 
 _DURATIONS_SQL = """
@@ -204,6 +194,10 @@ def serve_worker(settings: Settings, port: int, addr: str = "") -> None:
     directory = tempfile.mkdtemp(prefix="importd-metrics-")
     atexit.register(shutil.rmtree, directory, True)
     os.environ[MULTIPROC_ENV] = directory
+    # Private attribute, kept on purpose (issue 11): prometheus_client picks ValueClass once,
+    # at import, from PROMETHEUS_MULTIPROC_DIR; it has no public call to switch to the
+    # multiprocess (mmap) values after import, and the directory is made here at run time.
+    # Checked against prometheus_client 0.26.0 (values.get_value_class exists since 0.10).
     values.ValueClass = values.get_value_class()  # metrics made from now on are file-backed
     _server, _ = _start_http_server(port, addr, registry(settings, worker=True))
     log.info("metrics served", port=port, multiproc_dir=directory)

@@ -16,6 +16,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kombu import Connection
+
 from importd.config import Settings
 from importd.subcommand import Subcommand
 from importd.worker import topology
@@ -35,16 +37,22 @@ class QueueStatus:
 
 def queue_status(settings: Settings, names: list[str] | None = None) -> list[QueueStatus]:
     """Depth and consumers of every importd queue (a missing queue is reported as such)."""
-    out = []
     with broker_connection(settings, heartbeat=0) as conn:
-        channel = conn.channel()
-        for name in names or topology.all_queue_names():
-            try:
-                ok = channel.queue_declare(name, passive=True)
-                out.append(QueueStatus(name, int(ok.message_count), int(ok.consumer_count)))
-            except conn.channel_errors as exc:  # 404: the queue does not exist; the channel is closed
-                out.append(QueueStatus(name, None, None, f"missing ({getattr(exc, 'reply_text', exc)})"))
-                channel = conn.channel()
+        return queue_stats(conn, names)
+
+
+def queue_stats(conn: Connection, names: list[str] | None = None) -> list[QueueStatus]:
+    """The one reading of queue statistics (``importd status`` and ``/metrics``): a passive
+    ``queue_declare`` per queue on ``conn``."""
+    out = []
+    channel = conn.channel()
+    for name in names or topology.all_queue_names():
+        try:
+            ok = channel.queue_declare(name, passive=True)
+            out.append(QueueStatus(name, int(ok.message_count), int(ok.consumer_count)))
+        except conn.channel_errors as exc:  # 404: the queue does not exist; the channel is closed
+            out.append(QueueStatus(name, None, None, f"missing ({getattr(exc, 'reply_text', exc)})"))
+            channel = conn.channel()
     return out
 
 

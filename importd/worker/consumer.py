@@ -57,10 +57,6 @@ DRAIN_TIMEOUT_S = 1.0
 #: Seconds after the soft limit (the cooperative stop) before the exception is raised
 #: asynchronously in a job thread that did not stop by itself.
 ASYNC_RAISE_AFTER_S = 10.0
-#: Headers importd adds to what it dead-letters.
-DEAD_HEADERS = ("x-importd-reason", "x-importd-error", "x-importd-attempts",
-                "x-importd-original-exchange", "x-importd-original-routing-key",
-                "x-importd-original-queue", "x-importd-died-at")
 
 
 class WorkerLost(Exception):
@@ -440,7 +436,7 @@ class Consumer:
         if outcome.kind in ("retry", "defer"):
             step = outcome.step if outcome.kind == "retry" else 1
             headers = {k: v for k, v in (outcome.message.headers or {}).items()
-                       if not k.startswith(("x-death", "x-first-death", "x-last-death"))}
+                       if not k.startswith(messages.RABBIT_DEAD_PREFIXES)}
             headers[messages.ATTEMPT_HEADER] = outcome.attempt
             send(self._producer, outcome.message.body, exchange=topology.RETRY_EXCHANGE,
                  routing_key=topology.retry_queue_name(outcome.queue, step), headers=headers,
@@ -465,15 +461,15 @@ class Consumer:
 
     def _dead_headers(self, outcome: Outcome) -> dict[str, Any]:
         info = outcome.message.delivery_info
-        headers = {k: v for k, v in (outcome.message.headers or {}).items() if k not in DEAD_HEADERS}
+        headers = {k: v for k, v in (outcome.message.headers or {}).items() if k not in messages.DEAD_HEADERS}
         headers.update({
-            "x-importd-reason": outcome.reason,
-            "x-importd-error": outcome.error,
-            "x-importd-attempts": outcome.attempt,
-            "x-importd-original-exchange": info.get("exchange", ""),
-            "x-importd-original-routing-key": info.get("routing_key", ""),
-            "x-importd-original-queue": outcome.queue,
-            "x-importd-died-at": datetime.now(UTC).isoformat(),
+            messages.REASON_HEADER: outcome.reason,
+            messages.ERROR_HEADER: outcome.error,
+            messages.ATTEMPTS_HEADER: outcome.attempt,
+            messages.ORIGINAL_EXCHANGE_HEADER: info.get("exchange", ""),
+            messages.ORIGINAL_ROUTING_KEY_HEADER: info.get("routing_key", ""),
+            messages.ORIGINAL_QUEUE_HEADER: outcome.queue,
+            messages.DIED_AT_HEADER: datetime.now(UTC).isoformat(),
         })
         return headers
 

@@ -19,6 +19,18 @@ from importd.worker import tasks
 TASK_HEADER = "x-importd-task"
 #: Header carrying the attempt number (1 for the first delivery).
 ATTEMPT_HEADER = "x-importd-attempt"
+#: Headers importd writes on what it dead-letters (read by ``importd dlq``, removed on replay).
+REASON_HEADER = "x-importd-reason"
+ERROR_HEADER = "x-importd-error"
+ATTEMPTS_HEADER = "x-importd-attempts"
+ORIGINAL_EXCHANGE_HEADER = "x-importd-original-exchange"
+ORIGINAL_ROUTING_KEY_HEADER = "x-importd-original-routing-key"
+ORIGINAL_QUEUE_HEADER = "x-importd-original-queue"
+DIED_AT_HEADER = "x-importd-died-at"
+DEAD_HEADERS = (REASON_HEADER, ERROR_HEADER, ATTEMPTS_HEADER, ORIGINAL_EXCHANGE_HEADER,
+                ORIGINAL_ROUTING_KEY_HEADER, ORIGINAL_QUEUE_HEADER, DIED_AT_HEADER)
+#: Header prefixes RabbitMQ writes when it dead-letters (importd never counts attempts from them).
+RABBIT_DEAD_PREFIXES = ("x-death", "x-first-death", "x-last-death")
 #: Largest body accepted; a larger one is dead-lettered unread.
 MAX_BODY_BYTES = 1024 * 1024
 #: A job id: what the API and CLI make (uuid4 hex) and what tests use.

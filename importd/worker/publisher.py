@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqp.exceptions import ChannelError
+from amqp.exceptions import ChannelError, MessageNacked, RecoverableConnectionError
 from kombu import Connection, Producer
 from kombu.exceptions import OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -60,10 +60,8 @@ def send(producer: Producer, body: bytes | str, *, exchange: str, routing_key: s
         )
     except ChannelError as exc:
         raise PublishError(f"publish to {exchange!r}/{routing_key!r} refused: {exc}") from exc
-    except Exception as exc:  # MessageNacked, timeouts
-        if type(exc).__name__ in ("MessageNacked", "RecoverableConnectionError", "timeout"):
-            raise PublishError(f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc}") from exc
-        raise
+    except (MessageNacked, RecoverableConnectionError, TimeoutError) as exc:  # socket.timeout is TimeoutError
+        raise PublishError(f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc}") from exc
 
 
 def route_for(task_name: str) -> tuple[str, str]:
@@ -78,13 +76,21 @@ def route_for(task_name: str) -> tuple[str, str]:
 class Publisher:
     """Publishes jobs from the API and CLI over a small pool of connections.
 
-    Parameters: ``settings`` (broker URL, pool size ``publisher_pool_size``, default 10).
-    Safe to share between threads: each publish takes its own pooled connection.
+    Parameters: ``settings`` (broker URL, pool size ``publisher_pool_size``, default 10);
+    ``connect_timeout_s``: if given, a publish gives up connecting after about that long
+    instead of sitting through kombu's reconnect loop (the API answers 503 fast). The pool
+    clones the connection, these options included. Safe to share between threads: each
+    publish takes its own pooled connection.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connect_timeout_s: float | None = None) -> None:
         self.settings = settings
         self._connection = broker_connection(settings, heartbeat=0)
+        if connect_timeout_s is not None:  # kombu's documented connection retry transport options
+            options = self._connection.transport_options
+            assert options is not None  # broker_connection always sets them
+            options.update(max_retries=1, interval_start=0, interval_step=0.2,
+                           connect_retries_timeout=connect_timeout_s)
         self._pool = self._connection.Pool(limit=settings.publisher_pool_size)
 
     @retry(
