@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from kombu import Connection, Message, Producer
 from kombu import Consumer as KombuConsumer
@@ -45,7 +44,7 @@ from importd.worker import messages, retry, tasks, topology
 from importd.worker.asyncraise import AsyncRaise
 from importd.worker.bus import Bus
 from importd.worker.context import JobContext
-from importd.worker.messages import Job
+from importd.worker.outcomes import Kind, Outcome, WorkerLost, failed, publish_for
 from importd.worker.publisher import broker_connection, send
 from importd.worker.ratelimit import RateLimiter
 
@@ -57,26 +56,6 @@ DRAIN_TIMEOUT_S = 1.0
 #: Seconds after the soft limit (the cooperative stop) before the exception is raised
 #: asynchronously in a job thread that did not stop by itself.
 ASYNC_RAISE_AFTER_S = 10.0
-
-
-class WorkerLost(Exception):
-    """The previous delivery of this message ended without an ack (process killed, OOM)."""
-
-
-@dataclass
-class Outcome:
-    """What the job thread decided; the connection's owner carries it out."""
-
-    kind: str  # "ack" | "retry" | "defer" | "dead"
-    message: Message
-    queue: str
-    generation: int
-    job: Job | None = None
-    attempt: int = 1
-    step: int = 1
-    reason: str = ""
-    error: str = ""
-    duration_s: float = 0.0
 
 
 @dataclass
@@ -297,7 +276,7 @@ class Consumer:
         still lands in ``failed_tasks`` (with RabbitMQ's ``x-death`` instead of our reason).
         """
         try:
-            self._carry_out(Outcome("dead", message, queue_name, self._generation,
+            self._carry_out(Outcome(Kind.DEAD_LETTER, message, queue_name, self._generation,
                                     attempt=_attempt_header(message), reason=reason, error=error))
         except Exception as exc:
             if self._is_connection_error(exc):
@@ -314,7 +293,7 @@ class Consumer:
         self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         if not message.delivery_info.get("redelivered") and not self._limiter.try_acquire(
                 spec.name, spec.rate_limit):
-            self._carry_out(Outcome("defer", message, queue_name, self._generation, job=job,
+            self._carry_out(Outcome(Kind.DEFER, message, queue_name, self._generation, job=job,
                                     attempt=job.attempt, reason="rate-limited"))
             return
         log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
@@ -349,8 +328,7 @@ class Consumer:
             stopper.disarm()
             if outcome is None:
                 outcome = self._late_failure(ctx, message, generation, failure)
-            outcome.duration_s = time.monotonic() - ctx.started
-            self._outcomes.put(outcome)
+            self._outcomes.put(replace(outcome, duration_s=time.monotonic() - ctx.started))
             try:
                 os.write(self._wake_w, b"!")
             except BlockingIOError:  # the pipe is full: the owner is awake anyway
@@ -359,7 +337,7 @@ class Consumer:
     def _attempt(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> Outcome:
         """Run the handler once and return the outcome it earned."""
         job, spec = ctx.job, ctx.spec
-        base = Outcome("ack", message, ctx.queue, generation, job=job, attempt=job.attempt)
+        base = Outcome(Kind.ACK, message, ctx.queue, generation, job=job, attempt=job.attempt)
         try:
             if lost:
                 raise WorkerLost("redelivered: the previous delivery was never acked (worker lost)")
@@ -369,10 +347,10 @@ class Consumer:
             handler(ctx)
         except Deferred as exc:
             ctx.log.info("job deferred", reason=exc.reason)
-            return replace(base, kind="defer", reason=exc.reason)
+            return replace(base, kind=Kind.DEFER, reason=exc.reason)
         except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
             ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
-            return replace(base, kind="dead", reason=exc.reason, error=str(exc))
+            return replace(base, kind=Kind.DEAD_LETTER, reason=exc.reason, error=str(exc))
         except PermanentError as exc:
             ctx.log.warning("job failed permanently", error=str(exc))
             return replace(base, error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -390,8 +368,8 @@ class Consumer:
                 hook(ctx, exc)
         except Exception as hook_exc:  # noqa: BLE001 - a hook must not lose the message
             ctx.log.error("hook failed", error=str(hook_exc))
-        outcome = _failed(base, ctx, exc)
-        if outcome.kind == "dead":
+        outcome = failed(base, ctx.job.attempt, ctx.spec.max_retries, exc)
+        if outcome.kind is Kind.DEAD_LETTER:
             ctx.log.error("job dead-lettered", error=outcome.error, attempts=ctx.job.attempt)
         else:
             ctx.log.warning("job failed, will retry", error=outcome.error, step=outcome.step,
@@ -402,9 +380,9 @@ class Consumer:
                       exc: BaseException | None) -> Outcome:
         """The outcome when a raise cut the deciding short (the raise is disarmed by now)."""
         exc = exc or SoftTimeLimitExceeded("interrupted before an outcome was decided")
-        base = Outcome("ack", message, ctx.queue, generation, job=ctx.job, attempt=ctx.job.attempt)
-        outcome = _failed(base, ctx, exc)
-        ctx.log.error("job interrupted outside its handler", error=outcome.error, outcome=outcome.kind)
+        base = Outcome(Kind.ACK, message, ctx.queue, generation, job=ctx.job, attempt=ctx.job.attempt)
+        outcome = failed(base, ctx.job.attempt, ctx.spec.max_retries, exc)
+        ctx.log.error("job interrupted outside its handler", error=outcome.error, outcome=outcome.kind.value)
         return outcome
 
     def _settle_outcomes(self) -> None:
@@ -432,46 +410,20 @@ class Consumer:
                              message_id=outcome.message.properties.get("message_id"))
             return
         assert self._producer is not None
-        props = outcome.message.properties
-        if outcome.kind in ("retry", "defer"):
-            step = outcome.step if outcome.kind == "retry" else 1
-            headers = {k: v for k, v in (outcome.message.headers or {}).items()
-                       if not k.startswith(messages.RABBIT_DEAD_PREFIXES)}
-            headers[messages.ATTEMPT_HEADER] = outcome.attempt
-            send(self._producer, outcome.message.body, exchange=topology.RETRY_EXCHANGE,
-                 routing_key=topology.retry_queue_name(outcome.queue, step), headers=headers,
-                 message_id=str(props.get("message_id") or ""), priority=int(props.get("priority") or 0),
-                 expiration_ms=retry.jittered_delay_ms(step))
-        elif outcome.kind == "dead":
-            send(self._producer, outcome.message.body, exchange=topology.DLX,
-                 routing_key=topology.queue_spec(outcome.queue).failed_key,
-                 headers=self._dead_headers(outcome), message_id=str(props.get("message_id") or ""),
-                 priority=int(props.get("priority") or 0))
+        plan = publish_for(outcome, datetime.now(UTC))
+        if plan is not None:
+            send(self._producer, outcome.message.body, exchange=plan.exchange, routing_key=plan.routing_key,
+                 headers=plan.headers, message_id=plan.message_id, priority=plan.priority,
+                 expiration_ms=plan.expiration_ms)
         outcome.message.ack()
         self._emit_outcome(outcome)
 
     def _emit_outcome(self, o: Outcome) -> None:
         """The job event of a settled outcome (``failed``: a PermanentError outcome)."""
-        event = {"ack": "failed" if o.error else "succeeded", "retry": "retried", "defer": "deferred",
-                 "dead": "dead-lettered"}[o.kind]
-        self.events.emit(event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
+        self.events.emit(o.event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
                          task=o.job.task if o.job else str((o.message.headers or {}).get(messages.TASK_HEADER) or ""),
                          attempt=o.attempt, queue=o.queue, duration_s=round(o.duration_s, 6), reason=o.reason,
                          error=o.error)
-
-    def _dead_headers(self, outcome: Outcome) -> dict[str, Any]:
-        info = outcome.message.delivery_info
-        headers = {k: v for k, v in (outcome.message.headers or {}).items() if k not in messages.DEAD_HEADERS}
-        headers.update({
-            messages.REASON_HEADER: outcome.reason,
-            messages.ERROR_HEADER: outcome.error,
-            messages.ATTEMPTS_HEADER: outcome.attempt,
-            messages.ORIGINAL_EXCHANGE_HEADER: info.get("exchange", ""),
-            messages.ORIGINAL_ROUTING_KEY_HEADER: info.get("routing_key", ""),
-            messages.ORIGINAL_QUEUE_HEADER: outcome.queue,
-            messages.DIED_AT_HEADER: datetime.now(UTC).isoformat(),
-        })
-        return headers
 
     def _enforce_soft_limit(self) -> None:
         ctx, thread = self.current, self._thread
@@ -484,18 +436,6 @@ class Consumer:
             ctx.request_stop(f"soft time limit of {ctx.spec.soft_time_limit_s:g} s exceeded")
         if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and self._stopper is not None:
             self._stopper.fire(thread)
-
-
-def _failed(base: Outcome, ctx: JobContext, exc: BaseException) -> Outcome:
-    """Retry (next step and attempt) or dead-letter (past max_retries) a failed attempt."""
-    decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
-    error = f"{type(exc).__name__}: {exc}"[:2000]
-    reason = "worker-lost" if isinstance(exc, WorkerLost) else (
-        "soft-time-limit" if isinstance(exc, SoftTimeLimitExceeded) else "max-retries")
-    if decision.gives_up:
-        return replace(base, kind="dead", reason=reason, error=error)
-    return replace(base, kind="retry", reason=reason, error=error, step=decision.step or 1,
-                   attempt=decision.next_attempt)
 
 
 def _attempt_header(message: Message) -> int:
