@@ -29,7 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kombu import Connection, Message, Producer
@@ -39,12 +39,12 @@ from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from importd import logs
 from importd.config import Settings
-from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded
-from importd.worker import messages, retry, tasks, topology
+from importd.errors import InvalidMessage, SoftTimeLimitExceeded
+from importd.worker import jobrun, messages, tasks, topology
 from importd.worker.asyncraise import AsyncRaise
 from importd.worker.bus import Bus
 from importd.worker.context import JobContext
-from importd.worker.outcomes import Kind, Outcome, WorkerLost, failed, publish_for
+from importd.worker.outcomes import Kind, Outcome, publish_for
 from importd.worker.publisher import broker_connection, send
 from importd.worker.ratelimit import RateLimiter
 
@@ -53,6 +53,8 @@ from importd.worker.ratelimit import RateLimiter
 #: heartbeat frame the broker sends (each heartbeat/2 s), so a longer wait would never end
 #: and the client would miss its own heartbeats.
 DRAIN_TIMEOUT_S = 1.0
+#: Longest header text of a hostile delivery copied into a job event.
+MAX_HEADER_TEXT = 100
 #: Seconds after the soft limit (the cooperative stop) before the exception is raised
 #: asynchronously in a job thread that did not stop by itself.
 ASYNC_RAISE_AFTER_S = 10.0
@@ -310,80 +312,14 @@ class Consumer:
 
     def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool,
                  stopper: AsyncRaise) -> None:
-        """Job thread: run the handler, decide the outcome, hand exactly one to the owner.
-
-        Issue 12 item 5: the asynchronous SoftTimeLimitExceeded can land anywhere, also after
-        the handler returned or inside the failure path. So the outcome is built whole and
-        stored in one assignment; the ``finally`` first disarms the raise (nothing can land
-        after that), then hands back what was decided, or, if a raise cut the deciding
-        short, a retry-or-dead-letter outcome decided without hooks.
-        """
-        outcome: Outcome | None = None
-        failure: BaseException | None = None
-        try:
-            outcome = self._attempt(ctx, message, generation, lost)
-        except BaseException as exc:  # noqa: BLE001 - a raise that landed outside the handler
-            failure = exc
-        finally:
-            stopper.disarm()
-            if outcome is None:
-                outcome = self._late_failure(ctx, message, generation, failure)
-            self._outcomes.put(replace(outcome, duration_s=time.monotonic() - ctx.started))
-            try:
-                os.write(self._wake_w, b"!")
-            except BlockingIOError:  # the pipe is full: the owner is awake anyway
-                pass
-
-    def _attempt(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> Outcome:
-        """Run the handler once and return the outcome it earned."""
-        job, spec = ctx.job, ctx.spec
-        base = Outcome(Kind.ACK, message, ctx.queue, generation, job=job, attempt=job.attempt)
-        try:
-            if lost:
-                raise WorkerLost("redelivered: the previous delivery was never acked (worker lost)")
-            ctx.log.info("job started")
-            handler = spec.resolve("handler")
-            assert handler is not None
-            handler(ctx)
-        except Deferred as exc:
-            ctx.log.info("job deferred", reason=exc.reason)
-            return replace(base, kind=Kind.DEFER, reason=exc.reason)
-        except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
-            ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
-            return replace(base, kind=Kind.DEAD_LETTER, reason=exc.reason, error=str(exc))
-        except PermanentError as exc:
-            ctx.log.warning("job failed permanently", error=str(exc))
-            return replace(base, error=f"{type(exc).__name__}: {exc}"[:2000])
-        except BaseException as exc:  # noqa: BLE001 - every other failure is retried
-            return self._fail(ctx, base, exc)
-        ctx.log.info("job succeeded", duration_s=round(time.monotonic() - ctx.started, 3))
-        return base
-
-    def _fail(self, ctx: JobContext, base: Outcome, exc: BaseException) -> Outcome:
-        """The failure hook, then the retry-or-dead-letter outcome of ``exc``."""
-        hook = ctx.spec.resolve("on_give_up" if retry.decide(ctx.job.attempt, ctx.spec.max_retries).gives_up
-                                else "on_retry")
-        try:
-            if hook is not None:
-                hook(ctx, exc)
-        except Exception as hook_exc:  # noqa: BLE001 - a hook must not lose the message
-            ctx.log.error("hook failed", error=str(hook_exc))
-        outcome = failed(base, ctx.job.attempt, ctx.spec.max_retries, exc)
-        if outcome.kind is Kind.DEAD_LETTER:
-            ctx.log.error("job dead-lettered", error=outcome.error, attempts=ctx.job.attempt)
-        else:
-            ctx.log.warning("job failed, will retry", error=outcome.error, step=outcome.step,
-                            next_attempt=outcome.attempt)
-        return outcome
-
-    def _late_failure(self, ctx: JobContext, message: Message, generation: int,
-                      exc: BaseException | None) -> Outcome:
-        """The outcome when a raise cut the deciding short (the raise is disarmed by now)."""
-        exc = exc or SoftTimeLimitExceeded("interrupted before an outcome was decided")
+        """Job thread: run the job (:func:`jobrun.run`), hand exactly one outcome to the owner."""
         base = Outcome(Kind.ACK, message, ctx.queue, generation, job=ctx.job, attempt=ctx.job.attempt)
-        outcome = failed(base, ctx.job.attempt, ctx.spec.max_retries, exc)
-        ctx.log.error("job interrupted outside its handler", error=outcome.error, outcome=outcome.kind.value)
-        return outcome
+        outcome = jobrun.run(ctx, base, lost, stopper)
+        self._outcomes.put(outcome)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:  # the pipe is full: the owner is awake anyway
+            pass
 
     def _settle_outcomes(self) -> None:
         while True:
@@ -421,7 +357,7 @@ class Consumer:
     def _emit_outcome(self, o: Outcome) -> None:
         """The job event of a settled outcome (``failed``: a PermanentError outcome)."""
         self.events.emit(o.event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
-                         task=o.job.task if o.job else str((o.message.headers or {}).get(messages.TASK_HEADER) or ""),
+                         task=o.job.task if o.job else _header_text(o.message, messages.TASK_HEADER),
                          attempt=o.attempt, queue=o.queue, duration_s=round(o.duration_s, 6), reason=o.reason,
                          error=o.error)
 
@@ -444,6 +380,13 @@ def _attempt_header(message: Message) -> int:
         return messages.parse_attempt((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
     except Exception:  # noqa: BLE001 - InvalidMessage, or headers that are not a dict
         return 1
+
+
+def _header_text(message: Message, name: str) -> str:
+    """A header of a possibly hostile delivery as short text (it ends up in a routing key,
+    at most 255 bytes, of the job event)."""
+    value = (message.headers or {}).get(name)
+    return value[:MAX_HEADER_TEXT] if isinstance(value, str) else ""
 
 
 def _message_id(message: Message) -> str:
