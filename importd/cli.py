@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from importd import logs
-from importd.config import Settings
+from importd.config import Settings, split_list
 from importd.errors import TopologyMismatch
 from importd.subcommand import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, Command
 from importd.worker import topology
@@ -53,7 +53,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from importd.worker import sdnotify
     from importd.worker.supervisor import Supervisor
 
-    queues = [q.strip() for q in (args.queues or settings.queues).split(",") if q.strip()]
+    queues = split_list(args.queues or settings.queues)
     for name in queues:
         try:
             topology.queue_spec(name)

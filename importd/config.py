@@ -97,23 +97,29 @@ class Settings:
 
     @property
     def queue_list(self) -> list[str]:
-        return [q.strip() for q in self.queues.split(",") if q.strip()]
+        return split_list(self.queues)
 
     @property
     def table_list(self) -> list[str]:
-        return [t.strip() for t in self.tables.split(",") if t.strip()]
+        return split_list(self.tables)
 
     @property
     def token_list(self) -> list[str]:
-        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+        return split_list(self.api_tokens)
 
     @property
     def task_module_list(self) -> list[str]:
-        return [m.strip() for m in self.task_modules.split(",") if m.strip()]
+        return split_list(self.task_modules)
 
     @property
     def worker_extension_list(self) -> list[str]:
-        return [m.strip() for m in self.worker_extensions.split(",") if m.strip()]
+        return split_list(self.worker_extensions)
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated setting (``-Q a,b``, ``IMPORTD_TABLES``) as its non-empty items:
+    the one place such lists are parsed."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _convert(type_name: Any, raw: str, name: str) -> Any:
