@@ -35,12 +35,11 @@ from datetime import UTC, datetime
 from kombu import Connection, Message, Producer
 from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
-from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from importd import logs
 from importd.config import Settings
 from importd.errors import InvalidMessage, SoftTimeLimitExceeded
-from importd.worker import jobrun, messages, tasks, topology
+from importd.worker import jobrun, messages, reconnect, tasks, topology
 from importd.worker.asyncraise import AsyncRaise
 from importd.worker.bus import Bus
 from importd.worker.context import JobContext
@@ -116,13 +115,8 @@ class Consumer:
 
     def run(self) -> int:
         """Consume until stopped or max_tasks is reached; reconnect on any broker loss."""
-        for attempt in Retrying(
-            retry=retry_if_exception(self._is_connection_error),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            before_sleep=lambda rs: self.log.warning(
-                "broker connection lost, reconnecting",
-                error=str(rs.outcome.exception()) if rs.outcome else "", retry_in_s=rs.upcoming_sleep),
-        ):
+        for attempt in reconnect.retrying(self._is_connection_error, self.log,
+                                          "broker connection lost, reconnecting"):
             with attempt:
                 self._serve()
         self._close()

@@ -27,7 +27,7 @@ from typing import Any
 from importd import logs
 from importd.config import Settings
 from importd.errors import ExtensionError, TopologyMismatch
-from importd.worker import tasks, topology
+from importd.worker import reconnect, tasks, topology
 from importd.worker.consumer import Consumer, Slot
 from importd.worker.publisher import broker_connection
 
@@ -209,13 +209,8 @@ class Supervisor:
 
     def _declare(self) -> None:
         """Declare once up front so a topology conflict stops the worker with a clear message."""
-        from tenacity import Retrying, retry_if_not_exception_type, wait_exponential_jitter
-
-        for attempt in Retrying(retry=retry_if_not_exception_type(TopologyMismatch),
-                                wait=wait_exponential_jitter(initial=0.5, max=10),
-                                before_sleep=lambda rs: self.log.warning(
-                                    "broker not reachable, retrying",
-                                    error=str(rs.outcome.exception()) if rs.outcome else "")):
+        for attempt in reconnect.retrying(lambda exc: not isinstance(exc, TopologyMismatch), self.log,
+                                          "broker not reachable, retrying"):
             with attempt:
                 with broker_connection(self.settings) as conn:
                     topology.declare(conn)
