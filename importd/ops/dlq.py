@@ -26,13 +26,12 @@ from importd.subcommand import Subcommand
 from importd.worker import messages, topology
 from importd.worker.publisher import broker_connection, send
 
-#: Headers importd writes on its own dead letters (removed again on replay).
-IMPORTD_DEAD_HEADERS = ("x-importd-reason", "x-importd-error", "x-importd-attempts",
-                        "x-importd-original-exchange", "x-importd-original-routing-key",
-                        "x-importd-original-queue", "x-importd-died-at")
+#: Headers importd writes on its own dead letters (removed again on replay): defined once,
+#: where the consumer writes them.
+IMPORTD_DEAD_HEADERS = messages.DEAD_HEADERS
 #: Header prefixes RabbitMQ writes when it dead-letters (removed on replay: a replayed
 #: message starts a new life, and importd never counts attempts from them anyway).
-RABBIT_DEAD_PREFIXES = ("x-death", "x-first-death", "x-last-death")
+RABBIT_DEAD_PREFIXES = messages.RABBIT_DEAD_PREFIXES
 #: Header counting how often a message was replayed (kept across replays, for the record).
 REPLAYS_HEADER = "x-importd-replays"
 #: Exit codes.
@@ -74,14 +73,14 @@ def describe(raw: Any) -> DeadLetter:
     death: dict[str, Any] = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
     job_id = str(props.get("message_id") or _job_id_from_body(raw.body) or "?")
     task = _text(headers.get(messages.TASK_HEADER)) or "?"
-    if "x-importd-reason" in headers:
-        exchange = _text(headers.get("x-importd-original-exchange"))
-        routing_key = _text(headers.get("x-importd-original-routing-key"))
+    if messages.REASON_HEADER in headers:
+        exchange = _text(headers.get(messages.ORIGINAL_EXCHANGE_HEADER))
+        routing_key = _text(headers.get(messages.ORIGINAL_ROUTING_KEY_HEADER))
         return DeadLetter(
-            job_id, task, _text(headers["x-importd-reason"]),
-            _int(headers.get("x-importd-attempts"), _int(headers.get(messages.ATTEMPT_HEADER), 1)),
-            _parse_time(headers.get("x-importd-died-at")), _text(headers.get("x-importd-error")),
-            exchange, routing_key, _text(headers.get("x-importd-original-queue")), raw)
+            job_id, task, _text(headers[messages.REASON_HEADER]),
+            _int(headers.get(messages.ATTEMPTS_HEADER), _int(headers.get(messages.ATTEMPT_HEADER), 1)),
+            _parse_time(headers.get(messages.DIED_AT_HEADER)), _text(headers.get(messages.ERROR_HEADER)),
+            exchange, routing_key, _text(headers.get(messages.ORIGINAL_QUEUE_HEADER)), raw)
     if death:
         keys = death.get("routing-keys") or []
         return DeadLetter(

@@ -26,7 +26,9 @@ import amqp.exceptions
 from kombu import Connection, Exchange, Message, Queue
 from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
+from tenacity import stop_before_delay
 
+from importd import logs
 from importd.config import Settings
 from importd.ops.control import node_name, publish_unconfirmed
 from importd.subcommand import Subcommand
@@ -50,6 +52,9 @@ BROKER_ERRORS = (OSError, OperationalError, amqp.exceptions.ConnectionError, amq
 #: A tail's queue drops what it cannot show within this many milliseconds.
 TAIL_TTL_MS = 60_000
 
+
+#: Log of the tail's reconnects (the command also tells stderr).
+log = logs.get("importd.ops.events")
 
 
 def exchange() -> Exchange:
@@ -165,9 +170,10 @@ def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None 
     def is_broker_error(exc: BaseException) -> bool:
         return isinstance(exc, BROKER_ERRORS)
 
+    stop = None if deadline is None else stop_before_delay(max(0.0, deadline - time.monotonic()))
     try:
-        for attempt in reconnect.retrying(is_broker_error, on_wait=on_reconnect or (lambda exc, wait_s: None),
-                                          deadline=deadline):
+        for attempt in reconnect.retrying(is_broker_error, log, "events tail: broker connection lost, reconnecting",
+                                          stop=stop, on_retry=on_reconnect):
             with attempt:
                 listen()
     except Exception as exc:

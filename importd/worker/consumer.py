@@ -22,7 +22,6 @@ message, never a lost one; the import's exactly-once rule makes the duplicate ha
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import select
@@ -37,15 +36,15 @@ from typing import Any
 from kombu import Connection, Message, Producer
 from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
-from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from importd import logs
 from importd.config import Settings
-from importd.errors import Deferred, InvalidMessage, PermanentError, SoftTimeLimitExceeded
-from importd.worker import messages, retry, tasks, topology
+from importd.errors import InvalidMessage, SoftTimeLimitExceeded
+from importd.worker import jobrun, messages, reconnect, tasks, topology
+from importd.worker.asyncraise import AsyncRaise
 from importd.worker.bus import Bus
 from importd.worker.context import JobContext
-from importd.worker.messages import Job
+from importd.worker.outcomes import Kind, Outcome, publish_for
 from importd.worker.publisher import broker_connection, send
 from importd.worker.ratelimit import RateLimiter
 
@@ -54,33 +53,11 @@ from importd.worker.ratelimit import RateLimiter
 #: heartbeat frame the broker sends (each heartbeat/2 s), so a longer wait would never end
 #: and the client would miss its own heartbeats.
 DRAIN_TIMEOUT_S = 1.0
+#: Longest header text of a hostile delivery copied into a job event.
+MAX_HEADER_TEXT = 100
 #: Seconds after the soft limit (the cooperative stop) before the exception is raised
 #: asynchronously in a job thread that did not stop by itself.
 ASYNC_RAISE_AFTER_S = 10.0
-#: Headers importd adds to what it dead-letters.
-DEAD_HEADERS = ("x-importd-reason", "x-importd-error", "x-importd-attempts",
-                "x-importd-original-exchange", "x-importd-original-routing-key",
-                "x-importd-original-queue", "x-importd-died-at")
-
-
-class WorkerLost(Exception):
-    """The previous delivery of this message ended without an ack (process killed, OOM)."""
-
-
-@dataclass
-class Outcome:
-    """What the job thread decided; the connection's owner carries it out."""
-
-    kind: str  # "ack" | "retry" | "defer" | "dead"
-    message: Message
-    queue: str
-    generation: int
-    job: Job | None = None
-    attempt: int = 1
-    step: int = 1
-    reason: str = ""
-    error: str = ""
-    duration_s: float = 0.0
 
 
 @dataclass
@@ -113,7 +90,7 @@ class Consumer:
         self.done_tasks = 0
         self.current: JobContext | None = None
         self._thread: threading.Thread | None = None
-        self._async_raised = False
+        self._stopper: AsyncRaise | None = None
         self._inbox: list[tuple[str, Message]] = []
         self._outcomes: queue.Queue[Outcome] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
@@ -140,13 +117,8 @@ class Consumer:
 
     def run(self) -> int:
         """Consume until stopped or max_tasks is reached; reconnect on any broker loss."""
-        for attempt in Retrying(
-            retry=retry_if_exception(self._is_connection_error),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            before_sleep=lambda rs: self.log.warning(
-                "broker connection lost, reconnecting",
-                error=str(rs.outcome.exception()) if rs.outcome else "", retry_in_s=rs.upcoming_sleep),
-        ):
+        for attempt in reconnect.retrying(self._is_connection_error, self.log,
+                                          "broker connection lost, reconnecting"):
             with attempt:
                 self._serve()
         self._close()
@@ -276,85 +248,77 @@ class Consumer:
         return receive
 
     def _dispatch(self, queue_name: str, message: Message) -> None:
-        """Decide what to do with a fresh delivery; start a job thread if it is to run."""
-        props = message.properties
+        """Decide what to do with a fresh delivery; start a job thread if it is to run.
+
+        Issue 12 item 2: no property of a delivery may crash the child (the broker would
+        hand the message to the next child, and the next, while the respawn backoff stalls
+        the queue). Whatever escapes decoding or dispatch, short of the broker connection
+        itself failing, dead-letters that delivery with its reason, and the loop goes on.
+        """
         try:
-            job = messages.decode(message.body, message.headers, message.content_type,
-                                  props.get("priority"))
+            self._start(queue_name, message)
         except InvalidMessage as exc:
             self.log.warning("invalid message dead-lettered", reason=exc.reason, detail=exc.detail,
-                             queue=queue_name, message_id=props.get("message_id"))
-            self._carry_out(Outcome("dead", message, queue_name, self._generation,
-                                    attempt=_attempt_header(message), reason=exc.reason, error=str(exc)))
-            return
+                             queue=queue_name, message_id=_message_id(message))
+            self._dead_letter_last_resort(queue_name, message, exc.reason, str(exc))
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                raise
+            self.log.error("delivery could not be dispatched, dead-lettered", queue=queue_name,
+                           error=f"{type(exc).__name__}: {exc}"[:500], message_id=_message_id(message))
+            self._dead_letter_last_resort(queue_name, message, messages.UNDECODABLE,
+                                          f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _dead_letter_last_resort(self, queue_name: str, message: Message, reason: str, error: str) -> None:
+        """Dead-letter with importd's headers; if even that fails, reject it to the queue's DLX.
+
+        The work queues dead-letter to :data:`topology.DLX` themselves, so a rejected delivery
+        still lands in ``failed_tasks`` (with RabbitMQ's ``x-death`` instead of our reason).
+        """
+        try:
+            self._carry_out(Outcome(Kind.DEAD_LETTER, message, queue_name, self._generation,
+                                    attempt=_attempt_header(message), reason=reason, error=error))
+        except Exception as exc:
+            if self._is_connection_error(exc):
+                raise
+            self.log.error("dead-letter publish failed, rejecting the delivery", queue=queue_name,
+                           error=f"{type(exc).__name__}: {exc}"[:500], message_id=_message_id(message))
+            message.reject(requeue=False)
+
+    def _start(self, queue_name: str, message: Message) -> None:
+        props = message.properties
+        job = messages.decode(message.body, message.headers, message.content_type, props.get("priority"))
         spec = tasks.get(job.task)
         assert spec is not None
         self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         if not message.delivery_info.get("redelivered") and not self._limiter.try_acquire(
                 spec.name, spec.rate_limit):
-            self._carry_out(Outcome("defer", message, queue_name, self._generation, job=job,
+            self._carry_out(Outcome(Kind.DEFER, message, queue_name, self._generation, job=job,
                                     attempt=job.attempt, reason="rate-limited"))
             return
         log = logs.get("importd.job", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events,
                          resources=self.resources)
         lost = bool(message.delivery_info.get("redelivered"))
-        self.current = ctx
-        self._async_raised = False
-        self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
-        self._thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost),
-                                        name=f"job-{job.job_id}", daemon=True)
-        self._thread.start()
+        stopper = AsyncRaise(SoftTimeLimitExceeded)
+        thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost, stopper),
+                                  name=f"job-{job.job_id}", daemon=True)
         self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
+        # Nothing after this point may fail: the job thread owns the delivery from here.
+        self.current, self._thread, self._stopper = ctx, thread, stopper
+        self.slot.set_deadline(time.time() + spec.hard_time_limit_s)
+        thread.start()
 
-    def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool) -> None:
-        """Job thread: run the handler, decide the outcome, hand it to the owner."""
-        job, spec = ctx.job, ctx.spec
-        outcome = Outcome("ack", message, ctx.queue, generation, job=job, attempt=job.attempt)
-        try:
-            if lost:
-                raise WorkerLost("redelivered: the previous delivery was never acked (worker lost)")
-            ctx.log.info("job started")
-            handler = spec.resolve("handler")
-            assert handler is not None
-            handler(ctx)
-            ctx.log.info("job succeeded", duration_s=round(time.monotonic() - ctx.started, 3))
-        except Deferred as exc:
-            ctx.log.info("job deferred", reason=exc.reason)
-            outcome.kind, outcome.reason = "defer", exc.reason
-        except InvalidMessage as exc:  # the handler found the args unusable and no job to fail
-            ctx.log.warning("invalid job dead-lettered", reason=exc.reason, error=str(exc))
-            outcome.kind, outcome.reason, outcome.error = "dead", exc.reason, str(exc)
-        except PermanentError as exc:
-            ctx.log.warning("job failed permanently", error=str(exc))
-            outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
-        except BaseException as exc:  # noqa: BLE001 - every other failure is retried
-            self._fail(ctx, outcome, exc)
-        outcome.duration_s = time.monotonic() - ctx.started
+    def _run_job(self, ctx: JobContext, message: Message, generation: int, lost: bool,
+                 stopper: AsyncRaise) -> None:
+        """Job thread: run the job (:func:`jobrun.run`), hand exactly one outcome to the owner."""
+        base = Outcome(Kind.ACK, message, ctx.queue, generation, job=ctx.job, attempt=ctx.job.attempt)
+        outcome = jobrun.run(ctx, base, lost, stopper)
         self._outcomes.put(outcome)
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # the pipe is full: the owner is awake anyway
             pass
-
-    def _fail(self, ctx: JobContext, outcome: Outcome, exc: BaseException) -> None:
-        decision = retry.decide(ctx.job.attempt, ctx.spec.max_retries)
-        outcome.error = f"{type(exc).__name__}: {exc}"[:2000]
-        outcome.reason = "worker-lost" if isinstance(exc, WorkerLost) else (
-            "soft-time-limit" if isinstance(exc, SoftTimeLimitExceeded) else "max-retries")
-        hook = ctx.spec.resolve("on_give_up" if decision.gives_up else "on_retry")
-        try:
-            if hook is not None:
-                hook(ctx, exc)
-        except Exception as hook_exc:  # noqa: BLE001 - a hook must not lose the message
-            ctx.log.error("hook failed", error=str(hook_exc))
-        if decision.gives_up:
-            ctx.log.error("job dead-lettered", error=outcome.error, attempts=ctx.job.attempt)
-            outcome.kind = "dead"
-        else:
-            ctx.log.warning("job failed, will retry", error=outcome.error, step=decision.step,
-                            next_attempt=decision.next_attempt)
-            outcome.kind, outcome.step, outcome.attempt = "retry", decision.step or 1, decision.next_attempt
 
     def _settle_outcomes(self) -> None:
         while True:
@@ -365,7 +329,7 @@ class Consumer:
             if self._thread is not None:
                 self._thread.join()
             self._thread = None
-            self.current = None
+            self.current, self._stopper = None, None
             self.slot.set_deadline(0.0)
             self.done_tasks += 1
             if self._limit_reached():
@@ -381,46 +345,20 @@ class Consumer:
                              message_id=outcome.message.properties.get("message_id"))
             return
         assert self._producer is not None
-        props = outcome.message.properties
-        if outcome.kind in ("retry", "defer"):
-            step = outcome.step if outcome.kind == "retry" else 1
-            headers = {k: v for k, v in (outcome.message.headers or {}).items()
-                       if not k.startswith(("x-death", "x-first-death", "x-last-death"))}
-            headers[messages.ATTEMPT_HEADER] = outcome.attempt
-            send(self._producer, outcome.message.body, exchange=topology.RETRY_EXCHANGE,
-                 routing_key=topology.retry_queue_name(outcome.queue, step), headers=headers,
-                 message_id=str(props.get("message_id") or ""), priority=int(props.get("priority") or 0),
-                 expiration_ms=retry.jittered_delay_ms(step))
-        elif outcome.kind == "dead":
-            send(self._producer, outcome.message.body, exchange=topology.DLX,
-                 routing_key=topology.queue_spec(outcome.queue).failed_key,
-                 headers=self._dead_headers(outcome), message_id=str(props.get("message_id") or ""),
-                 priority=int(props.get("priority") or 0))
+        plan = publish_for(outcome, datetime.now(UTC))
+        if plan is not None:
+            send(self._producer, outcome.message.body, exchange=plan.exchange, routing_key=plan.routing_key,
+                 headers=plan.headers, message_id=plan.message_id, priority=plan.priority,
+                 expiration_ms=plan.expiration_ms)
         outcome.message.ack()
         self._emit_outcome(outcome)
 
     def _emit_outcome(self, o: Outcome) -> None:
         """The job event of a settled outcome (``failed``: a PermanentError outcome)."""
-        event = {"ack": "failed" if o.error else "succeeded", "retry": "retried", "defer": "deferred",
-                 "dead": "dead-lettered"}[o.kind]
-        self.events.emit(event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
-                         task=o.job.task if o.job else str((o.message.headers or {}).get(messages.TASK_HEADER) or ""),
+        self.events.emit(o.event, job_id=o.job.job_id if o.job else str(o.message.properties.get("message_id") or ""),
+                         task=o.job.task if o.job else _header_text(o.message, messages.TASK_HEADER),
                          attempt=o.attempt, queue=o.queue, duration_s=round(o.duration_s, 6), reason=o.reason,
                          error=o.error)
-
-    def _dead_headers(self, outcome: Outcome) -> dict[str, Any]:
-        info = outcome.message.delivery_info
-        headers = {k: v for k, v in (outcome.message.headers or {}).items() if k not in DEAD_HEADERS}
-        headers.update({
-            "x-importd-reason": outcome.reason,
-            "x-importd-error": outcome.error,
-            "x-importd-attempts": outcome.attempt,
-            "x-importd-original-exchange": info.get("exchange", ""),
-            "x-importd-original-routing-key": info.get("routing_key", ""),
-            "x-importd-original-queue": outcome.queue,
-            "x-importd-died-at": datetime.now(UTC).isoformat(),
-        })
-        return headers
 
     def _enforce_soft_limit(self) -> None:
         ctx, thread = self.current, self._thread
@@ -431,14 +369,24 @@ class Consumer:
             ctx.log.warning("soft time limit reached, asking the job to stop",
                             limit_s=ctx.spec.soft_time_limit_s)
             ctx.request_stop(f"soft time limit of {ctx.spec.soft_time_limit_s:g} s exceeded")
-        if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and not self._async_raised and thread.ident:
-            self._async_raised = True
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                       ctypes.py_object(SoftTimeLimitExceeded))
+        if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and self._stopper is not None:
+            self._stopper.fire(thread)
 
 
 def _attempt_header(message: Message) -> int:
+    """The attempt a dead letter records: the header's if it is usable, else 1."""
     try:
-        return int((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
-    except (TypeError, ValueError):
+        return messages.parse_attempt((message.headers or {}).get(messages.ATTEMPT_HEADER, 1))
+    except Exception:  # noqa: BLE001 - InvalidMessage, or headers that are not a dict
         return 1
+
+
+def _header_text(message: Message, name: str) -> str:
+    """A header of a possibly hostile delivery as short text (it ends up in a routing key,
+    at most 255 bytes, of the job event)."""
+    value = (message.headers or {}).get(name)
+    return value[:MAX_HEADER_TEXT] if isinstance(value, str) else ""
+
+
+def _message_id(message: Message) -> str:
+    return str(message.properties.get("message_id") or "")[:200]

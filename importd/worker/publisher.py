@@ -35,13 +35,18 @@ def broker_connection(settings: Settings, heartbeat: int | None = None,
     )
 
 
-def send(producer: Producer, body: bytes, *, exchange: str, routing_key: str,
+def send(producer: Producer, body: bytes | str, *, exchange: str, routing_key: str,
          headers: dict[str, Any], message_id: str, priority: int = 0,
          expiration_ms: int | None = None) -> None:
-    """Publish one persistent, mandatory, confirmed message; raise PublishError if refused."""
+    """Publish one persistent, mandatory, confirmed message; raise PublishError if refused.
+
+    ``body`` may be a str: py-amqp hands an empty body over as ``''``, and kombu cannot
+    encode a str with content encoding "binary" (issue 12 item 2: an empty hostile body
+    could not be dead-lettered).
+    """
     try:
         producer.publish(
-            body,
+            body.encode() if isinstance(body, str) else body,
             exchange=exchange,
             routing_key=routing_key,
             headers=headers,

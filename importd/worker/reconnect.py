@@ -1,42 +1,35 @@
-"""The one reconnect policy for the broker: exponential backoff with jitter, by tenacity.
+"""One reconnect policy for every broker client (issue 11 point 4): tenacity, exponential
+backoff with jitter, each wait logged (and optionally reported) before it is slept.
 
-The consumer loop, the supervisor's first declare and ``importd events`` all wait the same
-way after a lost or refused broker connection, so an operator reads one rule: 0.5 s doubling
-to 10 s, each wait stretched by up to its own length in jitter, forever unless a deadline is
-given. What counts as a broker failure is the caller's to say.
+Used by the consumer loop, the supervisor's first declare and ``importd events``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_before_delay,
-    stop_never,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential_jitter
+from tenacity.stop import stop_base
 
-#: First wait after a failure, in seconds.
-FIRST_WAIT_S = 0.5
-#: Longest wait between two attempts, in seconds.
-MAX_WAIT_S = 10.0
+#: Seconds of the first wait; each further wait about doubles, with jitter.
+INITIAL_S = 0.5
+#: Longest wait between two attempts.
+MAX_S = 10.0
 
 
-def retrying(should_retry: Callable[[BaseException], bool], *,
-             on_wait: Callable[[BaseException | None, float], Any], deadline: float | None = None) -> Retrying:
-    """Attempts of one broker operation: retried while ``should_retry(exc)``; ``on_wait(error,
-    wait_s)`` is told before each wait (a log line, a message on stderr); ``deadline`` (a
-    ``time.monotonic()`` value) bounds the whole, and the last error is raised then."""
-
+def retrying(retry_on: Callable[[BaseException], bool], log: Any, event: str, *,
+             initial_s: float = INITIAL_S, max_s: float = MAX_S,
+             stop: stop_base | Callable[[RetryCallState], bool] | None = None,
+             on_retry: Callable[[BaseException | None, float], None] | None = None) -> Retrying:
+    """A tenacity ``Retrying`` that retries while ``retry_on(exc)``; any other exception, or
+    the last one once ``stop`` says so, is raised as it is (not wrapped in RetryError)."""
     def before_sleep(state: RetryCallState) -> None:
-        on_wait(state.outcome.exception() if state.outcome else None, state.upcoming_sleep)
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.upcoming_sleep
+        log.warning(event, error=str(exc) if exc else "", retry_in_s=round(delay, 2))
+        if on_retry is not None:
+            on_retry(exc, delay)
 
-    stop = stop_never if deadline is None else stop_before_delay(max(0.0, deadline - time.monotonic()))
-    return Retrying(retry=retry_if_exception(should_retry),
-                    wait=wait_exponential_jitter(initial=FIRST_WAIT_S, max=MAX_WAIT_S, jitter=FIRST_WAIT_S),
-                    stop=stop, before_sleep=before_sleep, reraise=True)
+    return Retrying(retry=retry_if_exception(retry_on), wait=wait_exponential_jitter(initial=initial_s, max=max_s),
+                    stop=stop or stop_never, before_sleep=before_sleep, reraise=True)

@@ -34,7 +34,8 @@ from importd.worker.publisher import broker_connection
 #: Seconds between the supervisor's checks of its children.
 TICK_S = 0.5
 #: A child that exits with an error sooner than this after its start counts as a start-up
-#: failure and delays the next respawn; one killed by a signal (OOM, an operator) does not.
+#: failure and delays the next respawn; so does one killed by a signal before it consumed
+#: (SIGSEGV or OOM at import: issue 12 item 9), but not one killed later (hard limit, operator).
 EARLY_DEATH_S = 5.0
 #: Largest wait before respawning a child that keeps dying at start-up.
 MAX_RESPAWN_DELAY_S = 30.0
@@ -59,17 +60,20 @@ class Child:
 
 
 def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: Any,
-               consuming: Any | None = None, extensions: list[Callable[..., None]] | None = None) -> None:
+               consuming: Any | None = None, extensions: list[Callable[..., None]] | None = None,
+               parent: int | None = None) -> None:
     """Entry point of a forked child: its own logging, its own connection.
 
     The child starts with SIGTERM and SIGINT blocked (see :meth:`Supervisor._spawn`) and the
     supervisor's handlers: it restores the default action (a stop before it consumes anything
     just ends it), asks to die with its supervisor, and unblocks; the consumer then installs
-    its own handlers.
+    its own handlers. ``parent`` is the supervisor's pid, read before the fork (issue 12
+    item 9): ``os.getppid()`` after the fork would already name init if the supervisor died
+    in between, and the orphan would never notice.
     """
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    _die_with_parent(os.getppid())
+    _die_with_parent(os.getppid() if parent is None else parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     logs.configure(settings.log_level)
     tasks.load_modules(settings.task_module_list)
@@ -165,9 +169,10 @@ class Supervisor:
             self._spawn(index)
         self.log.info("worker started", queues=self.queues, concurrency=self.concurrency, pid=os.getpid())
         while self.children or not self.stopping:
-            self._reap()
             if self.killing:
+                self._kill_all()
                 break
+            self._reap()
             self._enforce_hard_limits()
             if not self.stopping:
                 self._respawn_missing()
@@ -204,19 +209,19 @@ class Supervisor:
 
     def _declare(self) -> None:
         """Declare once up front so a topology conflict stops the worker with a clear message."""
-        for attempt in reconnect.retrying(
-                lambda exc: not isinstance(exc, TopologyMismatch),
-                on_wait=lambda exc, wait_s: self.log.warning("broker not reachable, retrying", error=str(exc),
-                                                             retry_in_s=round(wait_s, 2))):
+        for attempt in reconnect.retrying(lambda exc: not isinstance(exc, TopologyMismatch), self.log,
+                                          "broker not reachable, retrying"):
             with attempt:
                 with broker_connection(self.settings) as conn:
                     topology.declare(conn, self.settings.queue_type)
 
     def _on_signal(self, signum: int, _: Any) -> None:
+        """First signal: stop gracefully. Second: set ``killing``; the loop kills (issue 12 item 9:
+        killing here, in a handler that may interrupt the loop mid-iteration over the children,
+        changed the dict under it)."""
         if self.stopping:
             self.log.warning("second signal, exiting at once", signal=signum)
             self.killing = True
-            self._kill_all()
             return
         self.log.info("shutting down: finishing running jobs", signal=signum,
                       grace_s=self.settings.shutdown_grace_s)
@@ -234,7 +239,7 @@ class Supervisor:
         consuming = _ctx.Value("b", 0, lock=False)
         process = _ctx.Process(target=child_main, name=f"importd-child-{index}",
                                args=(self.settings, self.queues, self.max_tasks_per_child, deadline, consuming,
-                                     self.extensions))
+                                     self.extensions, os.getpid()))
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             if self.stopping:
@@ -258,7 +263,7 @@ class Supervisor:
                 self._respawn_delay = 0.0
             else:
                 self.log.warning("child died", child=index, exitcode=code, lived_s=round(lived, 1))
-                if code is not None and code > 0 and lived < EARLY_DEATH_S:  # crashed, not killed
+                if _start_up_failure(code, lived, bool(child.consuming.value)):
                     self._respawn_delay = min(MAX_RESPAWN_DELAY_S, max(1.0, self._respawn_delay * 2))
                     self._respawn_at = time.monotonic() + self._respawn_delay
                 else:
@@ -273,7 +278,7 @@ class Supervisor:
 
     def _enforce_hard_limits(self) -> None:
         now = time.time()
-        for index, child in self.children.items():
+        for index, child in list(self.children.items()):
             deadline = child.deadline.value
             if deadline and now > deadline:
                 self.log.error("hard time limit exceeded, killing child", child=index,
@@ -282,11 +287,23 @@ class Supervisor:
                 _signal(child.process.pid, signal.SIGKILL)
 
     def _kill_all(self) -> None:
-        for child in self.children.values():
+        children = list(self.children.values())
+        for child in children:
             _signal(child.process.pid, signal.SIGKILL)
-        for child in self.children.values():
+        for child in children:
             child.process.join(timeout=5)
         self.children.clear()
+
+
+def _start_up_failure(code: int | None, lived_s: float, consumed: bool) -> bool:
+    """True if a dead child failed at start-up, so the next respawn waits (backoff).
+
+    An error exit soon after the start, or any signal death before the child consumed (a
+    SIGSEGV or OOM kill at import would otherwise respawn every tick).
+    """
+    if code is None or code == 0:
+        return False
+    return (code > 0 and lived_s < EARLY_DEATH_S) or (code < 0 and not consumed)
 
 
 def watchdog_interval_s() -> float:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 
-from importd.worker import messages
-from tests.support import report
+from amqp.exceptions import AMQPError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from kombu import Producer
+
+from importd.worker import messages, topology
+from tests.support import hostile, report
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, wait_for
 
@@ -48,6 +53,62 @@ def test_hostile_messages_are_dead_lettered_with_their_reason_and_the_worker_goe
     big = next(m for m in dead if m.headers["x-importd-reason"] == "body-too-large")
     assert len(big.body) > 10 * 1024 * 1024  # kept whole: nothing lost, only set aside
     report.add(hostile_inputs=len(HOSTILE), jobs_run=1)
+
+
+#: Reasons a dead letter of a hostile delivery may carry (messages.decode's, and the last resort's).
+DECODE_REASONS = {"not-json", "bad-shape", "bad-job-id", "missing-task", "unknown-task", "bad-attempt",
+                  "bad-priority", "bad-content-type", "bad-headers", "body-too-large", "undecodable"}
+
+
+def _publish(broker: Broker, d: hostile.Delivery, message_id: str) -> bool:
+    """Publish one hostile delivery; False if RabbitMQ itself refused it (it closes the
+    connection with INTERNAL_ERROR on some header values): then no worker ever sees it."""
+    spec = topology.queue_spec("default")
+    try:
+        Producer(broker.channel()).publish(d.body, exchange=spec.exchange, routing_key=spec.routing_key,
+                                           headers=d.headers, content_type=d.content_type, priority=d.priority,
+                                           message_id=message_id, content_encoding="binary", delivery_mode=2,
+                                           serializer=None)
+    except (AMQPError, ConnectionError, OSError):
+        broker.reconnect()
+        return False
+    return True
+
+
+def test_no_property_of_a_message_body_crashes_a_child(broker: Broker, start_worker, tmp_path):
+    """Issue 12 item 2: batches of hostile deliveries drawn by hypothesis (arbitrary bytes,
+    nesting past the recursion limit, huge numbers, wrong types at every field and header)
+    followed by a good job. Each hostile delivery ends in failed_tasks with its reason, the
+    good job behind them runs, and both children are the ones that started (none exited).
+    Before the fix the first deep body killed a child, then the next, while the respawn
+    backoff stalled the queue and the message never reached the DLQ."""
+    with start_worker("-Q", "default", "-c", "2") as w:
+        w.wait_consuming(2)
+        children = sorted(w.child_pids())
+        assert len(children) == 2
+        batches = 0
+
+        @settings(max_examples=4, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(st.lists(hostile.DELIVERIES.filter(hostile.rejected), min_size=5, max_size=25))
+        def batch_then_good_job(batch: list[hostile.Delivery]) -> None:
+            nonlocal batches
+            batches += 1
+            ids = {f"hostile-{batches}-{i}" for i, d in enumerate(batch)
+                   if _publish(broker, d, f"hostile-{batches}-{i}")}
+            log = tmp_path / f"good-{batches}.jsonl"
+            broker.publish_job("test.record", {"log": str(log)})
+            wait_for(lambda: len(test_tasks.runs(log)) == 1, 120, what="the good job behind the hostile ones")
+            wait_for(lambda: broker.depth("failed_tasks") >= len(ids), 60, what="every hostile one dead-lettered")
+            dead = broker.get_all("failed_tasks")
+            assert {m.properties["message_id"] for m in dead} == ids
+            assert {m.headers["x-importd-reason"] for m in dead} <= DECODE_REASONS
+            assert sorted(w.child_pids()) == children, w.output()[-3000:]
+
+        batch_then_good_job()
+        assert w.proc.poll() is None
+        assert sorted(w.child_pids()) == children
+    report.add(faults_injected=batches, jobs_run=batches)
 
 
 def test_hostile_import_jobs_end_in_failure_with_their_reason_and_the_worker_goes_on(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from importd.worker import messages, retry
+from tests.support import limit_tasks
 from tests.support import tasks as test_tasks
-from tests.support.infra import Broker, wait_for
+from tests.support.infra import Broker, rabbitmqctl, wait_for
 
 
 def _all_empty(broker: Broker, but: str | None = None) -> bool:
@@ -91,3 +94,33 @@ def test_long_job_with_short_heartbeat_runs_once_and_is_acked_once(broker: Broke
     assert [r["event"] for r in test_tasks.runs(log)] == ["run", "done"]
     assert out.count("job succeeded") == 1
     assert "connection lost" not in out
+
+
+def _unacked(broker: Broker, queue: str) -> int:
+    vhost = broker.conn.virtual_host
+    for line in rabbitmqctl("list_queues", "-p", vhost, "name", "messages_unacknowledged").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == queue and parts[1].isdigit():
+            return int(parts[1])
+    raise AssertionError(f"queue {queue} not listed")
+
+
+@pytest.mark.parametrize("task", ["test.raise_after_success", "test.raise_after_failure"])
+def test_soft_limit_raise_landing_outside_the_handler_yields_exactly_one_outcome(
+        broker: Broker, start_worker, tmp_path: Path, task: str):
+    """Issue 12 item 5: the asynchronous SoftTimeLimitExceeded lands as a handler returns, or
+    as the on_retry hook returns inside the failure path. Exactly one outcome is handed back
+    (a retry: attempt 2 runs once and succeeds), the delivery is not left unacked until the
+    hard limit (600 s here), nothing reaches failed_tasks, and the child lives on."""
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1", IMPORTD_TASK_MODULES=limit_tasks.MODULES) as w:
+        w.wait_consuming()
+        pids = w.child_pids()
+        broker.publish_job(task, {"log": str(log)})
+        wait_for(lambda: [r["attempt"] for r in test_tasks.runs(log) if r["event"] == "run"] == [1, 2], 60,
+                 what="attempt 1, then one retry")
+        wait_for(lambda: _all_empty(broker) and _unacked(broker, "default") == 0, 30,
+                 what="every queue empty, nothing unacked")
+        assert w.child_pids() == pids
+    assert [r["attempt"] for r in test_tasks.runs(log) if r["event"] == "run"] == [1, 2]
+    assert broker.depth("failed_tasks") == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from datetime import datetime
 from pathlib import Path
 
 from tests.support import tasks as test_tasks
@@ -155,3 +157,31 @@ def test_children_leave_when_their_supervisor_is_killed(start_worker):
         assert len(children) == 2
         os.kill(w.proc.pid, signal.SIGKILL)
         wait_for(lambda: not any(_running(pid) for pid in children), 20, what="children gone")
+
+
+def test_a_child_killed_by_a_signal_at_start_up_is_respawned_with_a_growing_backoff(start_worker):
+    """Issue 12 item 9: a child SIGKILLed at start-up (as by SIGSEGV or OOM at import) counts
+    toward the respawn backoff: the gaps between its deaths and the next starts grow (1, 2,
+    4 s...) instead of a respawn every 0.5 s tick."""
+    with start_worker("-Q", "default", "-c", "1",
+                      IMPORTD_WORKER_EXTENSIONS="tests.support.crash_ext:attach") as w:
+        def events() -> list[dict]:
+            out = []
+            for line in w.output().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("event") in ("child started", "child died"):
+                    out.append(rec)
+            return out
+
+        wait_for(lambda: sum(e["event"] == "child started" for e in events()) >= 4, 60,
+                 what="four child starts")
+        seen = events()
+    stamps = [(e["event"], datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))) for e in seen]
+    gaps = [(b[1] - a[1]).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)
+            if a[0] == "child died" and b[0] == "child started"]
+    assert len(gaps) >= 3
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert gaps[2] >= 2.0, gaps  # the third respawn waited at least the backoff's 2 s step

@@ -3,11 +3,12 @@
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importd.errors import InvalidMessage
 from importd.worker import messages
+from tests.support import hostile
 
 TASK = {messages.TASK_HEADER: "import.csv"}
 
@@ -83,4 +84,50 @@ def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
 def test_priority_out_of_range_is_rejected():
     with pytest.raises(InvalidMessage) as err:
         messages.decode(b'{"job_id": "a"}', TASK, "application/json", 200)
+    assert err.value.reason == "bad-priority"
+
+
+def _job_or_invalid(body, headers, content_type, priority) -> None:
+    try:
+        job = messages.decode(body, headers, content_type, priority)
+    except InvalidMessage as exc:
+        assert exc.reason  # a short reason the dead letter carries
+    else:
+        assert isinstance(job, messages.Job)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hostile.DELIVERIES)
+def test_any_delivery_decodes_to_a_job_or_an_invalid_message(d: hostile.Delivery):
+    """Issue 12 item 2: JSON of every shape, deep nesting, huge numbers, wrong types at every
+    field and header: decode returns a Job or raises InvalidMessage, never anything else."""
+    _job_or_invalid(d.body, d.headers, d.content_type, d.priority)
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers=st.one_of(st.none(), hostile.AMQP_VALUES), content_type=hostile.AMQP_VALUES,
+       priority=hostile.AMQP_VALUES)
+def test_properties_of_any_type_decode_to_a_job_or_an_invalid_message(headers, content_type, priority):
+    """Issue 12 item 2: the properties themselves (headers, content type, priority) may be of any type."""
+    _job_or_invalid(b'{"job_id": "a"}', headers, content_type, priority)
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"[" * 300_000, "not-json"),  # RecursionError in json.loads, not ValueError
+    (b'{"job_id": "a", "args": {"n": ' + b"9" * 5000 + b"}}", "not-json"),  # int digits limit
+])
+def test_deep_nesting_and_huge_numbers_are_not_json(body: bytes, reason: str):
+    """Issue 12 item 2: the body that crashed every child in turn."""
+    assert _reason(body) == reason
+
+
+@pytest.mark.parametrize("attempt", [float("inf"), float("nan"), 2**62, "9" * 6000, [1], {"a": 1}, True, -1])
+def test_attempt_headers_of_wrong_type_or_size_are_bad_attempts(attempt):
+    assert _reason(b'{"job_id": "a"}', {**TASK, messages.ATTEMPT_HEADER: attempt}) == "bad-attempt"
+
+
+@pytest.mark.parametrize("priority", [2**70, -1, "3", 1.5, [1]])
+def test_priorities_of_wrong_type_or_size_are_bad_priorities(priority):
+    with pytest.raises(InvalidMessage) as err:
+        messages.decode(b'{"job_id": "a"}', TASK, "application/json", priority)
     assert err.value.reason == "bad-priority"
