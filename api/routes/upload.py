@@ -99,6 +99,7 @@ def _submit(svc: Services, source: Any, key: str | None, kwargs: dict[str, Any],
             job_id: str | None = None) -> store.JobRecord:
     kwargs = dict(kwargs)
     return submit(svc.settings, source, kwargs.pop("table"), idempotency_key=key, publisher=svc.publisher,
+                  tracker=svc.progress,
                   job_id=job_id, **kwargs)
 
 

@@ -247,20 +247,6 @@ class Progress:
             pass
 
 
-_shared: dict[tuple[str, str], Progress] = {}
-_shared_lock = threading.Lock()
-
-
-def shared(settings: Settings) -> Progress:
-    """One Progress per process and Redis, so its back-off state is shared by every caller
-    (with Redis down, only the first call in each back-off window pays the timeout)."""
-    key = (settings.redis_url, settings.redis_prefix)
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = Progress(settings)
-        return _shared[key]
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"

@@ -43,8 +43,11 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | Store
            priority: int | None = None, mode: str = "atomic", max_errors: int = 0,
            validate_only: bool = False, options: dict[str, Any] | None = None,
            idempotency_key: str | None = None, publisher: Any, move: bool = False,
-           job_id: str | None = None) -> JobRecord:
+           job_id: str | None = None, tracker: progress.Progress | None = None) -> JobRecord:
     """Store ``source`` as a new job on ``table`` and publish it; return the PENDING job.
+
+    ``tracker``: the caller's Progress (the API passes the one its lifespan holds, so every
+    request shares one Redis back-off state); a new one otherwise.
 
     With ``idempotency_key`` a second submit returns the first job and stores nothing.
     ``move=True`` (``source`` a file this process spooled, e.g. a multipart upload the API
@@ -56,7 +59,8 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | Store
     try:
         return _submit(settings, source, table, priority=priority, mode=mode, max_errors=max_errors,
                        validate_only=validate_only, options=options, idempotency_key=idempotency_key,
-                       publisher=publisher, move=move, job_id=job_id)
+                       publisher=publisher, move=move, job_id=job_id,
+                       tracker=tracker or progress.Progress(settings))
     except BaseException:
         if isinstance(source, StoredObject):
             storage.from_settings(settings).delete(source.key)
@@ -66,7 +70,7 @@ def submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | Store
 def _submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | StoredObject, table: str, *,
             priority: int | None, mode: str, max_errors: int, validate_only: bool,
             options: dict[str, Any] | None, idempotency_key: str | None, publisher: Any, move: bool,
-            job_id: str | None) -> JobRecord:
+            job_id: str | None, tracker: progress.Progress) -> JobRecord:
     from importd.worker import tasks
 
     if mode not in MODES:
@@ -113,7 +117,6 @@ def _submit(settings: Settings, source: str | os.PathLike[str] | BinaryIO | Stor
                 "options": {k: v for k, v in opts.items() if k not in ("max_errors", "validate_only")}}
         # PENDING goes to Redis before the message exists: written after, it could land on top
         # of a fast worker's STARTED and send the job's state (and its event stream) backwards.
-        tracker = progress.shared(settings)
         tracker.set_state(job_id, "PENDING", table=table, total_bytes=size, rows=0, rejected=0, percent=0)
         try:
             publisher.publish(Job(job_id=job_id, task=TASK, args=args, priority=int(priority)))

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 DURATION_BUCKETS_S = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3300, 3600)
 #: Job states always reported (0 when none), so dashboards see every series.
 JOB_STATES = tuple(str(state) for state in ALL)
+#: Key of a child's counters in ``Consumer.resources``.
+RESOURCE_KEY = "importd.ops.metrics"
 #: Environment variable prometheus_client reads for its multiprocess directory.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -160,10 +162,6 @@ def route(settings: Settings, path: str = "/metrics") -> Any:
 
 # -- worker ------------------------------------------------------------------------------
 
-_server: Any = None
-_worker_metrics: WorkerMetrics | None = None
-
-
 class WorkerMetrics:
     """Counters a worker child updates from its job events (owner thread, via the bus)."""
 
@@ -190,10 +188,11 @@ def serve_worker(settings: Settings, port: int, addr: str = "") -> None:
     files. Multiprocess mode must be on already: ``PROMETHEUS_MULTIPROC_DIR`` set before
     prometheus_client was first imported (``importd.cli`` does it), which the library reads
     then; no attribute of the library is patched."""
-    global _server
     if not os.environ.get(MULTIPROC_ENV) or values.ValueClass is values.MutexValue:
         raise RuntimeError(f"{MULTIPROC_ENV} must be set before prometheus_client is imported")
-    _server, _ = _start_http_server(port, addr, registry(settings, worker=True))
+    server, _ = _start_http_server(port, addr, registry(settings, worker=True))
+    # The listening socket belongs to the supervisor: each forked child closes its copy.
+    os.register_at_fork(after_in_child=server.socket.close)
     log.info("metrics served", port=port, multiproc_dir=os.environ[MULTIPROC_ENV])
 
 
@@ -205,13 +204,12 @@ def _start_http_server(port: int, addr: str, reg: CollectorRegistry) -> tuple[An
 
 def attach(consumer: Consumer, connection: Connection) -> None:
     """Consumer extension: count the child's job events (only when the worker serves metrics)."""
-    global _server, _worker_metrics
     if not os.environ.get(MULTIPROC_ENV):
         return
-    if _server is not None:  # the supervisor's listening socket, inherited by fork: not ours
-        _server.socket.close()
-        _server = None
-    if _worker_metrics is None:
-        _worker_metrics = WorkerMetrics()
-    if _worker_metrics not in consumer.events.listeners:
-        consumer.events.listeners.append(_worker_metrics)
+    # One set of counters per child process, kept in the consumer's per-process resources
+    # (attach runs again after every reconnect).
+    counters = consumer.resources.get(RESOURCE_KEY)
+    if counters is None:
+        counters = consumer.resources[RESOURCE_KEY] = WorkerMetrics()
+    if counters not in consumer.events.listeners:
+        consumer.events.listeners.append(counters)
