@@ -28,7 +28,6 @@ from kombu import Consumer as KombuConsumer
 from kombu.exceptions import OperationalError
 from tenacity import stop_before_delay
 
-from importd import logs
 from importd.config import Settings
 from importd.ops.control import node_name, publish_unconfirmed
 from importd.subcommand import Subcommand
@@ -51,10 +50,6 @@ BROKER_ERRORS = (OSError, OperationalError, amqp.exceptions.ConnectionError, amq
                  amqp.exceptions.RecoverableConnectionError)
 #: A tail's queue drops what it cannot show within this many milliseconds.
 TAIL_TTL_MS = 60_000
-
-
-#: Log of the tail's reconnects (the command also tells stderr).
-log = logs.get("importd.ops.events")
 
 
 def exchange() -> Exchange:
@@ -172,7 +167,8 @@ def tail(settings: Settings, keys: list[str], on_event: Any, *, job: str | None 
 
     stop = None if deadline is None else stop_before_delay(max(0.0, deadline - time.monotonic()))
     try:
-        for attempt in reconnect.retrying(is_broker_error, log, "events tail: broker connection lost, reconnecting",
+        # No log line: the tail's stdout carries the events (JSON lines); on_reconnect tells stderr.
+        for attempt in reconnect.retrying(is_broker_error, None, "events tail: broker connection lost, reconnecting",
                                           stop=stop, on_retry=on_reconnect):
             with attempt:
                 listen()

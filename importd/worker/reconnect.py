@@ -18,7 +18,7 @@ INITIAL_S = 0.5
 MAX_S = 10.0
 
 
-def retrying(retry_on: Callable[[BaseException], bool], log: Any, event: str, *,
+def retrying(retry_on: Callable[[BaseException], bool], log: Any | None, event: str, *,
              initial_s: float = INITIAL_S, max_s: float = MAX_S,
              stop: stop_base | Callable[[RetryCallState], bool] | None = None,
              on_retry: Callable[[BaseException | None, float], None] | None = None) -> Retrying:
@@ -27,7 +27,8 @@ def retrying(retry_on: Callable[[BaseException], bool], log: Any, event: str, *,
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.upcoming_sleep
-        log.warning(event, error=str(exc) if exc else "", retry_in_s=round(delay, 2))
+        if log is not None:  # None: the caller tells its user itself (``importd events`` on stderr)
+            log.warning(event, error=str(exc) if exc else "", retry_in_s=round(delay, 2))
         if on_retry is not None:
             on_retry(exc, delay)
 

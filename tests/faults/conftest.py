@@ -33,6 +33,15 @@ from tests.support import report
 from tests.support.infra import Broker, WorkerProcess, rabbitmqctl, wait_for
 from tests.support.proxy import Proxy
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault scenario runs in the serial phase of ``make test``: it stops or slows what
+    other tests share, and its fault summary is counted in one process."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.serial)
+
 TABLE = "public.fault_rows"
 #: No unique key on purpose: the audit counts duplicates instead of PostgreSQL refusing them.
 DDL = "CREATE TABLE public.fault_rows (tag text NOT NULL, n bigint NOT NULL, payload text)"

@@ -8,6 +8,8 @@ import signal
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from tests.support import tasks as test_tasks
 from tests.support.infra import Broker, rabbitmqctl, wait_for
 
@@ -121,6 +123,7 @@ def test_child_that_dies_is_respawned(broker: Broker, start_worker, tmp_path):
         wait_for(lambda: len(test_tasks.runs(log)) == 1, 20)
 
 
+@pytest.mark.serial
 def test_broker_restart_worker_reconnects_and_persistent_messages_survive(broker: Broker, start_worker, tmp_path):
     log = tmp_path / "runs.jsonl"
     with start_worker("-Q", "default", "-c", "1", "--max-tasks-per-child", "0") as w:
