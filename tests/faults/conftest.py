@@ -150,7 +150,7 @@ def partition_until_both_ends_gave_up(proxy: Proxy, resume: bool = True) -> None
         out = rabbitmqctl("list_connections", "peer_port", "--no-table-headers")
         return {int(p) for p in out.split() if p.isdigit()}
 
-    wait_for(lambda: not (old & broker_peers()), 60, interval=0.5, what="the broker closing the old connections")
+    wait_for(lambda: not (old & broker_peers()), 120, interval=0.5, what="the broker closing the old connections")
     if resume:
         proxy.resume()
 
