@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,47 +22,18 @@ from importd.worker import messages, retry, topology
 from importd.worker.publisher import Publisher, broker_connection
 from tests.support import infra
 from tests.support import tasks as test_tasks
+from tests.support.cluster import Cluster, running_cluster
 from tests.support.infra import Broker, wait_for
 
 #: First AMQP port of the test cluster (its nodes use BASE, BASE+1, BASE+2; distribution +20000).
 BASE_PORT = 5681
-SCRIPT = infra.ROOT / "scripts" / "rabbitmq-cluster.sh"
 QUORUM_ENV = {"IMPORTD_QUEUE_TYPE": "quorum"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    nodes: list[str]
-    ports: list[int]
-
-    def ctl(self, *args: str, node: int = 0, check: bool = True) -> str:
-        out = subprocess.run(["rabbitmqctl", "-q", "-n", self.nodes[node], *args],
-                             capture_output=True, text=True, timeout=120)
-        if check and out.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl -n {self.nodes[node]} {' '.join(args)}: {out.stderr or out.stdout}")
-        return out.stdout
-
-    def url(self, vhost: str) -> str:
-        """kombu's failover syntax: every node, the first one tried first."""
-        return ";".join(f"amqp://guest:guest@127.0.0.1:{p}/{vhost}" for p in self.ports)
-
-    def vhost(self) -> str:
-        name = f"importd-q-{uuid.uuid4().hex[:8]}"
-        self.ctl("add_vhost", name)
-        self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        return name
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    started = subprocess.run([str(SCRIPT), "start", str(BASE_PORT)], capture_output=True, text=True, timeout=300)
-    if started.returncode != 0:
-        subprocess.run([str(SCRIPT), "stop", str(BASE_PORT)], capture_output=True, timeout=300)
-        pytest.fail(f"the test cluster did not start:\n{started.stderr[-3000:]}")
-    listed = subprocess.run([str(SCRIPT), "nodes", str(BASE_PORT)], capture_output=True, text=True, check=True)
-    pairs = [line.split() for line in listed.stdout.splitlines()]
-    yield Cluster(nodes=[n for n, _ in pairs], ports=[int(p) for _, p in pairs])
-    subprocess.run([str(SCRIPT), "stop", str(BASE_PORT)], capture_output=True, timeout=300)
+    with running_cluster(BASE_PORT) as c:
+        yield c
 
 
 @pytest.fixture
