@@ -83,13 +83,15 @@ class EventLog:
     the ones published just before a restart are lost, those after it are kept).
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, queue_arguments: dict[str, Any] | None = None) -> None:
+        """``queue_arguments``: a quorum queue on a cluster, so events keep arriving while the
+        node it was declared on is stopped."""
         self.broker = broker
         self.name = f"test-events-{uuid.uuid4().hex[:8]}"
         self.events: list[dict[str, Any]] = []
         channel = broker.channel()
         job_events.exchange()(channel).declare()
-        queue = Queue(self.name, durable=True, auto_delete=False)(channel)
+        queue = Queue(self.name, durable=True, auto_delete=False, queue_arguments=queue_arguments)(channel)
         queue.declare()
         queue.bind_to(job_events.EVENTS_EXCHANGE, routing_key="#")
 

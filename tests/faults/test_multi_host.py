@@ -33,10 +33,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from kombu import Queue
 
 from importd.config import Settings
-from importd.ops import events as job_events
 from importd.worker import topology
 from importd.worker.publisher import broker_connection
 from tests.faults.conftest import TABLE, Batch, audit, make_file, states
@@ -92,21 +90,6 @@ class Hosts:
 
     def private_files(self, host: str) -> list[Path]:
         return [p for p in (self.root / host / "uploads").rglob("*") if p.is_file()]
-
-
-class QuorumEventLog(EventLog):
-    """The fault suite's event log, in a quorum queue: it lives on every node, so events keep
-    arriving while the node it was declared on is stopped."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.name = f"test-events-{uuid.uuid4().hex[:8]}"
-        self.events: list[dict[str, Any]] = []
-        channel = broker.channel()
-        job_events.exchange()(channel).declare()
-        queue = Queue(self.name, durable=True, queue_arguments={"x-queue-type": "quorum"})(channel)
-        queue.declare()
-        queue.bind_to(job_events.EVENTS_EXCHANGE, routing_key="#")
 
 
 class ApiHost:
@@ -207,7 +190,7 @@ def test_an_api_host_and_two_worker_hosts_sharing_only_the_services_survive_node
     with disk_s3(tmp_path / "s3") as s3:
         hosts = Hosts(settings, s3, tmp_path / "hosts")
         broker = Broker(settings)
-        events = QuorumEventLog(broker)
+        events = EventLog(broker, queue_arguments={"x-queue-type": "quorum"})
         api = ApiHost(hosts)
         batch = Batch()
         try:
