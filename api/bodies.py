@@ -428,3 +428,14 @@ async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
     return bytes(head), False
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """A small JSON request body that must be an object (400 otherwise)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_request", "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return body

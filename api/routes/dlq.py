@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api import bodies
 from api.errors import ApiError
 from api.services import services
 from importd.config import Settings
@@ -43,26 +44,22 @@ async def list_dead_letters(request: Request) -> Response:
         raise ApiError(400, "bad_request", "limit must be an integer") from None
     if not 1 <= limit <= MAX_LISTED:
         raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LISTED}")
-    try:
-        listed = await run_in_threadpool(_listing, svc.settings, limit)
-    except (OSError, OperationalError) as exc:
-        raise ApiError(503, "broker_unavailable", f"RabbitMQ cannot be reached: {exc}") from None
-    return JSONResponse({"dead_letters": listed})
+    return JSONResponse({"dead_letters": await _on_broker(_listing, svc.settings, limit)})
 
 
 async def replay_dead_letters(request: Request) -> Response:
     """Body ``{"job_ids": [...]}``: those jobs' dead letters go back where they came from."""
     svc = services(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be JSON") from None
-    ids = body.get("job_ids") if isinstance(body, dict) else None
+    ids = (await bodies.json_object(request)).get("job_ids")
     if not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY \
             or not all(isinstance(i, str) and JOB_ID.match(i) for i in ids):
         raise ApiError(400, "bad_request", f"job_ids must be a list of 1 to {MAX_REPLAY} job ids")
+    return JSONResponse({"replayed": await _on_broker(_replay, svc.settings, ids)})
+
+
+async def _on_broker(func: Any, *args: Any) -> Any:
+    """Run a blocking broker call off the event loop; a broker that cannot be reached is 503."""
     try:
-        done = await run_in_threadpool(_replay, svc.settings, ids)
+        return await run_in_threadpool(func, *args)
     except (OSError, OperationalError) as exc:
         raise ApiError(503, "broker_unavailable", f"RabbitMQ cannot be reached: {exc}") from None
-    return JSONResponse({"replayed": done})

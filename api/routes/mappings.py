@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api import bodies
 from api.errors import ApiError
 from api.services import services
 from importd.imports import mappings, targets
@@ -40,12 +41,7 @@ async def list_mappings(request: Request) -> Response:
 async def put_mapping(request: Request) -> Response:
     """Body ``{"table": ..., "header": [...], "columns": {header name: column}}``."""
     svc = services(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    body = await bodies.json_object(request)
     table = _table(body.get("table"), svc.settings)
     header, columns = body.get("header"), body.get("columns")
     if not isinstance(header, list) or not header or len(header) > MAX_HEADER_FIELDS \
