@@ -97,6 +97,21 @@ class Proxy:
         self._listener.close()
         self.cut()
 
+    def reset(self, upstream_ports: set[int]) -> int:
+        """Reset the connections whose upstream local port is in ``upstream_ports`` (what a
+        kernel does when its retransmissions give up); returns how many were reset."""
+        with self._lock:
+            doomed = [p for p in self._pairs if _port(p[1]) in upstream_ports]
+            self._pairs = [p for p in self._pairs if p not in doomed]
+        for pair in doomed:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+        return len(doomed)
+
     def upstream_ports(self) -> set[int]:
         """Local ports of the open connections to the target (the target sees them as peer ports)."""
         with self._lock:
@@ -133,3 +148,10 @@ class Proxy:
         self._closed = True
         self.cut()
         self._listener.close()
+
+
+def _port(sock: socket.socket) -> int:
+    try:
+        return int(sock.getsockname()[1])
+    except OSError:
+        return -1
