@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -19,6 +20,7 @@ from api import bodies
 from api.errors import ApiError
 from api.routes.jobs import load_record
 from api.services import services
+from importd.config import Settings
 from importd.imports import preview as previews
 from importd.imports import storage
 from importd.imports.options import JobArgsError, normalize
@@ -94,14 +96,19 @@ async def _stored_head(request: Request, job_id: str, params: dict[str, str]) ->
     if not JOB_ID.match(job_id):
         raise ApiError(404, "job_not_found", "no such job")
     rec = await load_record(svc, job_id)
-    try:  # the job's object in the upload store (or an old job's path inside the upload directory)
-        source = storage.job_source(svc.settings, rec.file_path)
+    try:  # S3: a HEAD and a ranged GET, off the event loop so other requests go on meanwhile
+        head, more = await run_in_threadpool(_read_stored_head, svc.settings, rec.file_path)
     except (storage.BadKey, storage.ObjectNotFound):
         raise ApiError(404, "file_not_found", f"job {job_id} has no stored file any more") from None
     defaults = {k: str(v) for k, v in (rec.options or {}).items() if k in PREVIEW_OPTIONS and v}
     if rec.options.get("columns"):
         defaults["columns"] = json.dumps(rec.options["columns"])
     merged = {"table": rec.target_table or "", **defaults, **{k: v for k, v in params.items() if v}}
-    with source.open() as f:
-        head, more = previews.read_head(f)
     return head, more, merged
+
+
+def _read_stored_head(settings: Settings, file_path: str | None) -> tuple[bytes, bool]:
+    """The job's object in the upload store (or an old job's path inside the upload directory)."""
+    source = storage.job_source(settings, file_path)
+    with source.open() as f:
+        return previews.read_head(f)
