@@ -24,6 +24,7 @@ import pytest
 from importd.errors import TransientError
 from importd.imports import store
 from importd.imports.handlers import run_import_task
+from tests.support import report
 from tests.support.importing import context, write
 from tests.support.infra import wait_for
 
@@ -127,6 +128,10 @@ def test_a_run_that_lost_its_lock_cannot_commit_a_batch_a_redelivery_loads_again
         delivery.start()
         delivery.join()
         attempt += 1
+    got, unique, low, high = db.execute(
+        "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM fence_rows").fetchone()  # type: ignore[misc]
+    report.add(faults_injected=1, faults_hit=1, jobs_run=1, rows_checked=got,
+               rows_lost=max(0, ROWS - unique), rows_duplicated=got - unique)
+    report.add_paths({"lost lock: batch refused, redelivery loaded it": 1})
     assert (rec.state, rec.rows_imported) == ("SUCCESS", ROWS)
-    assert db.execute("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM fence_rows").fetchone() == (
-        ROWS, ROWS, 1, ROWS)
+    assert (got, unique, low, high) == (ROWS, ROWS, 1, ROWS)
