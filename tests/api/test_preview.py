@@ -3,7 +3,10 @@ before anything is queued, and mappings the user confirmed remembered per (table
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,14 @@ import pytest
 
 from importd.config import Settings
 from importd.imports import preview, store
+from tests.support.proxy import Proxy
+from tests.support.s3 import S3Server, s3_server  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anyio
 
+#: After this many seconds the stalled store answers again, so a blocked event loop fails the
+#: test instead of hanging it.
+STALL_SAFETY_S = 15.0
 WB_TABLE = "public.wb_orders"
 WB_DDL = ("CREATE TABLE IF NOT EXISTS wb_orders (id bigint NOT NULL, email text NOT NULL, amount numeric(10,2),"
           " created_at timestamptz, code varchar(3))")
@@ -145,3 +153,36 @@ async def test_the_api_stops_reading_a_raw_body_after_the_head(api_client: Any, 
 def _allow(settings: Settings) -> Settings:
     from dataclasses import replace
     return replace(settings, tables=WB_TABLE)
+
+
+async def test_previewing_a_stored_s3_job_does_not_stall_other_requests(
+        api_client: Any, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    """The preview's S3 read waits off the event loop: while the store does not answer, the
+    API still serves other requests. The previewing API reaches the store through a proxy
+    that stalls its traffic; the upload went through another API straight to the store."""
+    prefix = f"preview-{uuid.uuid4().hex[:8]}"
+    body = b"id,name,age\n" + b"".join(b"%d,stalled,%d\n" % (i, i % 90) for i in range(50))
+    async with api_client(upload_dir=tmp_path / "api", storage_url=s3_server.url(prefix),
+                          s3_endpoint_url=s3_server.endpoint) as c:
+        r = await c.post("/api/upload?table=public.api_people", content=body, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 202, r.text
+    with Proxy("127.0.0.1", s3_server.port) as proxy:
+        async with api_client(upload_dir=tmp_path / "api", storage_url=s3_server.url(prefix),
+                              s3_endpoint_url=f"http://127.0.0.1:{proxy.port}") as c:
+            proxy.stall()
+            safety = threading.Timer(STALL_SAFETY_S, proxy.resume)  # a blocked loop fails, not hangs
+            safety.start()
+            try:
+                previewing = asyncio.ensure_future(c.post(f"/api/preview?job_id={r.json()['job_id']}"))
+                while proxy.accepted == 0 and not previewing.done():
+                    await asyncio.sleep(0.01)  # until the preview's request to the store is on its way
+                health = await c.get("/healthz")
+                served_during_stall = proxy.stalled and not previewing.done()
+                proxy.resume()
+                answer = await previewing
+            finally:
+                safety.cancel()
+    assert health.status_code == 200
+    assert served_during_stall
+    assert answer.status_code == 200, answer.text
+    assert "stalled" in answer.text

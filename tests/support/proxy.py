@@ -75,6 +75,11 @@ class Proxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    @property
+    def stalled(self) -> bool:
+        """Whether traffic is stalled now (``stall`` called, ``resume`` not yet)."""
+        return not self._flowing.is_set()
+
     def cut(self) -> None:
         """Reset every open connection; new ones are accepted."""
         with self._lock:
