@@ -216,8 +216,25 @@ _PRIORITY_NOTES = {
 _priority_logged = False
 
 
+def dlq_delivery_limit_advice(version: tuple[int, ...]) -> str | None:
+    """What an operator must do so ``failed_tasks`` keeps every dead letter on this broker.
+
+    RabbitMQ 4.0 gives every quorum queue a delivery limit of 20 by default, and ``importd
+    dlq``/``replay-dlq`` look at dead letters by fetching and returning them (a delivery each
+    time): the 21st look would drop them. importd cannot declare ``x-delivery-limit: -1``
+    itself (3.x refuses it, and a declare differing by version would make hosts on mixed
+    versions refuse each other's queue), so it names the policy that lifts the limit; a
+    policy never makes a declare inequivalent.
+    """
+    if version < (4, 0):
+        return None
+    return (f"rabbitmqctl set_policy -p <vhost> importd-failed-tasks '^{DLQ}$' "
+            """'{"delivery-limit": -1}' --apply-to quorum_queues""")
+
+
 def _log_priority(connection: Connection) -> None:
-    """Once per process: say what priorities mean on this broker's quorum queues."""
+    """Once per process: say what priorities mean on this broker's quorum queues, and what
+    keeps failed_tasks from dropping dead letters on a broker that limits deliveries."""
     global _priority_logged
     if _priority_logged:
         return
@@ -225,8 +242,14 @@ def _log_priority(connection: Connection) -> None:
     version = server_version(connection)
     support = priority_support(version)
     log = logs.get("importd.worker.topology")
+    rabbitmq = ".".join(map(str, version))
     (log.warning if support == "none" else log.info)(
-        _PRIORITY_NOTES[support], rabbitmq=".".join(map(str, version)), priority_support=support)
+        _PRIORITY_NOTES[support], rabbitmq=rabbitmq, priority_support=support)
+    advice = dlq_delivery_limit_advice(version)
+    if advice:
+        log.warning(f"quorum queues on this RabbitMQ limit deliveries to 20 by default; {DLQ} must "
+                    "not (importd dlq returns what it lists): set this policy once", rabbitmq=rabbitmq,
+                    command=advice)
 
 
 def declare(connection: Connection, queue_type: str = CLASSIC) -> list[str]:

@@ -58,3 +58,15 @@ def test_queue_type_setting_accepts_only_classic_and_quorum():
     assert Settings.from_env({"IMPORTD_QUEUE_TYPE": "quorum"}).queue_type == "quorum"
     with pytest.raises(ValueError, match="IMPORTD_QUEUE_TYPE"):
         Settings.from_env({"IMPORTD_QUEUE_TYPE": "stream"})
+
+
+@pytest.mark.parametrize("version", [(3, 10, 8), (3, 13, 7)])
+def test_no_policy_is_asked_for_failed_tasks_on_rabbitmq_3(version):
+    assert topology.dlq_delivery_limit_advice(version) is None
+
+
+@pytest.mark.parametrize("version", [(4, 0, 0), (4, 1, 2), (4, 3, 0)])
+def test_rabbitmq_4_is_told_the_policy_that_lifts_failed_tasks_default_delivery_limit(version):
+    advice = topology.dlq_delivery_limit_advice(version)
+    assert advice is not None
+    assert "'^failed_tasks$'" in advice and '"delivery-limit": -1' in advice and "quorum_queues" in advice
