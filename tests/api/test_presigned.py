@@ -105,8 +105,9 @@ async def test_complete_checks_the_composite_sha256_of_the_parts_and_a_wrong_one
         ids = []
         for _ in range(2):
             started = (await c.post("/api/uploads", json={"size": len(data)})).json()
+            chunks = split(data, started["part_bytes"])
             for part in started["parts"]:
-                httpx.put(part["url"], content=split(data, started["part_bytes"])[part["number"] - 1]).raise_for_status()
+                httpx.put(part["url"], content=chunks[part["number"] - 1]).raise_for_status()
             ids.append(started["upload_id"])
         right = composite(data, storage.PART_BYTES)
         wrong = composite(data[:-1] + b"x", storage.PART_BYTES)
