@@ -5,8 +5,9 @@ the browser PUTs is seen outside the browser and the API, and a part can be made
 A file above the page's threshold (1 MiB here, ``IMPORTD_PAGE_PRESIGNED_MIN_BYTES``) goes in
 8 MiB parts straight to the store (the API's access log shows no ``POST /api/upload``), the
 upload line reaches 100 %, and the job reaches SUCCESS with every row. A part whose connection
-drops once is sent again, and only that part. A store that refuses every part (an expired URL)
-is shown as such, and nothing is queued or left in the store.
+drops once is sent again, and only that part; so is a part the store acknowledged but lacks at
+complete. A store that refuses every part (an expired URL) is shown as such, and nothing is
+queued or left in the store.
 """
 
 from __future__ import annotations
@@ -88,23 +89,27 @@ def _upload(driver: Any, url: str, csv_path: Path) -> dict[str, str]:  # noqa: F
     return {name: driver.find_element(By.ID, name).text for name in ("outcome", "sent", "job-id", "rows")}
 
 
-@pytest.mark.parametrize("dropped", [None, 2], ids=["clean", "part-2-dropped-once"])
+@pytest.mark.parametrize("fault", [None, ("dropped", 2), ("lost", 3)],
+                         ids=["clean", "part-2-dropped-once", "part-3-lost-once"])
 def test_a_big_file_goes_straight_to_the_store_in_parts_and_its_job_loads_every_row(
         driver: Any, start_api: Any, start_worker: Any, api_settings: Settings, broker: Any,  # noqa: F811
-        s3_page: tuple[StoreProxy, dict[str, str]], tmp_path: Path, dropped: int | None) -> None:
+        s3_page: tuple[StoreProxy, dict[str, str]], tmp_path: Path, fault: tuple[str, int] | None) -> None:
+    """dropped: the part's connection is reset halfway, the page sends that part again; lost:
+    the store acknowledges the part but lacks it, complete says so (upload_incomplete) and the
+    page sends the parts the store lists as missing, i.e. that one."""
     proxy, env = s3_page
     csv_path = tmp_path / "big.csv"
     rows = big_csv(csv_path)
     size = csv_path.stat().st_size
-    if dropped:
-        proxy.drop_once.add(dropped)
+    if fault:
+        (proxy.drop_once if fault[0] == "dropped" else proxy.lose_once).add(fault[1])
     before = _people(api_settings)
     with start_worker("-Q", "import_queue", "-c", "1", IMPORTD_TABLES=TABLES, IMPORTD_RATE_LIMIT="none",
                       **env) as worker, start_api(env=env, access_log=True) as api:
         worker.wait_consuming()
         shown = _upload(driver, api.url, csv_path)
         ARTIFACTS.mkdir(exist_ok=True)
-        driver.save_screenshot(str(ARTIFACTS / f"browser-presigned-{dropped or 'clean'}.png"))
+        driver.save_screenshot(str(ARTIFACTS / f"browser-presigned-{fault[0] if fault else 'clean'}.png"))
         bar = driver.find_element("id", "bar").get_attribute("value")
         log = api.output()
     assert shown["outcome"] == f"Imported {rows:,} rows.", shown
@@ -114,12 +119,13 @@ def test_a_big_file_goes_straight_to_the_store_in_parts_and_its_job_loads_every_
     assert proxy.stored() == {1: part, 2: part, 3: size - 2 * part}
     assert not re.search(r'"POST /api/upload(\?| )', log), log
     assert f"POST /api/uploads/{shown['job-id']}/complete" in log
-    # Progress reached 100 %; a dropped part was sent again, and no other part.
+    # Progress reached 100 %; a part that failed was sent again, and no other part.
     assert re.fullmatch(r"Sent (\S+) MB of \1 MB \(100%\) straight to the store in 3 parts" +
-                        (", 1 resent" if dropped else ""), shown["sent"]), shown["sent"]
-    if dropped:
-        assert [(p.number, p.outcome) for p in proxy.puts if p.outcome != "stored"] == [(dropped, "dropped")]
-    assert proxy.attempts() == {1: 1, 2: 1, 3: 1} | ({dropped: 2} if dropped else {})
+                        (", 1 resent" if fault else ""), shown["sent"]), shown["sent"]
+    assert [(p.outcome, p.number) for p in proxy.puts if p.outcome != "stored"] == ([fault] if fault else [])
+    assert proxy.attempts() == {1: 1, 2: 1, 3: 1} | ({fault[1]: 2} if fault else {})
+    if fault and fault[0] == "lost":
+        assert f"POST /api/uploads/{shown['job-id']}/complete HTTP/1.1\" 400" in log  # upload_incomplete
     # The job is the upload's, loaded every row, and nothing is left open in the store.
     with store.connect(api_settings) as conn:
         rec = store.get_job(conn, shown["job-id"])

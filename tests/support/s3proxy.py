@@ -33,7 +33,8 @@ EXPIRED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</
 @dataclass(frozen=True)
 class PartPut:
     """One PUT of a part as the proxy saw it: ``outcome`` is ``stored`` (passed on and
-    answered 2xx by the store), ``dropped`` (connection reset halfway) or ``refused`` (403)."""
+    answered 2xx by the store), ``dropped`` (connection reset halfway), ``lost`` (answered 200,
+    not passed on) or ``refused`` (403)."""
 
     number: int
     bytes: int
@@ -48,6 +49,9 @@ class StoreProxy:
         self.puts: list[PartPut] = []
         #: Part numbers whose next PUT is cut halfway (each once).
         self.drop_once: set[int] = set()
+        #: Part numbers whose next PUT is answered 200 but not passed on (each once): a store
+        #: that lost a part it acknowledged, which complete then finds missing.
+        self.lose_once: set[int] = set()
         #: Answer every part PUT 403 "Request has expired" (the store refuses).
         self.refuse = False
         self._lock = threading.Lock()
@@ -61,10 +65,11 @@ class StoreProxy:
         with self._lock:
             self.puts.append(put)
 
-    def take_drop(self, number: int) -> bool:
+    def take(self, faults: set[int], number: int) -> bool:
+        """Whether part ``number`` meets one of ``faults`` now (each fault happens once)."""
         with self._lock:
-            if number in self.drop_once:
-                self.drop_once.discard(number)
+            if number in faults:
+                faults.discard(number)
                 return True
             return False
 
@@ -94,7 +99,7 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
             number = _part_number(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            if number is not None and proxy.take_drop(number):
+            if number is not None and proxy.take(proxy.drop_once, number):
                 self.rfile.read(length // 2)
                 proxy.record(PartPut(number, length // 2, "dropped"))
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -102,6 +107,10 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
                 self.connection.close()  # a reset: the client sees the connection drop mid-body
                 return
             body = self.rfile.read(length)
+            if number is not None and proxy.take(proxy.lose_once, number):
+                proxy.record(PartPut(number, len(body), "lost"))
+                self._answer(200, [("ETag", '"lost"'), *self._cors()], b"")
+                return
             if number is not None and proxy.refuse:
                 proxy.record(PartPut(number, len(body), "refused"))
                 self._answer(403, [("Content-Type", "application/xml"), *self._cors()], EXPIRED)
