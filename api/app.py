@@ -34,6 +34,7 @@ ROUTES = [
     Route("/api/dlq/replay", dlq.replay_dead_letters, methods=["POST"]),
     Route("/api/uploads", uploads.create_upload, methods=["POST"]),
     Route("/api/uploads/{upload_id}", uploads.upload_status, methods=["GET"]),
+    Route("/api/uploads/{upload_id}", uploads.abort_upload, methods=["DELETE"]),
     Route("/api/uploads/{upload_id}/complete", uploads.complete_upload, methods=["POST"]),
     Route("/api/tables", jobs.list_tables, methods=["GET"]),
     Route("/api/jobs", jobs.list_jobs, methods=["GET"]),

@@ -142,11 +142,16 @@ PRESIGNED = {
 }
 COMPLETE = {
     "type": "object", "required": ["size", "table"],
-    "properties": {"size": {"type": "integer", "minimum": 1}, "sha256": {"type": "string"},
+    "properties": {"size": {"type": "integer", "minimum": 1},
+                   "sha256": {"type": "string", "description": "hex sha256 of the whole file"},
+                   "composite_sha256": {"type": "string", "description":
+                                        "hex sha256 of the parts' binary sha256 digests concatenated in order "
+                                        "(parts of part_bytes, the last shorter): what a browser can compute"},
                    "table": {"type": "string"}, "priority": {"type": "integer", "minimum": 0, "maximum": 10},
                    "mode": {"type": "string", "enum": ["atomic", "resumable"]},
                    "max_errors": {"type": "integer", "minimum": 0}, "validate_only": {"type": "boolean"},
-                   "delimiter": {"type": "string"}, "encoding": {"type": "string"}},
+                   "delimiter": {"type": "string"}, "encoding": {"type": "string"},
+                   "columns": {"type": "string", "description": "JSON object: header name -> column"}},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -258,16 +263,24 @@ SCHEMA: dict[str, Any] = {
                 "400": _err("size not a positive integer"), "404": _err("no such upload in progress"),
                 "409": _err("the upload store is a directory (code no_presigned_uploads)"),
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
-                "503": _err("the upload store cannot be reached"), **UNAUTHORIZED}}},
+                "503": _err("the upload store cannot be reached"), **UNAUTHORIZED}},
+            "delete": {
+                "summary": "abort an upload the client gives up on: the parts it sent leave the store",
+                "security": [{"bearer": []}], "parameters": [UPLOAD_ID_PARAM],
+                "responses": {
+                    "204": {"description": "aborted"}, "404": _err("no such upload in progress"),
+                    "409": _err("the upload store is a directory (code no_presigned_uploads)"),
+                    "503": _err("the upload store cannot be reached"), **UNAUTHORIZED}}},
         "/api/uploads/{upload_id}/complete": {"post": {
-            "summary": "check parts, size and sha256, complete the upload and queue the import",
+            "summary": "check parts, size and checksums, complete the upload and queue the import",
             "security": [{"bearer": []}], "parameters": [UPLOAD_ID_PARAM],
             "requestBody": {"required": True, "content": {"application/json": {"schema": COMPLETE}}},
             "responses": {
                 "202": _json("job created (or the job of this upload, completed before)",
                              {"$ref": "#/components/schemas/Accepted"}),
-                "400": _err("bad options, parts missing (upload_incomplete, with missing), size or sha256 "
-                            "differ (checksum_mismatch: the object is deleted), or a header that does not fit"),
+                "400": _err("bad options, parts missing (upload_incomplete, with missing), size, sha256 or "
+                            "composite_sha256 differ (checksum_mismatch: the object is deleted), or a header "
+                            "that does not fit"),
                 "404": _err("no such upload"), "409": _err("the upload store is a directory"),
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
                 "503": _err("the store, or the broker, cannot be reached"), **UNAUTHORIZED}}},

@@ -105,6 +105,10 @@ class Settings:
     #: Lifetime in seconds of the page's session cookie (exchanged for a bearer token; EventSource
     #: and links cannot send headers).
     api_session_ttl_s: int = 900
+    #: Files of at least this many bytes go from the page straight to an S3 store (presigned
+    #: multipart, parts PUT by the browser; the bucket needs a CORS rule, docs/operations.md);
+    #: smaller ones, and every file on a ``file://`` store, through ``POST /api/upload``. 0: never.
+    page_presigned_min_bytes: int = 64 * 1024 * 1024
     #: Serve clients that are not on loopback although no API tokens are set (``importd api
     #: --insecure-no-auth``); off, a tokenless API answers 403 to every non-loopback client.
     api_allow_remote_without_auth: bool = False

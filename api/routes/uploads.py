@@ -7,11 +7,16 @@
    API never sees those bytes.
 3. ``GET /api/uploads/{id}?size=N``: the parts the store has, and fresh URLs for the missing
    ones, so a client whose connection dropped resends only what is missing.
-4. ``POST /api/uploads/{id}/complete`` with the size, optionally the sha256, and the import
-   options (those of ``POST /api/upload``): the API checks every part is there and the size,
-   completes the upload, hashes the object (a streamed read) and compares the sha256, checks
-   the header against the table, records and queues the job (202, as ``POST /api/upload``).
-   A second complete of the same id answers the job again.
+4. ``POST /api/uploads/{id}/complete`` with the size, optionally the sha256 and/or the
+   composite_sha256, and the import options (those of ``POST /api/upload``): the API checks
+   every part is there and the size, completes the upload, hashes the object (a streamed read)
+   and compares the checksums, checks the header against the table, records and queues the job
+   (202, as ``POST /api/upload``). A second complete of the same id answers the job again.
+   ``composite_sha256`` is the sha256 of the parts' binary sha256 digests concatenated in
+   order: what a browser can compute (``crypto.subtle`` hashes a part natively, but has no
+   incremental digest for a file of gigabytes); the API derives it from the same read.
+5. ``DELETE /api/uploads/{id}``: a client that gives up aborts the multipart upload, so the
+   parts it sent are not left in the store (204).
 
 The store is the only state between these calls (the multipart upload is found by its key),
 so any API process can answer any of them. An upload never completed stays in the store until
@@ -46,6 +51,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_PARTS = 10_000
 ID = re.compile(r"^[0-9a-f]{32}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: The body fields that are not import options.
+UPLOAD_FIELDS = ("size", "sha256", "composite_sha256")
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -154,17 +161,15 @@ async def complete_upload(request: Request) -> Response:
     upload_id = _id(request)
     body = await _body(request)
     size = _size(body.get("size"), svc.settings.max_upload_bytes)
-    sha256 = body.get("sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not SHA256.match(sha256.lower())):
-        raise ApiError(400, "bad_request", "sha256 must be 64 hex digits")
+    sha256, composite = _hex_digest(body, "sha256"), _hex_digest(body, "composite_sha256")
     params = {k: (json.dumps(v) if isinstance(v, bool) else str(v)) for k, v in body.items()
-              if k not in ("size", "sha256") and v is not None}
+              if k not in UPLOAD_FIELDS and v is not None}
     kwargs = parse_options(params)
     existing = await svc.with_db(store.get_job, upload_id)
     if existing is not None:
         return accepted(existing, replayed=True)
     upload = await run_in_threadpool(_object_store, request)
-    stored = await _storage_call(_assemble, upload, f"{upload_id}.csv", size, sha256)
+    stored = await _storage_call(_assemble, upload, f"{upload_id}.csv", size, sha256, composite)
     try:
         rec = await run_in_threadpool(_submit, svc, stored, None, kwargs, upload_id)
     except Exception as exc:
@@ -174,9 +179,20 @@ async def complete_upload(request: Request) -> Response:
     return accepted(rec)
 
 
-def _assemble(upload: storage.Store, key: str, size: int, sha256: str | None) -> StoredObject:
+def _hex_digest(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SHA256.match(value.lower()):
+        raise ApiError(400, "bad_request", f"{name} must be 64 hex digits")
+    return value.lower()
+
+
+def _assemble(upload: storage.Store, key: str, size: int, sha256: str | None,
+              composite: str | None = None) -> StoredObject:
     """Complete the multipart upload once every part is there and the sizes add up; hash the
-    object; a wrong checksum deletes it (the client starts again)."""
+    object (and its parts, for ``composite``); a wrong checksum deletes it (the client starts
+    again)."""
     mp = _multipart_id(upload, key)
     if mp is not None:
         parts = upload.list_parts(key, mp)
@@ -188,12 +204,31 @@ def _assemble(upload: storage.Store, key: str, size: int, sha256: str | None) ->
         upload.complete_multipart(key, mp, parts)
     elif not upload.exists(key):
         raise ApiError(404, "not_found", "no such upload")
-    stored = upload.checksum(key)
-    if stored.size != size or (sha256 and stored.sha256 != sha256.lower()):
+    stored, digests = upload.part_checksums(key, storage.PART_BYTES if composite else 0)
+    found = storage.composite_sha256(digests) if composite else None
+    if stored.size != size or (sha256 and stored.sha256 != sha256) or found != composite:
         upload.delete(key)
-        raise ApiError(400, "checksum_mismatch", "the stored object's size or sha256 differs from the declared "
-                       "one; it was deleted: upload again", size=stored.size, sha256=stored.sha256)
+        raise ApiError(400, "checksum_mismatch", "the stored object's size or checksum differs from the declared "
+                       "one; it was deleted: upload again", size=stored.size, sha256=stored.sha256,
+                       composite_sha256=found)
     return stored
+
+
+async def abort_upload(request: Request) -> Response:
+    """Abort a presigned upload the client gives up on: its parts leave the store (204)."""
+    upload_id = _id(request)
+    upload = await run_in_threadpool(_object_store, request)
+    key = f"{upload_id}.csv"
+
+    def abort() -> None:
+        mp = _multipart_id(upload, key)
+        if mp is None:
+            raise ApiError(404, "not_found", "no such upload in progress")
+        upload.abort_multipart(key, mp)
+
+    await _storage_call(abort)
+    log.info("presigned upload aborted", upload_id=upload_id)
+    return Response(status_code=204)
 
 
 async def _storage_call(fn: Any, *args: Any) -> Any:

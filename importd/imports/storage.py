@@ -58,6 +58,12 @@ READ_ATTEMPTS = 5
 PRESIGN_EXPIRES_S = 3600
 
 
+def composite_sha256(part_digests: list[str]) -> str:
+    """The sha256 (hex) of the parts' binary sha256 digests concatenated in order: one short
+    value that proves every part (S3 calls this shape a composite checksum)."""
+    return hashlib.sha256(b"".join(bytes.fromhex(d) for d in part_digests)).hexdigest()
+
+
 class StorageError(TransientError):
     """The store failed (unreachable, 5xx, a read broke past its retries): may pass."""
 
@@ -132,12 +138,31 @@ class Store:
 
     def checksum(self, key: str) -> StoredObject:
         """Size and sha256 of the stored bytes (read whole, streamed)."""
-        digest, size = hashlib.sha256(), 0
+        return self.part_checksums(key, 0)[0]
+
+    def part_checksums(self, key: str, part_bytes: int) -> tuple[StoredObject, list[str]]:
+        """Size and sha256 of the stored bytes and, in the same streamed read, the sha256 (hex)
+        of each ``part_bytes`` slice in order, the last one shorter (none when ``part_bytes``
+        is 0). A browser can hash a part natively but not a large file whole (``crypto.subtle``
+        has no incremental digest): the presigned upload's ``composite_sha256`` is built on these."""
+        whole, size = hashlib.sha256(), 0
+        parts: list[str] = []
+        part, filled = hashlib.sha256(), 0
         with self.open(key) as f:
             while chunk := f.read(CHUNK_BYTES):
                 size += len(chunk)
-                digest.update(chunk)
-        return StoredObject(key, size, digest.hexdigest())
+                whole.update(chunk)
+                view = memoryview(chunk)
+                while part_bytes and view:
+                    take = min(len(view), part_bytes - filled)
+                    part.update(view[:take])
+                    filled, view = filled + take, view[take:]
+                    if filled == part_bytes:
+                        parts.append(part.hexdigest())
+                        part, filled = hashlib.sha256(), 0
+        if filled:
+            parts.append(part.hexdigest())
+        return StoredObject(key, size, whole.hexdigest()), parts
 
     def delete(self, key: str) -> None:
         """Remove the object (no error if it is already gone)."""
@@ -167,6 +192,11 @@ class Store:
     def open_multiparts(self) -> list[tuple[str, str]]:
         """(key, upload id) of every multipart upload not completed nor aborted."""
         return []
+
+    def presign_origin(self) -> str | None:
+        """``scheme://host[:port]`` that presigned part URLs point at (a browser PUTs there, so
+        the page's Content-Security-Policy must allow it); None: no presigned uploads."""
+        return None
 
 
 # -- file:// -------------------------------------------------------------------------------
@@ -413,6 +443,15 @@ class S3Store(Store):
             if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
                 raise
         return found
+
+    def presign_origin(self) -> str | None:
+        """Signed locally (no request): the origin of a URL boto3 would hand out, whatever the
+        addressing style (path-style on a named endpoint, the bucket's own host on AWS)."""
+        url = self.client.generate_presigned_url(
+            "upload_part", Params={"Bucket": self.bucket, "Key": self.name("origin.csv"), "UploadId": "origin",
+                                   "PartNumber": 1}, ExpiresIn=60)
+        parsed = urlparse(url)
+        return f"{parsed.scheme}://{parsed.netloc}"
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         """One S3 call (botocore already retried it); its errors translated to importd's types."""

@@ -92,7 +92,59 @@ async def test_a_wrong_checksum_deletes_the_object_and_queues_nothing(
     assert broker.depth("import_queue") == 0
 
 
+def composite(data: bytes, part: int) -> str:
+    """What the page sends: the sha256 of the parts' sha256 digests (crypto.subtle, part by part)."""
+    return hashlib.sha256(b"".join(hashlib.sha256(c).digest() for c in split(data, part))).hexdigest()
+
+
+async def test_complete_checks_the_composite_sha256_of_the_parts_and_a_wrong_one_deletes_the_object(
+        api_client: Any, api_settings: Settings, broker: Any, s3_overrides: dict[str, Any]) -> None:
+    data = csv_of(storage.PART_BYTES + 5000)
+    upload = storage.open_url(s3_overrides["storage_url"], s3_overrides["s3_endpoint_url"])
+    async with api_client(**s3_overrides) as c:
+        ids = []
+        for _ in range(2):
+            started = (await c.post("/api/uploads", json={"size": len(data)})).json()
+            chunks = split(data, started["part_bytes"])
+            for part in started["parts"]:
+                httpx.put(part["url"], content=chunks[part["number"] - 1]).raise_for_status()
+            ids.append(started["upload_id"])
+        right = composite(data, storage.PART_BYTES)
+        wrong = composite(data[:-1] + b"x", storage.PART_BYTES)
+        refused = await c.post(f"/api/uploads/{ids[0]}/complete",
+                               json={"size": len(data), "composite_sha256": wrong, "table": "public.api_people"})
+        assert upload.keys() == []  # the refused object is gone; the other is not completed yet
+        done = await c.post(f"/api/uploads/{ids[1]}/complete",
+                            json={"size": len(data), "composite_sha256": right.upper(), "table": "public.api_people"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "checksum_mismatch"
+    assert refused.json()["error"]["composite_sha256"] == right
+    assert done.status_code == 202, done.text
+    assert upload.keys() == [f"{ids[1]}.csv"]
+    assert broker.depth("import_queue") == 1
+    with store.connect(api_settings) as conn:
+        assert store.get_job(conn, ids[0]) is None
+
+
+async def test_aborting_an_upload_removes_its_parts_and_a_second_abort_is_404(
+        api_client: Any, broker: Any, s3_overrides: dict[str, Any]) -> None:
+    data = csv_of(1000)
+    upload = storage.open_url(s3_overrides["storage_url"], s3_overrides["s3_endpoint_url"])
+    async with api_client(**s3_overrides) as c:
+        started = (await c.post("/api/uploads", json={"size": len(data)})).json()
+        httpx.put(started["parts"][0]["url"], content=data).raise_for_status()
+        assert len(upload.open_multiparts()) == 1
+        first = await c.delete(f"/api/uploads/{started['upload_id']}")
+        second = await c.delete(f"/api/uploads/{started['upload_id']}")
+        late = await c.post(f"/api/uploads/{started['upload_id']}/complete",
+                            json={"size": len(data), "table": "public.api_people"})
+    assert (first.status_code, second.status_code, late.status_code) == (204, 404, 404)
+    assert (upload.keys(), upload.open_multiparts()) == ([], [])
+    assert broker.depth("import_queue") == 0
+
+
 async def test_a_file_store_has_no_presigned_uploads(api_client: Any) -> None:
     async with api_client() as c:
         r = await c.post("/api/uploads", json={"size": 10})
+        aborted = await c.delete(f"/api/uploads/{uuid.uuid4().hex}")
     assert r.status_code == 409 and r.json()["error"]["code"] == "no_presigned_uploads"
+    assert aborted.status_code == 409

@@ -71,6 +71,20 @@ def test_a_stream_is_stored_whole_with_its_size_and_sha256(store: storage.Store)
     assert leftovers(store) == (["a.csv"], [])
 
 
+@pytest.mark.parametrize("part_bytes,size", [(MIB, 3 * MIB), (MIB, 3 * MIB + 5), (3 * MIB + 7, 2 * MIB), (1000, 2500)])
+def test_part_checksums_hash_each_slice_of_part_bytes_in_the_same_read_as_the_whole(
+        store: storage.Store, part_bytes: int, size: int):
+    data = blob(size)
+    store.write("p.csv", io.BytesIO(data))
+    whole, digests = store.part_checksums("p.csv", part_bytes)
+    slices = [data[i:i + part_bytes] for i in range(0, size, part_bytes)]
+    assert digests == [hashlib.sha256(s).hexdigest() for s in slices]
+    assert (whole.size, whole.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert storage.composite_sha256(digests) == hashlib.sha256(
+        b"".join(hashlib.sha256(s).digest() for s in slices)).hexdigest()
+    assert store.part_checksums("p.csv", 0) == (whole, [])
+
+
 def test_a_small_stream_is_one_object(store: storage.Store):
     stored = store.write("small.csv", io.BytesIO(b"id,name\n1,a\n"))
     assert stored.size == 12
