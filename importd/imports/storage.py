@@ -335,6 +335,12 @@ def _not_found(exc: BaseException) -> bool:
     return code in ("404", "NoSuchKey", "NotFound")
 
 
+def _no_such_upload(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
+
+
 class S3Store(Store):
     """Objects under ``s3://bucket/prefix/``; ``client`` a boto3 S3 client."""
 
@@ -373,12 +379,37 @@ class S3Store(Store):
                 part = io.BytesIO()  # the sent part is freed before the next is gathered
                 part, length = _read_part(stream, digest)
                 size += length
-            self._call("complete_multipart_upload", Bucket=self.bucket, Key=name, UploadId=upload_id,
-                       MultipartUpload={"Parts": parts})
+            self._complete(name, upload_id, parts, size)
         except BaseException:
             self.abort_multipart(key, upload_id)
+            self._discard(name)  # a complete that went through although its call failed
             raise
         return StoredObject(key, size, digest.hexdigest())
+
+    def _complete(self, name: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+        """CompleteMultipartUpload. Its answer can be lost after the store completed (a reset,
+        or a big object taking longer than the read timeout), and botocore's resends then time
+        out too or find the upload gone (NoSuchUpload). An object at this upload's key with the
+        size written can only be this upload's: that is success, not an error."""
+        try:
+            self._call("complete_multipart_upload", Bucket=self.bucket, Key=name, UploadId=upload_id,
+                       MultipartUpload={"Parts": parts})
+        except Exception:
+            if self._stored_size(name) != size:
+                raise
+
+    def _stored_size(self, name: str) -> int | None:
+        try:
+            return int(self._call("head_object", Bucket=self.bucket, Key=name)["ContentLength"])
+        except ObjectNotFound:
+            return None
+
+    def _discard(self, name: str) -> None:
+        """Best effort: the write is failing already, and a missing key deletes fine."""
+        try:
+            self._call("delete_object", Bucket=self.bucket, Key=name)
+        except Exception:  # noqa: BLE001 - the original error is the one to raise
+            pass
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         size = self.size(key)
@@ -422,11 +453,17 @@ class S3Store(Store):
         return parts
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        self._call("complete_multipart_upload", Bucket=self.bucket, Key=self.name(key), UploadId=upload_id,
-                   MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]})
+        self._complete(self.name(key), upload_id, [{"PartNumber": p.number, "ETag": p.etag} for p in parts],
+                       sum(p.size for p in parts))
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.name(key), UploadId=upload_id)
+        """An upload already gone (completed by a call whose answer was lost, or aborted) is
+        what an abort wants: not an error."""
+        try:
+            self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.name(key), UploadId=upload_id)
+        except Exception as exc:
+            if not _no_such_upload(exc):
+                raise
 
     def open_multiparts(self) -> list[tuple[str, str]]:
         """Uploads begun and neither completed nor aborted. (rclone's S3 server answers

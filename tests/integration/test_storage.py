@@ -19,6 +19,7 @@ from importd.config import Settings
 from importd.imports import storage
 from tests.support.proxy import Proxy
 from tests.support.s3 import S3Server, s3_server  # noqa: F401 - fixture
+from tests.support.s3proxy import StoreProxy
 
 MIB = 1024 * 1024
 
@@ -260,3 +261,32 @@ def test_an_import_whose_s3_reads_break_midway_succeeds_in_one_attempt_with_ever
         rec = jobs.get_job(conn, job_id)
         assert rec is not None and (rec.state, rec.attempts, rec.rows_imported) == ("SUCCESS", 1, count)
         assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (count, count)
+
+
+@pytest.mark.parametrize("path", ["streamed", "presigned"])
+def test_a_completed_upload_whose_answers_were_lost_is_stored_once_and_not_an_error(
+        s3_server: S3Server, path: str):  # noqa: F811
+    """The store completes the multipart upload but the client never hears, not even when
+    botocore resends the complete (every answer is lost, as when completing a big object takes
+    longer than the read timeout). The object is there whole: that is success, with no abort
+    error, no object lost and no open upload left."""
+    data = blob(storage.PART_BYTES + MIB)
+    proxy = StoreProxy("127.0.0.1", s3_server.port)
+    try:
+        store = s3_server.store(f"lost-{uuid.uuid4().hex[:8]}", endpoint=proxy.endpoint)
+        proxy.lose_complete_answers = 100
+        if path == "streamed":
+            stored = store.write("a.csv", io.BytesIO(data))
+            assert (stored.size, stored.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        else:
+            upload_id = store.create_multipart("a.csv")
+            for number, url in store.part_urls("a.csv", upload_id, [1, 2]).items():
+                part = data[(number - 1) * storage.PART_BYTES:number * storage.PART_BYTES]
+                assert httpx.put(url, content=part).status_code == 200
+            store.complete_multipart("a.csv", upload_id, store.list_parts("a.csv", upload_id))
+        assert proxy.complete_answers_lost >= 2  # the first and botocore's resend
+        assert leftovers(store) == (["a.csv"], [])
+        with store.open("a.csv") as f:
+            assert f.read() == data
+    finally:
+        proxy.close()

@@ -54,6 +54,11 @@ class StoreProxy:
         self.lose_once: set[int] = set()
         #: Answer every part PUT 403 "Request has expired" (the store refuses).
         self.refuse = False
+        #: Pass this many of the next CompleteMultipartUploads on, then reset the client's
+        #: connection instead of answering: the store completed, the client never heard.
+        self.lose_complete_answers = 0
+        #: Completes whose answer was lost so far.
+        self.complete_answers_lost = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -72,6 +77,14 @@ class StoreProxy:
                 faults.discard(number)
                 return True
             return False
+
+    def take_complete_fault(self) -> bool:
+        with self._lock:
+            if self.lose_complete_answers <= 0:
+                return False
+            self.lose_complete_answers -= 1
+            self.complete_answers_lost += 1
+            return True
 
     def stored(self) -> dict[int, int]:
         """Part number -> bytes of the PUT the store took (the last one per part)."""
@@ -102,9 +115,7 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
             if number is not None and proxy.take(proxy.drop_once, number):
                 self.rfile.read(length // 2)
                 proxy.record(PartPut(number, length // 2, "dropped"))
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.close_connection = True
-                self.connection.close()  # a reset: the client sees the connection drop mid-body
+                self._reset()  # the client sees the connection drop mid-body
                 return
             body = self.rfile.read(length)
             if number is not None and proxy.take(proxy.lose_once, number):
@@ -126,7 +137,12 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
             self._forward(b"")
 
         def do_POST(self) -> None:  # noqa: N802
-            self._forward(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if _completes(self.path) and proxy.take_complete_fault():
+                self._forward(body, answer=False)
+                self._reset()
+                return
+            self._forward(body)
 
         def do_DELETE(self) -> None:  # noqa: N802
             self._forward(b"")
@@ -139,7 +155,12 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
             origin = self.headers.get("Origin")
             return [("Access-Control-Allow-Origin", origin)] if origin else []
 
-        def _forward(self, body: bytes) -> int:
+        def _reset(self) -> None:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+
+        def _forward(self, body: bytes, answer: bool = True) -> int:
             upstream = http.client.HTTPConnection(*proxy.target, timeout=60)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -149,6 +170,8 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
                 response = upstream.getresponse()
                 data = response.read()
                 kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+                if not answer:
+                    return response.status
                 self._answer(response.status, kept, data, head=self.command == "HEAD",
                              length=response.getheader("Content-Length"))
                 return response.status
@@ -172,3 +195,8 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
 def _part_number(path: str) -> int | None:
     found = parse_qs(urlsplit(path).query).get("partNumber")
     return int(found[0]) if found else None
+
+
+def _completes(path: str) -> bool:
+    """A CompleteMultipartUpload: a POST naming an upload (CreateMultipartUpload names none)."""
+    return "uploadId" in parse_qs(urlsplit(path).query)
