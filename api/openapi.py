@@ -319,7 +319,8 @@ SCHEMA: dict[str, Any] = {
             "parameters": [JOB_ID_PARAM],
             "responses": {"200": {"description": "the header, then each rejected record's bytes",
                                   "content": {"text/csv": {"schema": {"type": "string"}}}},
-                          "404": _err("no such job, or it wrote no reject file (not run yet)"), **UNAUTHORIZED}}},
+                          "404": _err("no such job, or no reject file: the job has not ended, rejected nothing, "
+                                              "or retention removed the file"), **UNAUTHORIZED}}},
         "/api/jobs/{job_id}/cancel": {"post": {
             "summary": "cancel a queued job, or ask a running one to stop", "security": [{"bearer": []}],
             "parameters": [JOB_ID_PARAM],

@@ -64,6 +64,11 @@ class Settings:
     #: or a cancel). An object whose job failed for a reason that can pass (its message retried,
     #: or dead-lettered to failed_tasks, where a replay needs it) is always kept.
     upload_retention: str = "keep"
+    #: What happens to a job's reject file (its rejected records, in the upload store under
+    #: ``rejects/<job id>/``) once the job ends: ``keep`` (never deleted by importd but when a
+    #: later run of the job replaces it; clean up with a lifecycle rule on ``rejects/`` or cron)
+    #: or ``with-upload`` (deleted whenever ``upload_retention`` deletes the job's upload).
+    rejects_retention: str = "keep"
     #: Upload size limit in bytes for the API (413 past it).
     max_upload_bytes: int = 10 * 1024**3
     #: Bytes of CSV sent to PostgreSQL per COPY batch (one savepoint, one checkpoint each).

@@ -56,8 +56,9 @@ def run_import_task(ctx: JobContext) -> None:
 
 
 def _retire_upload(ctx: JobContext, failed_here: bool = False) -> None:
-    """The job reached its own outcome: apply ``IMPORTD_UPLOAD_RETENTION`` to its object
-    (:func:`importd.imports.storage.retire`; a retried job never gets here). A FAILURE counts
+    """The job reached its own outcome: apply ``IMPORTD_UPLOAD_RETENTION`` to its object, and
+    ``IMPORTD_REJECTS_RETENTION`` to its reject files (:func:`importd.imports.storage.retire`; a
+    retried job never gets here). A FAILURE counts
     only when this run recorded it (``failed_here``): a run that finds the job already FAILED
     may be a stray delivery of a job given up on, whose message sits in failed_tasks and whose
     replay needs the file."""
@@ -70,7 +71,7 @@ def _retire_upload(ctx: JobContext, failed_here: bool = False) -> None:
         ctx.log.warning("could not read the job for upload retention", error=str(exc))
         return
     if rec is not None and rec.finished and (failed_here or rec.state != JobState.FAILURE):
-        storage.retire(ctx.settings, rec.state, rec.file_path, ctx.log)
+        storage.retire(ctx.settings, rec.state, rec.file_path, ctx.log, job_id=rec.id)
 
 
 def on_import_retry(ctx: JobContext, exc: BaseException) -> None:

@@ -7,8 +7,10 @@ The order of a run and the meaning of its outcomes are described in :mod:`import
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
+import uuid
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -149,6 +151,7 @@ class ImportRun:
         self.size = 0
         self.committing = False
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
+        self.header_bytes = 0  # the header record's length (stored with every checkpoint)
 
     def run(self) -> None:
         started = self._lock_and_start()
@@ -174,7 +177,7 @@ class ImportRun:
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
-                self.reject_log.close(keep_empty=storage.is_local(self.settings))
+                self.reject_log.close()
 
     def _lock_and_start(self) -> JobRecord | None:
         """Take the job's lock (Deferred if another delivery holds it) and mark it STARTED; the
@@ -205,17 +208,22 @@ class ImportRun:
             return found
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
-        """Write the final state (and pending rejected rows) in the current transaction; commit."""
+        """Write the final state (pending rejected rows, the reject file) in the current
+        transaction; commit."""
         self._store_rejects()
-        if self.reject_log is not None:
-            self.reject_log.save(self.conn, force=True)
+        if self.reject_log is not None:  # published before the commit that names it
+            self.reject_log.publish(self.conn, final=state != JobState.FAILURE)
         done = store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
                                 rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
         if not self.conn.autocommit:
             if done is None:  # someone else ended the job meanwhile: keep their outcome, not our rows
                 self.conn.rollback()
+                if self.reject_log is not None:
+                    self.reject_log.discard(self.log)
                 raise PermanentError(f"job {self.job_id} was ended elsewhere; this run rolled back")
             self.conn.commit()
+        if self.reject_log is not None:
+            self.reject_log.committed_final(self.log)
         self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
                                 error=error or "", table=rec.target_table)
 
@@ -245,11 +253,22 @@ class ImportRun:
 
     def _import(self, rec: JobRecord) -> None:
         source, opts, target = self._open(rec)
-        with source.open() as f:
+        resumable = rec.mode == "resumable" and not opts.validate_only
+        ranged = resumable and _resumes_ranged(rec)
+        # A resumed run reads the header alone (a bounded ranged read), then the file from the
+        # checkpoint: the committed part is never read again (issue 14).
+        head = source.read_range(0, rec.header_bytes or 0) if ranged else b""
+        with source.open(rec.checkpoint_offset if ranged else 0) as f:
+            header = _header(io.BytesIO(head) if ranged else f, opts)
+            if ranged and header.data_offset != len(head):  # not seen: the file was checked unchanged
+                self.log.warning("the header differs from the checkpoint's; counting lines instead",
+                                 header_bytes=rec.header_bytes, found=header.data_offset)
+                ranged = False
+                f.seek(0)
+                header = _header(f, opts)
             try:
-                header = scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
                 columns = targets.map_header(target, header.fields, opts.mapping)
-            except (scan.CsvFormatError, targets.TargetError) as exc:
+            except targets.TargetError as exc:
                 raise Refused(str(exc)) from exc
             load_opts = opts.dialect(header)
             engine = loader.Loader(self.conn, target, columns, load_opts)
@@ -257,22 +276,23 @@ class ImportRun:
                 engine.prepare()
             except psycopg.errors.DataError as exc:
                 raise Refused(str(exc)) from exc
-            resumable = rec.mode == "resumable" and not opts.validate_only
             offset, line = header.data_offset, 1 + header.lines
+            self.header_bytes = header.data_offset
             self.checkpoint = rec.checkpoint_offset  # as read under the lock: the fence's first value
             if resumable and rec.checkpoint_offset > offset:
-                offset, line = rec.checkpoint_offset, 1 + _count_lines(f, rec.checkpoint_offset, load_opts.brk)
+                offset = rec.checkpoint_offset
+                line = rec.checkpoint_line if ranged and rec.checkpoint_line else \
+                    1 + _count_lines(f, rec.checkpoint_offset, load_opts.brk)  # checkpointed before issue 14
                 self.rows, self.rejected = rec.checkpoint_rows, rec.checkpoint_rejected
-                self.log.info("resuming from checkpoint", offset=offset, rows=self.rows)
+                self.log.info("resuming from checkpoint", offset=offset, line=line, rows=self.rows, ranged=ranged)
             if resumable:
                 self.stored = _keep_rejects_before(self.conn, self.job_id, line)
             elif rec.attempts > 1 or rec.checkpoint_offset:
                 store.delete_rejected_rows(self.conn, self.job_id)
-            self.reject_log = rejectfile.RejectLog.open(self.conn, self.job_id,
-                                                        storage.local_path(self.settings, source),
-                                                        _head(f, header.data_offset),
-                                                        resume=resumable and offset > header.data_offset,
-                                                        eol=header.eol)
+            self.reject_log = rejectfile.RejectLog.open(
+                self.conn, self.job_id, source.store, head if ranged else _head(f, header.data_offset),
+                resume_from=offset if resumable and offset > header.data_offset else None,
+                run=f"a{self.ctx.job.attempt}-{uuid.uuid4().hex[:12]}", eol=header.eol)
             self.conn.autocommit = False
             try:
                 outcome = self._load(rec, f, engine, offset, line, opts, resumable)
@@ -363,17 +383,21 @@ class ImportRun:
         if self.committing:
             self._store_rejects(conn)
             if not store.advance_checkpoint(conn, self.job_id, previous=self.checkpoint, offset=batch.end,
-                                            rows=self.rows, rejected=self.rejected):
+                                            rows=self.rows, rejected=self.rejected, line=batch.next_line,
+                                            header_bytes=self.header_bytes):
                 conn.rollback()
                 raise TransientError(f"the checkpoint of job {self.job_id} is no longer at {self.checkpoint}: "
                                      "another delivery took the job over (this run's lock was lost); "
                                      "batch rolled back")
-            if self.reject_log is not None:  # after the fence: a run that lost its lock writes nothing more
-                self.reject_log.save(conn)
+            if self.reject_log is not None:  # after the fence: a run that lost its lock commits none
+                self.reject_log.checkpoint(conn, batch.end)
             conn.commit()
             self.checkpoint = batch.end
-        elif self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
-            del self.pending_rejects[store.MAX_STORED_REJECTS:]
+        else:
+            if self.reject_log is not None:
+                self.reject_log.spill()
+            if self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:
+                del self.pending_rejects[store.MAX_STORED_REJECTS:]
         self.progress.update(self.job_id, rows=self.rows, bytes=batch.end, total_bytes=self.size,
                              rejected=self.rejected)
         self.ctx.progress(rows=self.rows, bytes=batch.end, total_bytes=self.size, rejected=self.rejected)
@@ -426,6 +450,20 @@ def _summary(rejected: int, first: Reject | None, max_errors: int, stopped: bool
         line, column, _value, reason = first
         text += f"; first: line {line}" + (f", column {column}" if column else "") + f": {reason}"
     return text
+
+
+def _header(f: Any, opts: ImportOptions) -> scan.Header:
+    try:
+        return scan.read_header(f, opts.load.encoding, opts.delimiter, opts.load.max_line_bytes)
+    except scan.CsvFormatError as exc:
+        raise Refused(str(exc)) from exc
+
+
+def _resumes_ranged(rec: JobRecord) -> bool:
+    """Whether the job's checkpoint carries what a ranged resume needs: the line number at the
+    offset and the header's length (rows checkpointed before issue 14 have neither)."""
+    return bool(rec.checkpoint_offset and rec.checkpoint_line and rec.header_bytes
+                and 0 < rec.header_bytes <= rec.checkpoint_offset)
 
 
 def _head(f: Any, end: int) -> bytes:

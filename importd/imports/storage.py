@@ -125,6 +125,19 @@ class Store:
         """A seekable binary reader of the object positioned at ``offset``."""
         raise NotImplementedError
 
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Exactly the bytes ``[offset, offset + length)`` (fewer at the object's end), and no
+        more read from the store: a resumed job reads its header this way (S3: one bounded
+        ranged GET), where a reader would fill a whole buffer from offset 0."""
+        with self.open(key, offset) as f:
+            out = bytearray()
+            while len(out) < length:
+                chunk = f.read(length - len(out))
+                if not chunk:
+                    break
+                out += chunk
+        return bytes(out)
+
     def size(self, key: str) -> int:
         """The object's size; ObjectNotFound if there is none."""
         raise NotImplementedError
@@ -168,8 +181,9 @@ class Store:
         """Remove the object (no error if it is already gone)."""
         raise NotImplementedError
 
-    def keys(self) -> list[str]:
-        """Every key in the store (tests and operators; not for large stores)."""
+    def keys(self, under: str = "") -> list[str]:
+        """Every key in the store that starts with ``under`` (a folder such as ``rejects/JOB/``;
+        empty: all of them, for tests and operators, not for large stores)."""
         raise NotImplementedError
 
     # Presigned multipart: only object stores have it.
@@ -269,7 +283,9 @@ class FileStore(Store):
 
     def _final(self, key: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        return self.path(key)
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)  # a key in a folder (rejects/JOB/...)
+        return path
 
     def open(self, key: str, offset: int = 0) -> BinaryIO:
         path = self.path(key)
@@ -288,10 +304,11 @@ class FileStore(Store):
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def keys(self) -> list[str]:
+    def keys(self, under: str = "") -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+        found = (str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+        return sorted(k for k in found if k.startswith(under))
 
 
 # -- s3:// ---------------------------------------------------------------------------------
@@ -427,10 +444,25 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         self._call("delete_object", Bucket=self.bucket, Key=self.name(key))
 
-    def keys(self) -> list[str]:
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """One GET of ``bytes=offset-(offset+length-1)``: the server sends those bytes only."""
+        if length <= 0:
+            return b""
+        got = self._call("get_object", Bucket=self.bucket, Key=self.name(key),
+                         Range=f"bytes={offset}-{offset + length - 1}")
+        try:
+            return bytes(got["Body"].read())
+        except Exception as exc:
+            if _transient(exc):
+                raise StorageError(f"{self.url}: reading {key} at {offset} failed: {exc}") from exc
+            raise
+        finally:
+            got["Body"].close()
+
+    def keys(self, under: str = "") -> list[str]:
         start = f"{self.prefix}/" if self.prefix else ""
         found: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start + under):
             found.extend(obj["Key"][len(start):] for obj in page.get("Contents", []))
         return sorted(found)
 
@@ -642,21 +674,8 @@ class Source:
         finally:
             f.close()
 
-
-def is_local(settings: Settings) -> bool:
-    """Whether uploads live in a directory of this host (the file store)."""
-    return isinstance(from_settings(settings), FileStore)
-
-
-def local_path(settings: Settings, source: Source) -> Path:
-    """Where this host keeps files that go with a job's upload (its reject file): beside the
-    upload in a file store; under ``IMPORTD_UPLOAD_DIR`` by the object's key otherwise (only
-    this host can read it there: see docs/storage.md)."""
-    if isinstance(source.store, FileStore):
-        return source.store.path(source.key)
-    path = settings.upload_dir / source.key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    def read_range(self, offset: int, length: int) -> bytes:
+        return self.store.read_range(self.key, offset, length)
 
 
 def job_source(settings: Settings, locator: str | None) -> Source:
@@ -690,18 +709,52 @@ RETENTION: dict[str, frozenset[str]] = {
     "delete-on-success": frozenset({"SUCCESS"}),
     "delete-when-final": frozenset({"SUCCESS", "FAILURE", "CANCELLED"}),
 }
+#: ``IMPORTD_REJECTS_RETENTION`` values: a job's reject file is kept (``keep``: it is what the
+#: user downloads to fix the rows; a lifecycle rule on ``rejects/`` collects it) or deleted
+#: whenever the upload retention deletes the job's upload (``with-upload``).
+REJECTS_RETENTION = ("keep", "with-upload")
+#: The folder of every job's reject files, beside the uploads in the same store.
+REJECTS_FOLDER = "rejects/"
 
 
-def retire(settings: Settings, state: str | None, locator: str | None, log: Any) -> bool:
-    """After a job's own outcome ``state`` is durable, delete its object if the retention
-    setting says so; True if deleted. Called only for outcomes the job reached itself (never
-    for one given up on, whose message sits in failed_tasks for a replay). Best effort: a store
-    that fails is logged, and the object stays for a lifecycle rule to collect."""
+def rejects_folder(job_id: str) -> str:
+    """Where a job's reject files live in the store: ``rejects/<job id>/`` (one per run that
+    published one; all but the one the job row names are removed by the run that superseded
+    them, or by retention)."""
+    return f"{REJECTS_FOLDER}{job_id}/"
+
+
+def clear_rejects(store: Store, job_id: str, keep: str = "") -> int:
+    """Delete the job's reject files but ``keep``; how many went. Raises what the store raises."""
+    gone = 0
+    for key in store.keys(rejects_folder(job_id)):
+        if key != keep:
+            store.delete(key)
+            gone += 1
+    return gone
+
+
+def retire(settings: Settings, state: str | None, locator: str | None, log: Any, job_id: str | None = None) -> bool:
+    """After a job's own outcome ``state`` is durable, delete its object (and, with
+    ``IMPORTD_REJECTS_RETENTION=with-upload``, the reject files of ``job_id``) if the retention
+    setting says so; True if the upload was deleted. Called only for outcomes the job reached
+    itself (never for one given up on, whose message sits in failed_tasks for a replay). Best
+    effort: a store that fails is logged, and the objects stay for a lifecycle rule to collect."""
     states = RETENTION.get(settings.upload_retention)
     if states is None:
         log.warning("unknown IMPORTD_UPLOAD_RETENTION; keeping uploads", value=settings.upload_retention)
         return False
-    if state not in states or not locator:
+    if state not in states:
+        return False
+    if job_id and settings.rejects_retention == "with-upload":
+        try:
+            if clear_rejects(from_settings(settings), job_id):
+                log.info("reject files deleted", job_id=job_id, state=state)
+        except Exception as exc:  # noqa: BLE001 - as for the upload below
+            log.warning("could not delete the job's reject files", job_id=job_id, error=str(exc))
+    elif settings.rejects_retention not in REJECTS_RETENTION:
+        log.warning("unknown IMPORTD_REJECTS_RETENTION; keeping reject files", value=settings.rejects_retention)
+    if not locator:
         return False
     try:
         source = job_source(settings, locator)

@@ -62,6 +62,11 @@ class JobRecord:
     checkpoint_offset: int = 0
     checkpoint_rows: int = 0
     checkpoint_rejected: int = 0
+    #: Physical line number of the record at ``checkpoint_offset``; None on a row checkpointed
+    #: before migration 004 (the run then counts lines up to the offset).
+    checkpoint_line: int | None = None
+    #: Bytes of the file's header record, written with the checkpoint (None: not known).
+    header_bytes: int | None = None
     error: str | None = None
     idempotency_key: str | None = None
     cancel_requested: bool = False
@@ -230,9 +235,14 @@ def lock_and_start(conn: psycopg.Connection[Any], lock: str, key: str, job_id: s
 
 
 def advance_checkpoint(conn: psycopg.Connection[Any], job_id: str, *, previous: int, offset: int, rows: int,
-                       rejected: int) -> bool:
+                       rejected: int, line: int | None = None, header_bytes: int | None = None) -> bool:
     """Move a resumable job's checkpoint from ``previous`` to ``offset`` (in the caller's
     transaction, with the batch it covers); False if the checkpoint is not at ``previous``.
+
+    ``line`` (the physical line number of the record at ``offset``) and ``header_bytes`` (the
+    header record's length) go in the same statement, so a resumed run can read the header
+    and then the file from ``offset`` with two ranged reads, trusting the line number instead
+    of counting the line ends of the committed part (issue 14).
 
     This is the fence of issue 12 item 4: the job's advisory lock lives on one connection of
     the run, but batches commit on every stream's connection. A run whose lock was lost (its
@@ -243,9 +253,10 @@ def advance_checkpoint(conn: psycopg.Connection[Any], job_id: str, *, previous: 
     """
     row = conn.execute(
         "UPDATE importd.jobs SET checkpoint_offset = %s, checkpoint_rows = %s, checkpoint_rejected = %s,"
-        " rows_imported = %s, rows_rejected = %s, updated_at = clock_timestamp()"
+        " checkpoint_line = %s, header_bytes = %s, rows_imported = %s, rows_rejected = %s,"
+        " updated_at = clock_timestamp()"
         f" WHERE id = %s AND checkpoint_offset = %s AND state NOT IN ({FINAL_SQL})"
-        " RETURNING id", (offset, rows, rejected, rows, rejected, job_id, previous)).fetchone()
+        " RETURNING id", (offset, rows, rejected, line, header_bytes, rows, rejected, job_id, previous)).fetchone()
     return row is not None
 
 

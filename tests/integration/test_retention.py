@@ -64,3 +64,28 @@ def test_a_job_given_up_on_keeps_its_object_for_a_replay_even_when_final_ones_ar
     on_import_give_up(context(settings, job_id, args, attempt=4), TransientError("database gone"))
     assert run(settings, args, job_id)[1] == "FAILURE"  # a stray delivery finds it already failed
     assert storage.from_settings(settings).exists(key)
+
+
+DIRTY = b"id,name,age\n1,Ann,3\n2,Bob,old\n"
+
+
+@pytest.mark.parametrize(("retention", "rejects", "max_errors", "state", "kept"), [
+    ("keep", "with-upload", 1, "SUCCESS", True),  # the upload stays, so does its reject file
+    ("delete-on-success", "keep", 1, "SUCCESS", True),  # the file the user fixes outlives the upload
+    ("delete-on-success", "with-upload", 1, "SUCCESS", False),
+    ("delete-on-success", "with-upload", 0, "FAILURE", True),
+    ("delete-when-final", "with-upload", 0, "FAILURE", False),
+    ("delete-when-final", "no-such-policy", 1, "SUCCESS", True),
+])
+def test_a_reject_file_is_kept_or_deleted_with_the_upload_by_the_setting(
+        isettings: Settings, db: Any, retention: str, rejects: str, max_errors: int, state: str, kept: bool):
+    settings = dataclasses.replace(isettings, upload_retention=retention, rejects_retention=rejects)
+    key, args = stored(settings, DIRTY)
+    job_id, reached = run(settings, {**args, "max_errors": max_errors})
+    assert reached == state
+    files = storage.from_settings(settings).keys(storage.rejects_folder(job_id))
+    assert len(files) == (1 if kept else 0)
+    if kept:
+        with storage.from_settings(settings).open(files[0]) as f:
+            assert f.read() == b"id,name,age\n2,Bob,old\n"
+

@@ -116,6 +116,23 @@ def test_reads_start_at_any_offset_and_seek(store: storage.Store):
         assert f.read(10) == b""
 
 
+def test_a_ranged_read_gives_exactly_its_bytes(store: storage.Store):
+    data = blob(3 * MIB + 5)
+    store.write("rr.csv", io.BytesIO(data))
+    assert store.read_range("rr.csv", 0, 17) == data[:17]
+    assert store.read_range("rr.csv", 2 * MIB + 3, MIB) == data[2 * MIB + 3:3 * MIB + 3]
+    assert store.read_range("rr.csv", len(data) - 4, 100) == data[-4:]  # fewer at the end
+    assert store.read_range("rr.csv", 5, 0) == b""
+
+
+def test_keys_in_a_folder_and_objects_written_into_one(store: storage.Store):
+    for key in ("a.csv", "rejects/j1/x.csv", "rejects/j1/y.csv", "rejects/j2/z.csv"):
+        store.write(key, io.BytesIO(b"id\n"))
+    assert store.keys("rejects/j1/") == ["rejects/j1/x.csv", "rejects/j1/y.csv"]
+    assert storage.clear_rejects(store, "j1", keep="rejects/j1/y.csv") == 1
+    assert store.keys() == ["a.csv", "rejects/j1/y.csv", "rejects/j2/z.csv"]
+
+
 def test_delete_removes_the_object_and_a_missing_key_is_not_found(store: storage.Store):
     store.write("d.csv", io.BytesIO(b"x\n"))
     store.delete("d.csv")
