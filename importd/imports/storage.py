@@ -216,6 +216,22 @@ class Store:
 # -- file:// -------------------------------------------------------------------------------
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Rename a file whose data is on disk to its final name, and make the rename durable
+    (fsync of the directory): a job is queued only after its file is stored, and a stored
+    file must survive a power cut as the queued message does (the broker fsyncs it)."""
+    os.replace(partial, final)
+    _fsync(final.parent)
+
+
 class FileStore(Store):
     """Objects as files in one directory: ``<root>/<key>``."""
 
@@ -249,7 +265,9 @@ class FileStore(Store):
                     size += len(chunk)
                     digest.update(chunk)
                     out.write(chunk)
-            os.replace(partial, final)
+                out.flush()
+                os.fsync(out.fileno())
+            _publish(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -262,7 +280,8 @@ class FileStore(Store):
         partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
         try:
             shutil.copyfile(path, partial)
-            os.replace(partial, final)
+            _fsync(partial)
+            _publish(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -273,7 +292,8 @@ class FileStore(Store):
         reading; a spool on another filesystem is copied."""
         final = self._final(key)
         try:
-            os.replace(path, final)
+            _fsync(path)
+            _publish(path, final)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 path.unlink(missing_ok=True)

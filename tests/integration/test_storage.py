@@ -307,3 +307,35 @@ def test_a_completed_upload_whose_answers_were_lost_is_stored_once_and_not_an_er
             assert f.read() == data
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("how", ["write", "write_file", "adopt"])
+def test_a_file_store_puts_the_data_and_its_name_on_disk_before_the_object_counts_as_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str):
+    """A job is queued once its file is stored, and the broker fsyncs the message: the file's
+    bytes and the directory entry naming it must be on disk too (fsync of both) before the
+    store returns, or a power cut loses the upload of a queued job."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store = storage.FileStore(tmp_path / "uploads")
+    data = blob(3 * MIB)
+    source = tmp_path / "spool.csv"
+    source.write_bytes(data)
+    if how == "write":
+        stored = store.write("a.csv", io.BytesIO(data))
+    elif how == "write_file":
+        stored = store.write_file("a.csv", source)
+    else:
+        stored = store.adopt("a.csv", source)
+    final = store.path("a.csv")
+    assert stored.size == len(data) and final.read_bytes() == data
+    assert str(final.parent) in synced  # the name
+    data_synced = [p for p in synced if p != str(final.parent)]
+    assert data_synced and all(Path(p.removesuffix(" (deleted)")).name in (final.name, source.name)
+                               or ".part" in p for p in data_synced)  # the bytes, before the rename
