@@ -38,7 +38,8 @@ def test_inspect_active_shows_the_running_job_while_it_runs(
         w.wait_consuming()
         out = run_cli(settings, "inspect", "active")
         assert out.returncode == 0 and out.stdout.strip().endswith(": empty"), out
-        job_id = broker.publish_job("test.sleep", {"log": str(log), "seconds": 6})
+        go = tmp_path / "go"  # the job runs until the test has looked at it
+        job_id = broker.publish_job("test.sleep", {"log": str(log), "seconds": 120, "until": str(go)})
         wait_for(lambda: test_tasks.runs(log), 20, what="job started")
         # The job thread sleeps without yielding; the connection's owner still answers.
         out = run_cli(settings, "inspect", "active")
@@ -46,11 +47,13 @@ def test_inspect_active_shows_the_running_job_while_it_runs(
         assert f"-> importd@{socket.gethostname()}/{w.proc.pid}: 1 active" in out.stdout
         match = re.search(rf"\* {job_id} task=test.sleep queue=default attempt=1 elapsed=([\d.]+)s", out.stdout)
         assert match, out.stdout
-        assert 0 <= float(match.group(1)) < 6
+        assert 0 <= float(match.group(1)) < 120
         assert run_cli(settings, "ping").returncode == 0
         doc = json.loads(run_cli(settings, "inspect", "active", "--json").stdout)
+        go.touch()
         (jobs,) = doc.values()
         assert [j["job_id"] for j in jobs] == [job_id]
+        wait_for(lambda: [r for r in test_tasks.runs(log) if r.get("event") == "done"], 30, what="job done")
 
 
 def test_a_worker_answers_ping_again_after_its_connection_was_dropped(

@@ -54,9 +54,18 @@ def permanent(ctx: JobContext) -> None:
 
 
 def sleep(ctx: JobContext) -> None:
-    """Sleeps without yielding to the loop: heartbeats must come from the owner thread."""
+    """Sleeps without yielding to the loop: heartbeats must come from the owner thread. With
+    ``until`` (a path) it ends as soon as that file exists, so a test that looks at the
+    running job decides when it ends, however slow the machine (``seconds`` then bounds it)."""
     _record(ctx)
-    time.sleep(float(ctx.job.args.get("seconds", 1)))
+    seconds = float(ctx.job.args.get("seconds", 1))
+    until = ctx.job.args.get("until")
+    if until is None:
+        time.sleep(seconds)
+    else:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not os.path.exists(str(until)):
+            time.sleep(0.05)
     _record(ctx, "done")
 
 
