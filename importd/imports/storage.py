@@ -54,6 +54,9 @@ CHUNK_BYTES = 1024 * 1024
 PART_BYTES = 8 * 1024 * 1024
 #: Times a broken read is reopened at its offset before the error reaches the job (transient).
 READ_ATTEMPTS = 5
+#: Bytes of an object's head an S3 reader keeps while the engine reads it again (the header, up
+#: to ``max_line_bytes`` plus a read buffer, then its bytes for the reject file): see _S3Reader.
+HEAD_BYTES = 8 * 1024 * 1024
 #: Seconds a presigned part URL stays valid.
 PRESIGN_EXPIRES_S = 3600
 
@@ -121,8 +124,9 @@ class Store:
         finally:
             path.unlink(missing_ok=True)
 
-    def open(self, key: str, offset: int = 0) -> BinaryIO:
-        """A seekable binary reader of the object positioned at ``offset``."""
+    def open(self, key: str, offset: int = 0, size: int | None = None) -> BinaryIO:
+        """A seekable binary reader of the object positioned at ``offset``; ``size``, when the
+        caller knows it already (a job's :class:`Source`), saves asking the store again."""
         raise NotImplementedError
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
@@ -307,7 +311,7 @@ class FileStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)  # a key in a folder (rejects/JOB/...)
         return path
 
-    def open(self, key: str, offset: int = 0) -> BinaryIO:
+    def open(self, key: str, offset: int = 0, size: int | None = None) -> BinaryIO:
         path = self.path(key)
         if not path.is_file():
             raise ObjectNotFound(key)
@@ -448,9 +452,10 @@ class S3Store(Store):
         except Exception:  # noqa: BLE001 - the original error is the one to raise
             pass
 
-    def open(self, key: str, offset: int = 0) -> BinaryIO:
-        size = self.size(key)
-        reader = io.BufferedReader(_S3Reader(self, self.name(key), size), buffer_size=CHUNK_BYTES)
+    def open(self, key: str, offset: int = 0, size: int | None = None) -> BinaryIO:
+        """No request yet (a HEAD only without ``size``): the first read opens the GET."""
+        length = self.size(key) if size is None else size
+        reader = io.BufferedReader(_S3Reader(self, self.name(key), length), buffer_size=CHUNK_BYTES)
         reader.seek(offset)
         return reader  # type: ignore[return-value]
 
@@ -570,15 +575,27 @@ def _read_part(stream: BinaryIO, digest: Any) -> tuple[io.BytesIO, int]:
 
 
 class _S3Reader(io.RawIOBase):
-    """A seekable raw stream over one object: one open-ended ranged GET from the current
-    position, streamed; a seek drops it (the next read opens another). A read that breaks is
-    retried by reopening at the current position (:data:`READ_ATTEMPTS`)."""
+    """A seekable raw stream over one object: one open-ended ranged GET, streamed from where
+    the reads are; a read that breaks is retried by reopening at the current position
+    (:data:`READ_ATTEMPTS`).
+
+    GETs are what an object store charges for in time (each waits for its first byte; a
+    simple server such as moto reads the whole object for every GET), so a seek costs none:
+    it only moves the position, and a GET is opened again only when a read starts where the
+    open one is not. The engine reads an object's head twice before its data (the header,
+    then its bytes for the reject file) and then the data from just after it: the first
+    :data:`HEAD_BYTES` read from offset 0 are kept and serve those reads, so a whole import
+    is one GET; they are dropped once reading goes past them.
+    """
 
     def __init__(self, store: S3Store, name: str, size: int) -> None:
         super().__init__()
         self.store, self.name, self.length = store, name, size
-        self.pos = 0
-        self.body: Any = None
+        self.pos = 0  # where the next read starts
+        self.body: Any = None  # the open GET's stream ...
+        self.body_pos = 0  # ... and the offset of its next byte
+        self.head = bytearray()  # the object's first bytes, as read from offset 0
+        self.keeping = True  # the head still grows (reads have been contiguous from 0)
         self.gets = 0  # ranged GETs opened (tests count reopenings)
 
     def readable(self) -> bool:
@@ -592,15 +609,17 @@ class _S3Reader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
-        target = max(0, base + offset)
-        if target != self.pos:
-            self._drop()
-            self.pos = target
+        self.pos = max(0, base + offset)
         return self.pos
 
     def readinto(self, b: Any) -> int:
         if self.pos >= self.length or not len(b):
             return 0
+        if self.pos < len(self.head):
+            n = min(len(b), len(self.head) - self.pos)
+            b[:n] = self.head[self.pos:self.pos + n]
+            self.pos += n
+            return n
         try:
             for attempt in Retrying(stop=stop_after_attempt(READ_ATTEMPTS), wait=wait_exponential(0.2, max=5),
                                     retry=retry_if_exception(_transient), reraise=True):
@@ -609,22 +628,38 @@ class _S3Reader(io.RawIOBase):
         except Exception as exc:
             if _transient(exc):  # the job fails transiently and is retried (from its checkpoint)
                 raise StorageError(f"{self.store.url}: reading {self.name} at {self.pos} failed: {exc}") from exc
+            if _not_found(exc):  # deleted since it was opened
+                raise ObjectNotFound(self.name) from exc
             raise
         n = len(data)
         b[:n] = data
+        self._keep(data)
         self.pos += n
         return n
 
+    def _keep(self, data: bytes) -> None:
+        """Add ``data`` (read at ``pos``) to the head while it follows it and fits; once reading
+        has gone past the head, drop it."""
+        if self.keeping and self.pos == len(self.head) and len(self.head) + len(data) <= HEAD_BYTES:
+            self.head += data
+            return
+        self.keeping = False
+        if self.head and self.pos >= len(self.head):
+            self.head = bytearray()
+
     def _read(self, n: int) -> bytes:
         try:
+            if self.body is not None and self.body_pos != self.pos:
+                self._drop()
             if self.body is None:
                 self.gets += 1
                 got = self.store.client.get_object(Bucket=self.store.bucket, Key=self.name,
                                                    Range=f"bytes={self.pos}-")
-                self.body = got["Body"]
+                self.body, self.body_pos = got["Body"], self.pos
             data: bytes = self.body.read(n)
             if not data:
                 raise ConnectionError(f"object ended at {self.pos} of {self.length} bytes")
+            self.body_pos += len(data)
             return data
         except BaseException:
             self._drop()
@@ -640,6 +675,7 @@ class _S3Reader(io.RawIOBase):
 
     def close(self) -> None:
         self._drop()
+        self.head = bytearray()
         super().close()
 
 
@@ -688,7 +724,7 @@ class Source:
 
     @contextmanager
     def open(self, offset: int = 0) -> Iterator[BinaryIO]:
-        f = self.store.open(self.key, offset)
+        f = self.store.open(self.key, offset, self.size)
         try:
             yield f
         finally:

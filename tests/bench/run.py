@@ -16,7 +16,8 @@ file on shape (b) (RSS flat in file size) and small files (jobs/s through 4 work
 
 Knobs: ``--quick`` (or IMPORTD_BENCH_QUICK=1) for small sizes while developing;
 IMPORTD_BENCH_ROWS, IMPORTD_BENCH_ROUNDS, IMPORTD_BENCH_SHAPES (say ``bd``),
-IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row).
+IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row),
+IMPORTD_BENCH_NAME (the database, vhost and Redis prefix: another one beside another bench).
 Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
 limit is lifted (IMPORTD_RATE_LIMIT=none).
 """
@@ -47,8 +48,10 @@ from tests.support import infra
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench-data"
-DB = "importd_bench"
-VHOST = "importd-bench"
+#: The bench's own database, vhost and Redis prefix (another name lets two benches share the services).
+NAME = os.environ.get("IMPORTD_BENCH_NAME", "importd_bench")
+DB = NAME
+VHOST = NAME.replace("_", "-")
 QUICK = "--quick" in sys.argv or os.environ.get("IMPORTD_BENCH_QUICK") == "1"
 #: Rows of the narrow file (shapes a-d); the wide file has 40 % of them (about the same bytes).
 ROWS = int(os.environ.get("IMPORTD_BENCH_ROWS", 20_000 if QUICK else 1_000_000))
@@ -96,7 +99,7 @@ def settings() -> Settings:
     return Settings(
         broker_url=f"amqp://guest:guest@127.0.0.1:5672/{VHOST}",
         database_url=f"postgresql://postgres@127.0.0.1:5432/{DB}",
-        redis_prefix="importd-bench",
+        redis_prefix=VHOST,
         upload_dir=DATA / "uploads",
         tables=",".join(f"public.{t}" for t in TABLES),
         rate_limit="none",
