@@ -17,20 +17,24 @@ file on shape (b) (RSS flat in file size) and small files (jobs/s through 4 work
 Knobs: ``--quick`` (or IMPORTD_BENCH_QUICK=1) for small sizes while developing;
 IMPORTD_BENCH_ROWS, IMPORTD_BENCH_ROUNDS, IMPORTD_BENCH_SHAPES (say ``bd``),
 IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row),
-IMPORTD_BENCH_NAME (the database, vhost and Redis prefix: another one beside another bench).
+IMPORTD_BENCH_NAME (the database, vhost and Redis prefix: another one beside another bench),
+IMPORTD_BENCH_S3_SERVERS (the S3 row's servers: ``moto`` by default, ``moto,rclone``).
 Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
 limit is lifted (IMPORTD_RATE_LIMIT=none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,9 @@ SMALL = int(os.environ.get("IMPORTD_BENCH_SMALL", 100 if QUICK else 500))
 STEPS = ("psql", "engine-atomic", "e2e-atomic", "engine-resumable", "e2e-resumable")
 #: Tables importd loads into (allowlisted), dropped before every case.
 TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_small")
+#: S3 servers the S3 row reads from (IMPORTD_BENCH_S3_SERVERS, comma separated: moto, rclone).
+S3_SERVERS = [k for k in os.environ.get("IMPORTD_BENCH_S3_SERVERS", "moto").split(",") if k]
+S3_NAMES = {"moto": "moto", "rclone": "rclone serve s3"}
 SEED = "bench_seed"  # shape (d)'s half of the rows, copied into the target before each case
 UPSERT = {"on_conflict": "update", "conflict_key": ["id"]}
 NARROW = ("id", "name", "email", "age", "amount", "created_at", "active", "comment")
@@ -249,27 +256,61 @@ def files(shape: Shape) -> tuple[Path, Path, int]:
 
 def s3_against_local(s: Settings, shape: Shape) -> list[Row]:
     """The engine alone reading the clean file of ``shape`` from local disk and the same bytes
-    from an S3 store (moto's server on loopback, started here), interleaved; ratio = local
-    time / S3 time. The S3 server shares the two cores with the import, so the ratio is a
-    floor for a store on hosts of its own."""
+    from S3 servers on loopback started here (:data:`S3_SERVERS`), interleaved; ratio = local
+    time / S3 time. A server shares the two cores with the import, so the ratio is a floor for
+    a store on hosts of its own: each S3 row says how much CPU the server spent per run, and
+    the ratio with that time taken off the S3 time (a ceiling: part of it overlaps the load)."""
     from importd.imports import storage
-    from tests.support.s3 import aws_env, s3_process
 
     clean, _dirty, rows = files(shape)
-    got: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
-    with s3_process() as server:
-        env = {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
-        storage.open_url(env["IMPORTD_STORAGE_URL"], server.endpoint).write_file(clean.name, clean)
+    order = ["local", *S3_SERVERS]
+    got: dict[str, list[dict[str, Any]]] = {where: [] for where in order}
+    with contextlib.ExitStack() as stack:
+        servers = {kind: stack.enter_context(s3_server(kind)) for kind in S3_SERVERS}
+        envs = {kind: s3_env(server) for kind, server in servers.items()}
+        for kind, server in servers.items():
+            storage.open_url(envs[kind]["IMPORTD_STORAGE_URL"], server.endpoint).write_file(clean.name, clean)
         for round_ in range(ROUNDS):
-            for where in ("local", "s3") if round_ % 2 == 0 else ("s3", "local"):
-                got[where].append(engine_alone(s, clean, shape, "atomic") if where == "local" else
-                                  engine_alone(s, clean, shape, "atomic", key=clean.name, env=env))
+            for where in order if round_ % 2 == 0 else reversed(order):
+                if where == "local":
+                    got[where].append(engine_alone(s, clean, shape, "atomic"))
+                    continue
+                server_cpu = process_cpu(servers[where].pid)
+                run = engine_alone(s, clean, shape, "atomic", key=clean.name, env=envs[where])
+                got[where].append({**run, "server_s": process_cpu(servers[where].pid) - server_cpu})
     base = median(got["local"], "seconds")
     label = f"({shape.key}) from S3"
-    return [Row(label, "importd engine atomic, local disk", rows, base, None, median(got["local"], "backend_s"),
-                median(got["local"], "cpu_s"), max(g["rss_mb"] for g in got["local"])),
-            Row(label, "importd engine atomic, S3 (ratio: vs local disk)", rows, median(got["s3"], "seconds"), base,
-                median(got["s3"], "backend_s"), median(got["s3"], "cpu_s"), max(g["rss_mb"] for g in got["s3"]))]
+    out = [Row(label, "importd engine atomic, local disk", rows, base, None, median(got["local"], "backend_s"),
+               median(got["local"], "cpu_s"), max(g["rss_mb"] for g in got["local"]), spread(got["local"]))]
+    for kind in S3_SERVERS:
+        runs, server_s = got[kind], median(got[kind], "server_s")
+        pairs = " ".join(f"{a['seconds'] / b['seconds']:.2f}" for a, b in zip(got["local"], runs, strict=True))
+        without = base / max(median(runs, "seconds") - server_s, 1e-9)
+        out.append(Row(label, f"importd engine atomic, S3 on {S3_NAMES[kind]} (ratio: vs local disk)", rows,
+                       median(runs, "seconds"), base, median(runs, "backend_s"), median(runs, "cpu_s"),
+                       max(g["rss_mb"] for g in runs),
+                       f"{spread(runs)}; ratio per round {pairs}; server CPU {server_s:.2f} s a run, "
+                       f"ratio without it {without:.2f} x"))
+    return out
+
+
+@contextlib.contextmanager
+def s3_server(kind: str) -> Iterator[Any]:
+    """A started S3 server of ``kind`` (:data:`S3_NAMES`) with one bucket."""
+    from tests.support.s3 import disk_s3, s3_process
+
+    if kind == "moto":
+        with s3_process() as server:
+            yield server
+        return
+    with tempfile.TemporaryDirectory(dir=DATA) as root, disk_s3(Path(root)) as disk:
+        yield disk.server
+
+
+def s3_env(server: Any) -> dict[str, str]:
+    from tests.support.s3 import aws_env
+
+    return {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
 
 
 def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd) -> list[Row]:
@@ -438,6 +479,11 @@ def goals(results: list[Row], jobs_per_s: float | None) -> list[str]:
         if got:
             ok = all(r >= want for _, r in got)
             out.append(f"- {'met    ' if ok else 'NOT met'} {label}: " + ", ".join(f"{k} {r:.2f}" for k, r in got))
+    s3 = [(r.name.split(" on ")[1].split(" ")[0], r.ratio) for r in results if " S3 on " in r.name and r.ratio]
+    if s3:
+        ok = all(ratio >= 0.9 for _, ratio in s3)
+        out.append(f"- {'met    ' if ok else 'NOT met'} S3 >= 0.9 x local disk: "
+                   + ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in s3))
     rss = [r.rss_mb for r in results if r.rss_mb is not None]
     if rss:
         out.append(f"- {'met    ' if max(rss) < 150 else 'NOT met'} worker RSS < 150 MB: max {max(rss):.0f} MB")

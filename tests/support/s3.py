@@ -41,6 +41,7 @@ class S3Server:
     endpoint: str
     bucket: str
     port: int
+    pid: int = 0  #: the server's process when started here (the bench reads its CPU time)
 
     def url(self, prefix: str = "") -> str:
         return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
@@ -109,7 +110,7 @@ def s3_process() -> Iterator[S3Server]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(port, proc)
-        server = S3Server(f"http://127.0.0.1:{port}", f"importd-test-{uuid.uuid4().hex[:8]}", port)
+        server = S3Server(f"http://127.0.0.1:{port}", f"importd-test-{uuid.uuid4().hex[:8]}", port, proc.pid)
         server.store().client.create_bucket(Bucket=server.bucket)
         yield server
     finally:
@@ -151,6 +152,7 @@ class DiskS3:
                                       "--auth-key", key, str(self.root)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self.port, self.proc)
+        self.server.pid = self.proc.pid
         return self.server
 
     def stop(self) -> None:
