@@ -617,7 +617,8 @@ class _S3Reader(io.RawIOBase):
             return 0
         if self.pos < len(self.head):
             n = min(len(b), len(self.head) - self.pos)
-            b[:n] = self.head[self.pos:self.pos + n]
+            with memoryview(self.head) as head:  # no copy of the slice (and no view left to block growth)
+                b[:n] = head[self.pos:self.pos + n]
             self.pos += n
             return n
         try:
@@ -638,14 +639,13 @@ class _S3Reader(io.RawIOBase):
         return n
 
     def _keep(self, data: bytes) -> None:
-        """Add ``data`` (read at ``pos``) to the head while it follows it and fits; once reading
-        has gone past the head, drop it."""
+        """Add ``data`` (read at ``pos``) to the head while it follows it and fits; at the first
+        read from the object that does not (reading has gone past the head), drop the head."""
         if self.keeping and self.pos == len(self.head) and len(self.head) + len(data) <= HEAD_BYTES:
             self.head += data
             return
         self.keeping = False
-        if self.head and self.pos >= len(self.head):
-            self.head = bytearray()
+        self.head = bytearray()
 
     def _read(self, n: int) -> bytes:
         try:

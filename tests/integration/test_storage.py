@@ -175,6 +175,79 @@ def test_a_read_broken_midway_is_reopened_at_its_offset(s3_server: S3Server):  #
     assert gets >= 2  # reopened, from where it broke (the bytes above would differ otherwise)
 
 
+def engine_reads(f: Any, header_read: int, data_offset: int) -> bytes:
+    """What the engine does with an object before its batches: the header (read with room to
+    spare), its bytes again for the reject file, the size, then the data from after the header."""
+    f.read(header_read)
+    f.seek(0)
+    head = f.read(data_offset)
+    f.seek(0, os.SEEK_END)
+    f.seek(data_offset)
+    return bytes(head + f.read())
+
+
+def test_an_object_s_head_read_again_and_then_its_data_cost_one_get(s3_server: S3Server):  # noqa: F811
+    data = blob(20 * MIB)
+    store = s3_server.store(f"t-{uuid.uuid4().hex[:8]}")
+    store.write("h.csv", io.BytesIO(data))
+    with store.open("h.csv", 0, len(data)) as f:
+        assert engine_reads(f, 4 * MIB + 5, 51) == data
+        assert f.raw.gets == 1  # type: ignore[attr-defined]
+        assert not f.raw.head  # type: ignore[attr-defined]  # dropped once reading went past it
+        f.seek(3)  # before the dropped head: read again from the store, from there
+        assert f.read(10) == data[3:13] and f.raw.gets == 2  # type: ignore[attr-defined]
+
+
+def test_a_seek_opens_no_get_and_only_a_read_elsewhere_opens_one(s3_server: S3Server):  # noqa: F811
+    data = blob(3 * MIB)
+    store = s3_server.store(f"t-{uuid.uuid4().hex[:8]}")
+    store.write("s.csv", io.BytesIO(data))
+    with store.open("s.csv", 10) as f:
+        raw = f.raw  # type: ignore[attr-defined]
+        for offset, whence in ((0, os.SEEK_END), (5, os.SEEK_SET), (2 * MIB, os.SEEK_SET)):
+            f.seek(offset, whence)
+        assert raw.gets == 0
+        assert f.read(100) == data[2 * MIB:2 * MIB + 100] and raw.gets == 1
+        f.seek(MIB)  # behind the open GET, and no head kept (the reads did not start at 0)
+        assert f.read(100) == data[MIB:MIB + 100] and raw.gets == 2
+
+
+def test_a_read_broken_inside_the_kept_head_is_reopened_and_the_head_reads_back_whole(s3_server: S3Server):  # noqa: F811
+    data = blob(12 * MIB)
+    direct = s3_server.store(f"t-{uuid.uuid4().hex[:8]}")
+    direct.write("hb.csv", io.BytesIO(data))
+    with Proxy("127.0.0.1", s3_server.port) as proxy:
+        via = storage.open_url(direct.url, f"http://127.0.0.1:{proxy.port}")
+        with via.open("hb.csv", 0, len(data)) as f:
+            first = f.read(2 * MIB)
+            proxy.cut()
+            second = f.read(2 * MIB)  # reopened at 2 MiB, still kept
+            f.seek(0)
+            again = f.read(4 * MIB)  # from the head, no GET
+            gets = f.raw.gets  # type: ignore[attr-defined]
+            rest = f.read()
+    assert (first + second, again, rest) == (data[:4 * MIB], data[:4 * MIB], data[4 * MIB:])
+    assert gets == 2
+
+
+def test_whole_reads_and_heads_share_one_connection_to_a_keep_alive_server(tmp_path: Path):
+    """boto3's pool keeps the connection once a GET was read to its end (moto closes every
+    connection itself, so this needs a server that keeps them: rclone)."""
+    from tests.support.s3 import disk_s3
+
+    data = blob(3 * MIB)
+    with disk_s3(tmp_path / "s3") as server:
+        direct = server.server.store("k")
+        direct.write("k.csv", io.BytesIO(data))
+        with Proxy("127.0.0.1", server.port) as proxy:
+            via = storage.open_url(direct.url, f"http://127.0.0.1:{proxy.port}")
+            for _ in range(3):
+                size = via.size("k.csv")
+                with via.open("k.csv", 0, size) as f:
+                    assert f.read() == data
+            assert proxy.accepted == 1
+
+
 def test_the_file_store_has_no_presigned_uploads(tmp_path: Path):
     with pytest.raises(NotImplementedError):
         storage.FileStore(tmp_path).create_multipart("x.csv")
@@ -339,3 +412,79 @@ def test_a_file_store_puts_the_data_and_its_name_on_disk_before_the_object_count
     data_synced = [p for p in synced if p != str(final.parent)]
     assert data_synced and all(Path(p.removesuffix(" (deleted)")).name in (final.name, source.name)
                                or ".part" in p for p in data_synced)  # the bytes, before the rename
+
+
+def importd_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("importd-")]
+
+
+class Requests:
+    """S3 requests the store's client sends, counted by operation (botocore's own event hook)."""
+
+    def __init__(self, store: storage.Store) -> None:
+        self.client = store.client  # type: ignore[attr-defined]
+        self.seen: list[str] = []
+        self.client.meta.events.register("before-call.s3", self.count)
+
+    def count(self, model: Any, **_: Any) -> None:
+        self.seen.append(model.name)
+
+    def close(self) -> None:
+        self.client.meta.events.unregister("before-call.s3", self.count)
+
+
+@pytest.mark.parametrize("mode", ["atomic", "resumable"])
+def test_an_import_from_s3_is_one_head_and_one_get_and_leaves_no_thread(
+        isettings: Settings, db: Any, s3_server: S3Server, mode: str):  # noqa: F811
+    from importd.imports.handlers import run_import_task
+    from tests.support.importing import context
+
+    count = 50_000
+    data = b"id,name,age,note\n" + b"".join(b"%d,name %d,%d,\n" % (i, i, i % 90) for i in range(1, count + 1))
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    obj = s3_server.store(prefix).write("one.csv", io.BytesIO(data))
+    settings = replace(isettings, storage_url=s3_server.url(prefix), s3_endpoint_url=s3_server.endpoint)
+    requests = Requests(storage.from_settings(settings))
+    try:  # 64 KiB batches: many batches (on two COPY streams when resumable), each read from the one GET
+        run_import_task(context(settings, uuid.uuid4().hex, {"object": obj.as_args(), "table": "people", "mode": mode,
+                                                             "options": {"batch_bytes": 64 * 1024}}))
+    finally:
+        requests.close()
+    assert sorted(requests.seen) == ["GetObject", "HeadObject"]
+    assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (count, count)
+    assert importd_threads() == []
+
+
+def test_an_import_from_s3_cancelled_midway_leaves_no_thread(isettings: Settings, db: Any, s3_server: S3Server):  # noqa: F811
+    import threading
+
+    from importd.imports import store as jobs
+    from importd.imports.handlers import run_import_task
+    from importd.imports.progress import Progress
+    from tests.support.importing import context
+    from tests.support.infra import wait_for
+
+    count = 200_000
+    data = b"id,name,age,note\n" + b"".join(b"%d,name %d,%d,\n" % (i, i, i % 90) for i in range(1, count + 1))
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    obj = s3_server.store(prefix).write("stop.csv", io.BytesIO(data))
+    settings = replace(isettings, storage_url=s3_server.url(prefix), s3_endpoint_url=s3_server.endpoint)
+    job_id = uuid.uuid4().hex
+
+    def cancel_once_rows_flow() -> None:
+        progress = Progress(settings)
+        wait_for(lambda: int((progress.read(job_id) or {}).get("rows", 0)) > 0, 60, 0.01, what="rows flowing")
+        with jobs.connect(settings) as conn:
+            jobs.request_cancel(conn, job_id)
+
+    canceller = threading.Thread(target=cancel_once_rows_flow)
+    canceller.start()
+    run_import_task(context(settings, job_id, {"object": obj.as_args(), "table": "people", "mode": "resumable",
+                                               "options": {"batch_bytes": 16 * 1024}}))
+    canceller.join()
+    with jobs.connect(settings) as conn:
+        rec = jobs.get_job(conn, job_id)
+    assert rec is not None and rec.state == "CANCELLED" and rec.rows_imported < count
+    assert importd_threads() == []
