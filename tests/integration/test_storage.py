@@ -214,18 +214,16 @@ def test_a_seek_opens_no_get_and_only_a_read_elsewhere_opens_one(s3_server: S3Se
 
 def test_a_read_broken_inside_the_kept_head_is_reopened_and_the_head_reads_back_whole(s3_server: S3Server):  # noqa: F811
     data = blob(12 * MIB)
-    direct = s3_server.store(f"t-{uuid.uuid4().hex[:8]}")
-    direct.write("hb.csv", io.BytesIO(data))
-    with Proxy("127.0.0.1", s3_server.port) as proxy:
-        via = storage.open_url(direct.url, f"http://127.0.0.1:{proxy.port}")
-        with via.open("hb.csv", 0, len(data)) as f:
-            first = f.read(2 * MIB)
-            proxy.cut()
-            second = f.read(2 * MIB)  # reopened at 2 MiB, still kept
-            f.seek(0)
-            again = f.read(4 * MIB)  # from the head, no GET
-            gets = f.raw.gets  # type: ignore[attr-defined]
-            rest = f.read()
+    store = s3_server.store(f"t-{uuid.uuid4().hex[:8]}")
+    store.write("hb.csv", io.BytesIO(data))
+    with store.open("hb.csv", 0, len(data)) as f:
+        first = f.read(2 * MIB)
+        f.raw.body.close()  # type: ignore[attr-defined]  # the GET's stream ends early, as a server closing it
+        second = f.read(2 * MIB)  # reopened where the head ends, and still kept
+        f.seek(0)
+        again = f.read(4 * MIB)  # from the head, no GET
+        gets = f.raw.gets  # type: ignore[attr-defined]
+        rest = f.read()
     assert (first + second, again, rest) == (data[:4 * MIB], data[:4 * MIB], data[4 * MIB:])
     assert gets == 2
 
