@@ -5,7 +5,8 @@
 ``OPTIONS`` is the job's options as JSON (say ``{"on_conflict": "update", "conflict_key": ["id"]}``).
 Prints a JSON line: seconds, this process's CPU seconds and peak RSS in MB, the CPU seconds of
 the PostgreSQL backends of every import connection (read from ``/proc/<pid>/stat`` just before
-each closes, the job's own connection at the end), and the finished job.
+each closes, the job's own connection at the end), the seconds spent reading the header (from
+S3: waiting for the first bytes), and the finished job.
 """
 
 from __future__ import annotations
@@ -75,10 +76,28 @@ class BackendClock:
         return sum(self.spent.values())
 
 
+class HeaderClock:
+    """Seconds the import spent reading the file's header: from a store, the wait for the
+    first GET's first bytes (the engine has nothing else to do meanwhile)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        original = run.scan.read_header
+
+        def read_header(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        run.scan.read_header = read_header  # type: ignore[assignment]
+
+
 def main(path: str, table: str, mode: str = "atomic", options: str = "{}") -> int:
     settings = Settings.from_env()
     logs.configure("warning")
-    clock = BackendClock()
+    clock, header = BackendClock(), HeaderClock()
     job_id = uuid.uuid4().hex
     opts = {"max_errors": 10**9, **json.loads(options)}
     with store.connect(settings) as conn:
@@ -97,7 +116,7 @@ def main(path: str, table: str, mode: str = "atomic", options: str = "{}") -> in
         rec = store.get_job(conn, job_id)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu_s": cpu, "backend_s": backend, "rss_mb": rss_mb,
-                      "job": rec.to_dict() if rec else {}}, default=str))
+                      "header_s": header.seconds, "job": rec.to_dict() if rec else {}}, default=str))
     return 0
 
 

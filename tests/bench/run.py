@@ -281,7 +281,8 @@ def s3_against_local(s: Settings, shape: Shape) -> list[Row]:
     base = median(got["local"], "seconds")
     label = f"({shape.key}) from S3"
     out = [Row(label, "importd engine atomic, local disk", rows, base, None, median(got["local"], "backend_s"),
-               median(got["local"], "cpu_s"), max(g["rss_mb"] for g in got["local"]), spread(got["local"]))]
+               median(got["local"], "cpu_s"), max(g["rss_mb"] for g in got["local"]),
+               f"{spread(got['local'])}; header read {median(got['local'], 'header_s'):.2f} s")]
     for kind in S3_SERVERS:
         runs, server_s = got[kind], median(got[kind], "server_s")
         pairs = " ".join(f"{a['seconds'] / b['seconds']:.2f}" for a, b in zip(got["local"], runs, strict=True))
@@ -289,7 +290,8 @@ def s3_against_local(s: Settings, shape: Shape) -> list[Row]:
         out.append(Row(label, f"importd engine atomic, S3 on {S3_NAMES[kind]} (ratio: vs local disk)", rows,
                        median(runs, "seconds"), base, median(runs, "backend_s"), median(runs, "cpu_s"),
                        max(g["rss_mb"] for g in runs),
-                       f"{spread(runs)}; ratio per round {pairs}; server CPU {server_s:.2f} s a run, "
+                       f"{spread(runs)}; ratio per round {pairs}; header read (the first GET's wait) "
+                       f"{median(runs, 'header_s'):.2f} s; server CPU {server_s:.2f} s a run, "
                        f"ratio without it {without:.2f} x"))
     return out
 
