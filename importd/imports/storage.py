@@ -24,7 +24,11 @@ the multipart ids nor part-URL signing, so it would still need boto3 beside it. 
 Measured here (2 cores, a local moto server): a 100 MB ranged read from offset 1 took 0.16 s
 through this reader (8 MiB reads) and 0.18 s through obstore's ``get(range).stream()``, i.e.
 ~600 MB/s either way, far more than COPY takes in (tens of MB/s), so speed does not decide.
-``python -m importd.imports.storage URL ENDPOINT KEY`` re-measures against another store.
+What an import waits for is each GET's first byte, the same for any client (moto reads the
+whole object for every GET: 0.17 s for a 112 MiB one here, 0.03 s for 1 MiB), so the reader
+opens as few as it can: one per new import (:class:`_S3Reader`; docs/benchmarks.md,
+"Reading from S3"). ``python -m importd.imports.storage URL ENDPOINT KEY`` re-measures
+against another store.
 """
 
 from __future__ import annotations
