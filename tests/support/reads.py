@@ -86,8 +86,8 @@ def count_reads(settings: Settings, key: str, monkeypatch: pytest.MonkeyPatch) -
     else:
         real = found.open
 
-        def counted_open(k: str, offset: int = 0) -> Any:
-            f = real(k, offset)
+        def counted_open(k: str, offset: int = 0, size: int | None = None) -> Any:
+            f = real(k, offset, size)
             return _CountedFile(f, ranges) if k == key else f
 
         monkeypatch.setattr(found, "open", counted_open)
