@@ -17,7 +17,8 @@ file on shape (b) (RSS flat in file size) and small files (jobs/s through 4 work
 Knobs: ``--quick`` (or IMPORTD_BENCH_QUICK=1) for small sizes while developing;
 IMPORTD_BENCH_ROWS, IMPORTD_BENCH_ROUNDS, IMPORTD_BENCH_SHAPES (say ``bd``),
 IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row),
-IMPORTD_BENCH_CASES=dirty (psql and the 1 % bad-row cases only, each ROUNDS times interleaved),
+IMPORTD_BENCH_CASES=dirty (psql, the engine on the clean and the 1 % bad-row file, each ROUNDS
+times interleaved; with IMPORTD_BENCH_BASE=DIR also the engine of the source tree DIR),
 IMPORTD_BENCH_NAME (the bench's database and vhost, default importd_bench).
 Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
 limit is lifted (IMPORTD_RATE_LIMIT=none).
@@ -64,10 +65,10 @@ ONLY = os.environ.get("IMPORTD_BENCH_SHAPES", "abcde")
 SMALL = int(os.environ.get("IMPORTD_BENCH_SMALL", 100 if QUICK else 500))
 #: The clean cases of each round, in order (reversed every other round).
 STEPS = ("psql", "engine-atomic", "e2e-atomic", "engine-resumable", "e2e-resumable")
-#: Which cases run: ``all``, or ``dirty`` (psql on the clean file and the 1 % bad-row cases
-#: only, each round psql then both modes: for work on the bad-row path).
+#: Which cases run: ``all``, or ``dirty`` (psql and the engine on the clean file, the engine
+#: on the 1 % bad-row file, each ROUNDS times interleaved: for work on the bad-row path).
 CASES = os.environ.get("IMPORTD_BENCH_CASES", "all")
-DIRTY_STEPS = ("psql", "dirty-atomic", "dirty-resumable")
+DIRTY_STEPS = ("psql", "engine-atomic", "engine-resumable", "dirty-atomic", "dirty-resumable")
 #: A source tree of another version of importd (``git archive REV | tar -x -C DIR``): with
 #: IMPORTD_BENCH_CASES=dirty its engine runs the bad-row cases too, interleaved, so a change
 #: is measured against the code before it in one run.
