@@ -290,7 +290,7 @@ def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd | None) -> list[Row]:
     if shape.upsert:
         make_seed(s, clean)
     label = f"({shape.key}) {shape.name}"
-    steps = STEPS
+    steps: tuple[str, ...] = STEPS
     if CASES == "dirty":
         steps = DIRTY_STEPS + (("base-atomic", "base-resumable") if BASE else ())
     runs: dict[str, list[dict[str, Any]]] = {step: [] for step in steps}
