@@ -385,14 +385,13 @@ class Loader:
             if position is not None:
                 reason += f" at byte offset {rec.offset + position}"
             return rec.line, None, self._text(body), reason
-        value: str | None = self._text(body)
-        if column is not None and column in self.columns:
-            fields = self._fields(body)
-            index = self.columns.index(column)
-            value = fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None
-            if failure.sqlstate == "23502":
-                value = None
-        return rec.line, column, value, reason
+        if column is None or column not in self.columns:
+            return rec.line, column, self._text(body), reason
+        if failure.sqlstate == "23502":
+            return rec.line, column, None, reason
+        fields = self._fields(body)
+        index = self.columns.index(column)
+        return rec.line, column, fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None, reason
 
     def _bad_byte(self, body: bytes) -> int | None:
         nul = body.find(b"\x00")
