@@ -5,7 +5,7 @@ PostgreSQL accepts for them; the others (suspects) go to the triage and salvage.
 err only towards suspicion. Why and what is left out: docs/importing.md, "Speed".
 
 The runs of good records are matched by RE2 (google-re2: a DFA, one pass over the bytes,
-5-10 x Python's backtracking ``re`` on these patterns, which cost 2.5 us a row); Python's
+2-4 x less CPU than Python's backtracking ``re``, which cost 2.5 us a row); Python's
 ``re`` is kept for a pattern RE2 cannot take. Both read one grammar (a CSV field starts with
 a quote or is unquoted, so a record parses one way only), written once in
 :func:`field_pattern`: possessive and atomic in ``re`` syntax, plain in RE2's.
