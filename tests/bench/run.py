@@ -17,6 +17,8 @@ file on shape (b) (RSS flat in file size) and small files (jobs/s through 4 work
 Knobs: ``--quick`` (or IMPORTD_BENCH_QUICK=1) for small sizes while developing;
 IMPORTD_BENCH_ROWS, IMPORTD_BENCH_ROUNDS, IMPORTD_BENCH_SHAPES (say ``bd``),
 IMPORTD_BENCH_SMALL (small files, 0 to skip), IMPORTD_BENCH_S3 (0 skips the S3 row),
+IMPORTD_BENCH_CASES=dirty (psql, the engine on the clean and the 1 % bad-row file, each ROUNDS
+times interleaved; with IMPORTD_BENCH_BASE=DIR also the engine of the source tree DIR),
 IMPORTD_BENCH_NAME (the database, vhost and Redis prefix: another one beside another bench),
 IMPORTD_BENCH_S3_SERVERS (the S3 row's servers: ``moto`` by default, ``moto,rclone``).
 Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
@@ -67,6 +69,15 @@ ONLY = os.environ.get("IMPORTD_BENCH_SHAPES", "abcde")
 SMALL = int(os.environ.get("IMPORTD_BENCH_SMALL", 100 if QUICK else 500))
 #: The clean cases of each round, in order (reversed every other round).
 STEPS = ("psql", "engine-atomic", "e2e-atomic", "engine-resumable", "e2e-resumable")
+#: Which cases run: ``all``, or ``dirty`` (psql and the engine on the clean file, the engine
+#: on the 1 % bad-row file, each ROUNDS times interleaved: for work on the bad-row path).
+CASES = os.environ.get("IMPORTD_BENCH_CASES", "all")
+DIRTY_STEPS = ("psql", "engine-atomic", "engine-resumable", "dirty-atomic", "dirty-resumable")
+#: A source tree of another version of importd (``git archive REV | tar -x -C DIR``): with
+#: IMPORTD_BENCH_CASES=dirty its engine runs the bad-row cases too, interleaved, so a change
+#: is measured against the code before it in one run.
+BASE = os.environ.get("IMPORTD_BENCH_BASE", "")
+BASE_LABEL = os.environ.get("IMPORTD_BENCH_BASE_LABEL", "base")
 #: Tables importd loads into (allowlisted), dropped before every case.
 TABLES = ("bench_psql", "bench_engine", "bench_e2e", "bench_small")
 #: S3 servers the S3 row reads from (IMPORTD_BENCH_S3_SERVERS, comma separated: moto, rclone).
@@ -184,9 +195,10 @@ def psql_load(s: Settings, path: Path, shape: Shape) -> dict[str, float]:
 
 
 def engine_alone(s: Settings, path: Path, shape: Shape, mode: str, key: str | None = None,
-                 env: dict[str, str] | None = None) -> dict[str, Any]:
+                 env: dict[str, str] | None = None, tree: Path = ROOT) -> dict[str, Any]:
     """The engine in a process of its own (no broker): seconds, CPU, peak RSS, the job. With
-    ``key`` (and ``env`` naming its store) the file is read from that object instead."""
+    ``key`` (and ``env`` naming its store) the file is read from that object instead; ``tree``:
+    the source tree whose engine runs (this one, or :data:`BASE`)."""
     quiesce(s)
     reset_table(s, "bench_engine", shape)
     staged = s.upload_dir / path.name  # jobs may only read files inside the upload directory
@@ -194,7 +206,8 @@ def engine_alone(s: Settings, path: Path, shape: Shape, mode: str, key: str | No
         os.link(path, staged)
     opts = json.dumps(UPSERT if shape.upsert else {})
     out = subprocess.run([sys.executable, "-m", "tests.bench.engine_once", key or str(staged), "public.bench_engine",
-                          mode, opts], env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning", **(env or {})), cwd=ROOT,
+                          mode, opts], env=infra.env_for(s, IMPORTD_LOG_LEVEL="warning", PYTHONPATH=str(tree),
+                                                           **(env or {})), cwd=tree,
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"engine run failed: {out.stderr[-3000:]}")
@@ -315,29 +328,39 @@ def s3_env(server: Any) -> dict[str, str]:
     return {"IMPORTD_STORAGE_URL": server.url("bench"), "IMPORTD_S3_ENDPOINT_URL": server.endpoint, **aws_env()}
 
 
-def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd) -> list[Row]:
+def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd | None) -> list[Row]:
     clean, dirty, rows = files(shape)
     if shape.upsert:
         make_seed(s, clean)
     label = f"({shape.key}) {shape.name}"
-    runs: dict[str, list[dict[str, Any]]] = {step: [] for step in STEPS}
+    steps: tuple[str, ...] = STEPS
+    if CASES == "dirty":
+        steps = DIRTY_STEPS + (("base-atomic", "base-resumable") if BASE else ())
+    runs: dict[str, list[dict[str, Any]]] = {step: [] for step in steps}
     for round_ in range(ROUNDS):  # interleaved, and in reverse order every other round, so
         # neither a slow minute nor the machine speeding up over the run favours a case
-        for step in STEPS if round_ % 2 == 0 else tuple(reversed(STEPS)):
+        for step in steps if round_ % 2 == 0 else tuple(reversed(steps)):
             print(f"  {label}: {step} (round {round_ + 1}/{ROUNDS})", flush=True)
             if step == "psql":
                 runs[step].append(psql_load(s, clean, shape))
                 continue
             kind, mode = step.split("-")
-            runs[step].append(engine_alone(s, clean, shape, mode) if kind == "engine"
-                              else e2e.load(clean, shape, mode))
+            if kind in ("dirty", "base"):
+                runs[step].append(engine_alone(s, dirty, shape, mode, tree=Path(BASE) if kind == "base" else ROOT))
+            elif kind == "engine":
+                runs[step].append(engine_alone(s, clean, shape, mode))
+            else:
+                assert e2e is not None
+                runs[step].append(e2e.load(clean, shape, mode))
     base = median(runs["psql"], "seconds")
     psql = "psql recipe (\\copy to temp, INSERT ON CONFLICT)" if shape.upsert else "psql \\copy"
     out = [Row(label, psql, rows, base, None, median(runs["psql"], "backend_s"), median(runs["psql"], "cpu_s"),
                extra=spread(runs["psql"]))]
-    for step in STEPS[1:]:
+    for step in steps[1:]:
         kind, mode = step.split("-")
         got = runs[step]
+        if kind in ("dirty", "base"):
+            continue
         name = f"importd {'engine' if kind == 'engine' else 'end to end'} {mode}"
         secs = median(got, "seconds")
         if kind == "engine":
@@ -350,13 +373,21 @@ def bench_shape(s: Settings, shape: Shape, e2e: EndToEnd) -> list[Row]:
             out.append(Row(label, name, rows, secs, base, None, median(got, "cpu_s"),
                            max(g["rss_mb"] for g in got), extra))
     for mode in ("atomic", "resumable"):
-        print(f"  {label}: 1 % bad rows, {mode}", flush=True)
-        got1 = engine_alone(s, dirty, shape, mode)
-        job = got1["job"]
-        out.append(Row(label, f"importd engine {mode}, 1 % bad rows", rows, got1["seconds"], base,
-                       got1["backend_s"], got1["cpu_s"], got1["rss_mb"],
-                       f"{job.get('state')}, {job.get('rows_rejected')} rejected"))
-    if shape.key == "b":
+        if CASES != "dirty":
+            print(f"  {label}: 1 % bad rows, {mode}", flush=True)
+            runs[f"dirty-{mode}"] = [engine_alone(s, dirty, shape, mode)]
+        got = runs[f"dirty-{mode}"]
+        job = got[-1]["job"]
+        out.append(Row(label, f"importd engine {mode}, 1 % bad rows", rows, median(got, "seconds"), base,
+                       median(got, "backend_s"), median(got, "cpu_s"), max(g["rss_mb"] for g in got),
+                       f"{job.get('state')}, {job.get('rows_rejected')} rejected"
+                       + (f" {spread(got)}" if len(got) > 1 else "")))
+    for mode in ("atomic", "resumable") if "base-atomic" in runs else ():
+        got = runs[f"base-{mode}"]
+        out.append(Row(label, f"{BASE_LABEL} engine {mode}, 1 % bad rows", rows, median(got, "seconds"), base,
+                       median(got, "backend_s"), median(got, "cpu_s"), max(g["rss_mb"] for g in got),
+                       f"{got[-1]['job'].get('state')}, {got[-1]['job'].get('rows_rejected')} rejected {spread(got)}"))
+    if shape.key == "b" and CASES != "dirty":
         double = generate(DATA / f"narrow-{2 * ROWS}-s8.csv", rows=2 * ROWS, seed=8)
         for mode in ("atomic", "resumable"):
             print(f"  {label}: 2x file, {mode}", flush=True)
@@ -506,17 +537,18 @@ def main() -> int:
     publisher = Publisher(s)
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
     results: list[Row] = []
-    e2e = EndToEnd(s, publisher)
+    e2e = EndToEnd(s, publisher) if CASES != "dirty" else None
     try:
         for shape in shapes:
             results.extend(bench_shape(s, shape, e2e))
     finally:
-        e2e.close()
-    if os.environ.get("IMPORTD_BENCH_S3", "1") != "0":
+        if e2e is not None:
+            e2e.close()
+    if os.environ.get("IMPORTD_BENCH_S3", "1") != "0" and CASES != "dirty":
         print("  (a) from S3 against local disk", flush=True)
         results.extend(s3_against_local(s, SHAPES[0]))
     jobs_per_s, per_job = None, ""
-    if SMALL:
+    if SMALL and CASES != "dirty":
         quiesce(s)
         print(f"  small files: {SMALL} x 100 rows, 4 children", flush=True)
         jobs_per_s, per_job = small_files(s, publisher, SMALL)

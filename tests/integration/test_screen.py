@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from importd.config import Settings
 from importd.imports import store
-from importd.imports.copy import screen
+from importd.imports.copy import scan, screen
 
 TYPES = ["smallint", "integer", "bigint", "numeric", "numeric(14,2)", "numeric(5,0)", "real", "double precision",
          "boolean", "uuid", "date", "timestamp without time zone", "timestamp with time zone",
@@ -107,3 +107,61 @@ def test_split_screens_window_by_window_and_loses_no_record_at_a_window_edge(mon
     assert len(parts) > 20  # yielded window by window, not once at the end
     assert b"".join(parts) == b"".join(r for i, r in enumerate(records) if i % 7)
     assert [data[s:e] for s, e in suspects] == [r for i, r in enumerate(records) if not i % 7]
+
+
+#: Raw CSV fields of every kind the patterns meet: good and bad values of the screened types,
+#: quoted fields with delimiters, doubled quotes and line breaks, stray quotes, NUL bytes.
+RAW_FIELDS = st.sampled_from([b"1", b"-12", b"123456789012345678901", b"12.50", b'"7"', b"", b'""', b"x", b"1e3",
+                              b"2024-02-28", b"2024-02-29", b"2024-13-01", b"2024-01-01 10:00:00+00",
+                              b"2024-01-01T25:00:00", b"true", b"YES", b"maybe", b"plain", b'"a, b"',
+                              b'"two\nlines"', b'"say ""hi"""', b'a"b', b'"open', b"a\x00b", b"\xc3\xa4\xc3\xb6",
+                              b"abcdef"])
+SCREENED_TYPES = [("bigint", True), ("numeric(8,2)", False), ("date", False), ("timestamp with time zone", False),
+                  ("boolean", False), ("text", True), ("character varying(5)", False)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(st.lists(RAW_FIELDS, min_size=1, max_size=9), max_size=40),
+       eol=st.sampled_from([b"\n", b"\r\n", b"\r"]), final_eol=st.booleans(), window=st.sampled_from([16, 64, 4096]))
+def test_re2_and_python_re_screen_the_same_records(records, eol, final_eol, window):
+    """The screen's two engines read one grammar: whatever the bytes, RE2 (the fast one) and
+    Python's re (kept for patterns RE2 cannot take) hand back the same good runs and suspects."""
+    data = eol.join(b",".join(fields) for fields in records) + (eol if records and final_eol else b"")
+    brk = scan.line_break(eol)
+    rows = screen.compile_rows(SCREENED_TYPES, ",", eol)
+    assert rows is not None and rows.engine == "re2"
+    outcomes = []
+    saved = screen.WINDOW
+    screen.WINDOW = window
+    try:
+        for engine in (rows, screen.Rows(rows.sre)):
+            suspects: list[tuple[int, int]] = []
+            good = b"".join(screen.split(engine, data, suspects, brk))
+            outcomes.append((good, suspects))
+    finally:
+        screen.WINDOW = saved
+    assert outcomes[0] == outcomes[1]
+    good, suspects = outcomes[0]
+    assert len(good) + sum(e - s for s, e in suspects) == len(data)  # every byte once, good or suspect
+
+
+def test_a_value_past_re2s_repeat_limit_is_a_suspect_never_lost():
+    rows = screen.compile_rows([("integer", True), ("character varying(100000)", False)], ",", eol=b"\n")
+    assert rows is not None and rows.engine == "re2"
+    long_ok = b"1," + b"x" * 5000 + b"\n"
+    suspects: list[tuple[int, int]] = []
+    good = b"".join(screen.split(rows, long_ok + b"2,y\n", suspects))
+    assert (good, suspects) == (b"2,y\n", [(0, len(long_ok))])  # varchar(100000) is cut to 1000 bytes for RE2
+
+
+def test_a_pattern_re2_cannot_take_is_screened_by_python_re(monkeypatch):
+    monkeypatch.setattr(screen, "RE2_MAX_MEM", 1024)  # too little for any program
+    screen._compiled.cache_clear()
+    try:
+        rows = screen.compile_rows([("integer", True), ("text", False)], ",", eol=b"\n")
+        assert rows is not None and rows.engine == "re"
+        suspects: list[tuple[int, int]] = []
+        assert b"".join(screen.split(rows, b"1,a\nx,b\n2,c", suspects)) == b"1,a\n2,c"
+        assert suspects == [(4, 8)]
+    finally:
+        screen._compiled.cache_clear()

@@ -36,6 +36,8 @@ CHECK = "SELECT k, state, message FROM pg_temp.importd_input_errors(%s::text[], 
 def split(body: bytes, delimiter: bytes) -> list[bytes] | None:
     """The raw fields of one CSV record (quotes kept); None for a quote inside an unquoted
     field or text after a closing quote, which PostgreSQL reads its own way."""
+    if b'"' not in body:  # most records: one split in C
+        return body.split(delimiter)
     fields: list[bytes] = []
     pos, size = 0, len(body)
     while True:

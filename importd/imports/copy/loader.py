@@ -12,7 +12,6 @@ import bisect
 import csv
 import io
 import itertools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +60,9 @@ class Loader:
         self.suspect_chunk = 1  # suspects are mostly bad: one per attempt until some pass
         self.screening = True
         self.suspects_loaded = 0  # rows of the last screened batch loaded from its suspects
-        self.screen: tuple[re.Pattern[bytes] | None] | None = None  # compiled on first use
+        self.screen: tuple[screen.Rows | None] | None = None  # compiled on first use
         self.triage_columns: list[triage.Column] | None = None
+        self.memo = triage.Memo()  # what PostgreSQL said of values and ragged records, kept for the load
         cols = sql.SQL(", ").join(map(sql.Identifier, columns))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
             sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
@@ -224,40 +224,61 @@ class Loader:
             return BatchResult(rows=loaded)
         if sum(e - s for s, e in suspects) > len(batch.data) * screen.MAX_SUSPECT_SHARE:
             self.screening = False  # a format the screen does not know (say 01/31/2024): not worth it
-        checked, suspects = self._triage(batch.data, suspects)
-        if not suspects:
+        judged = self._triage(batch.data, suspects)
+        bad = judged.bad
+        self.suspects_loaded = 0
+        teachers = judged.teachers(self.memo)
+        if teachers:  # one failed COPY per new kind of ragged record, then the others are known
+            taught, bad_teachers = self._salvage_suspects(batch, raw, teachers, judged.teaches)
+            self.suspects_loaded += taught
+            bad += bad_teachers
+            taken = set(teachers)
+            again = self._triage(batch.data, [r for r in judged.rest if r not in taken])
+            bad += again.bad
+            judged = again
+        if judged.rest:
+            got, bad_rest = self._salvage_suspects(batch, raw, judged.rest, judged.teaches)
+            self.suspects_loaded += got
+            bad += bad_rest
+        else:
             raw.close()
-            return self._rejected(batch, loaded, checked)
+        return self._rejected(batch, loaded + self.suspects_loaded, bad)
+
+    def _salvage_suspects(self, batch: Batch, raw: salvage.RawCopy, suspects: list[tuple[int, int]],
+                          teaches: dict[int, int]) -> tuple[int, list[tuple[int, int, Failure]]]:
+        """The good records of ``suspects`` loaded by the salvage (one per attempt while most
+        fail): (rows loaded, the bad ones as (start, end, failure) in the batch). A ragged
+        record's failure is kept for its kind (``teaches``: start -> field-count key)."""
         starts = list(itertools.accumulate((e - s for s, e in suspects), initial=0))
         got, self.suspect_chunk = salvage.salvage(raw, b"".join(batch.data[s:e] for s, e in suspects),
                                                   self.suspect_chunk, min_chunk=1, eol=self.opts.eol)
-        self.suspects_loaded = got.rows
-        bad = checked
+        bad = []
         for start, stop, why in got.bad:  # offsets in the suspects' bytes -> in the batch
             index = bisect.bisect_right(starts, start) - 1
             moved = suspects[index][0] - starts[index]
             bad.append((start + moved, stop + moved, why))
-        return self._rejected(batch, loaded + got.rows, bad)
+            if start + moved in teaches:
+                self.memo.learn(teaches[start + moved], why)
+        return got.rows, bad
 
-    def _triage(self, data: bytes, suspects: list[tuple[int, int]]
-                ) -> tuple[list[tuple[int, int, Failure]], list[tuple[int, int]]]:
-        """The suspects a cast shows bad (:mod:`importd.imports.copy.triage`), and the others."""
+    def _triage(self, data: bytes, suspects: list[tuple[int, int]]) -> triage.Judged:
+        """The suspects a cast or an earlier answer shows bad (:mod:`importd.imports.copy.triage`), and the others."""
         if self.triage_columns is None:
             self.triage_columns = triage.columns(self.columns, self._types(), self.opts.delimiter.encode()) or []
         if not self.triage_columns:
-            return [], suspects
-        return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode())
+            return triage.Judged([], suspects)
+        return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode(), self.memo)
 
     def _types(self) -> list[tuple[str, bool]]:
         """(type, not null) of each loaded column, in file order (what the screen and the triage read)."""
         return [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
 
-    def _screen(self, data: bytes) -> re.Pattern[bytes] | None:
-        """The screening pattern for the file's line end (None: screening is off)."""
+    def _screen(self, data: bytes) -> screen.Rows | None:
+        """The screen for the file's line end (None: screening is off)."""
         if not self.screening or not self.opts.encoding.is_utf8:
             return None
         try:
-            data.decode("utf-8")  # C speed; a bad byte needs PostgreSQL's own error and offset
+            data.isascii() or data.decode("utf-8")  # C speed; a bad byte needs PostgreSQL's own error and offset
         except UnicodeDecodeError:
             return None
         if self.screen is None:
@@ -364,14 +385,13 @@ class Loader:
             if position is not None:
                 reason += f" at byte offset {rec.offset + position}"
             return rec.line, None, self._text(body), reason
-        value: str | None = self._text(body)
-        if column is not None and column in self.columns:
-            fields = self._fields(body)
-            index = self.columns.index(column)
-            value = fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None
-            if failure.sqlstate == "23502":
-                value = None
-        return rec.line, column, value, reason
+        if column is None or column not in self.columns:
+            return rec.line, column, self._text(body), reason
+        if failure.sqlstate == "23502":
+            return rec.line, column, None, reason
+        fields = self._fields(body)
+        index = self.columns.index(column)
+        return rec.line, column, fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None, reason
 
     def _bad_byte(self, body: bytes) -> int | None:
         nul = body.find(b"\x00")
@@ -383,6 +403,8 @@ class Loader:
 
     def _fields(self, body: bytes) -> list[str]:
         text = body.decode(self.opts.encoding.python, errors="replace").replace("\x00", "\ufffd")
+        if not any(c in text for c in '"\r\n'):  # what csv.reader would make of it, in C
+            return text.split(self.opts.delimiter)
         try:
             rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=self.opts.delimiter))
         except csv.Error:

@@ -81,7 +81,7 @@ class RawCopy:
         self.opened = False
         self.failed = False
 
-    def attempt(self, parts: Iterable[memoryview]) -> tuple[int, Failure | None]:
+    def attempt(self, parts: Iterable[bytes | memoryview]) -> tuple[int, Failure | None]:
         """Send ``parts`` as one COPY; (rows, None) or (0, failure) for bad data."""
         if not self.opened:
             prefix = b"SAVEPOINT " + SAVEPOINT + b"; "
@@ -142,7 +142,7 @@ class RawCopy:
         while self.pg.flush() != 0:
             self._wait(write=True)
 
-    def _put(self, data: memoryview) -> None:
+    def _put(self, data: bytes | memoryview) -> None:
         while self.pg.put_copy_data(data) == 0:
             self._wait(write=True)
             self._flush()
