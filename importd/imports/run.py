@@ -150,6 +150,7 @@ class ImportRun:
         self.opts: ImportOptions
         self.size = 0
         self.committing = False
+        self.resumable = False  # set by _load: a batch past max_errors is then rolled back once counted
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
         self.header_bytes = 0  # the header record's length (stored with every checkpoint)
 
@@ -305,6 +306,7 @@ class ImportRun:
               opts: ImportOptions, resumable: bool) -> LoadEnd:
         """Load every batch; how the loading ended."""
         self.opts, self.size, self.committing = opts, rec.file_size or f.seek(0, os.SEEK_END), resumable
+        self.resumable = resumable
         batches = read_batches(f, offset, line, engine.opts)
         with contextlib.closing(batches):  # stops the read-ahead thread before the file closes
             count = self._streams(engine, offset) if resumable else 1
@@ -370,6 +372,11 @@ class ImportRun:
         The checkpoint moves by compare-and-set from the offset this run last committed
         (issue 12 item 4): if it moved meanwhile, another delivery holds the job now (this
         run's lock went with its main backend) and the batch is rolled back, not loaded twice.
+
+        Once a resumable run has passed ``max_errors`` (a FAILURE), the batch that passed it and
+        every later one are counted and rolled back at once: each is judged alone against the
+        committed prefix, so a key in two of them is no duplicate, and the report is the same
+        with one stream (which would otherwise keep them in one transaction) as with several.
         """
         self.rows += result.rows
         self.rejected += len(result.rejects)
@@ -394,6 +401,8 @@ class ImportRun:
             conn.commit()
             self.checkpoint = batch.end
         else:
+            if self.resumable:  # counted alone against the committed prefix, on any number of streams
+                conn.rollback()
             if self.reject_log is not None:
                 self.reject_log.spill()
             if self.pending_rejects and len(self.pending_rejects) > store.MAX_STORED_REJECTS:

@@ -118,3 +118,17 @@ def test_skip_keeps_the_first_row_of_a_key_when_the_first_is_a_suspect_the_scree
     rec, _ = run_import(isettings, data, "big", max_errors=10, options={"on_conflict": "skip"})
     assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 2, 1)
     assert rows(db, "SELECT id, name FROM big ORDER BY id") == [(2, "first"), (3, "third")]
+
+
+def test_a_resumable_import_past_max_errors_reports_the_same_rejects_on_any_number_of_streams(isettings, db):
+    """Protection proved: once ``max_errors`` is passed, every later batch is counted alone
+    against the committed prefix and rolled back, on one stream as on several; a key repeated
+    after the failure point (300) is no duplicate, one repeated from the committed prefix (1) is."""
+    bad = {2, 3, 50, 60}  # the limit (3) is passed in the batch holding rows 50 and 60
+    results = outcomes(isettings, db, "b-pk", big_file(400, bad, [1, 300]), 3)
+    assert_same(results)
+    state, imported, rejected_count = results[0][1:4]
+    assert (state, rejected_count) == ("FAILURE", len(bad) + 1)
+    assert 0 < imported < 50  # the batches before row 50, committed
+    lines = [r[0] for r in results[0][5]]  # rows 2, 3, 50, 60 (two-line records shift them), the repeat of 1
+    assert lines == [3, 4, 58, 69, 454] and "duplicate key" in results[0][5][-1][-1]

@@ -109,8 +109,7 @@ class Streams:
             if self._wait_turn(conn, index):  # rolled back while waiting: load it again, alone
                 result = engine.load(batch, fresh=True)
             try:
-                more = self.steps.settle(conn, batch, result)
-                _roll_back(conn)  # a batch past max_errors is counted, never committed
+                more = self.steps.settle(conn, batch, result)  # commits it, or counts it and rolls back
             except BaseException:
                 self._stop()  # before the turn passes: no later batch may commit past this one
                 raise
