@@ -33,25 +33,26 @@ def run_import_task(ctx: JobContext) -> None:
     """Handler of ``import.csv`` (args: file, table, mode, max_errors, validate_only, options)."""
     runtime = Runtime.of(ctx)
     try:
-        conn = runtime.take_connection(lambda: connect(ctx.settings))
+        conn, kept = runtime.take_connection(lambda: connect(ctx.settings))
     except psycopg.Error as exc:
         raise translate(exc) from exc
+    run = ImportRun(ctx, conn, kept=kept)  # run.conn: a kept connection found broken is replaced
     try:
-        ImportRun(ctx, conn).run()
+        run.run()
     except psycopg.Error as exc:
-        conn.close()
+        run.conn.close()
         error = translate(exc)
         if isinstance(error, PermanentError) and not _record_failure(ctx, str(error)):
             raise _unrecorded(error) from exc
         raise error from exc
     except PermanentError:
-        conn.close()
+        run.conn.close()
         _retire_upload(ctx, failed_here=True)
         raise
     except BaseException:
-        conn.close()
+        run.conn.close()
         raise
-    runtime.give_back(conn)
+    runtime.give_back(run.conn)
     _retire_upload(ctx)
 
 

@@ -58,6 +58,21 @@ FINAL_RETRY_WAIT_S = 0.1
 #: Redis errors a write may meet.
 REDIS_ERRORS = (redis.RedisError, OSError)
 
+#: One write of a job's state and its event, atomic as a script is: the hash fields, the
+#: stream entry (``type`` and the same fields), both keys' TTL. KEYS: state hash, event
+#: stream; ARGV: ttl, stream maxlen, event type, then field, value pairs. One command (its
+#: reply one integer) instead of a MULTI/EXEC of six: the transaction took a small job ~0.3 ms
+#: of the worker's CPU per write, two writes a job.
+_WRITE_LUA = """
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', ARGV[3], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
@@ -74,6 +89,7 @@ class Progress:
             settings.redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
             decode_responses=True, health_check_interval=0)
         self.log = logs.get("importd.imports.progress")
+        self._script = self.redis.register_script(_WRITE_LUA)
         self._down_until = 0.0
         self._last_write: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -94,19 +110,17 @@ class Progress:
                              retry_in_s=BACKOFF_S)
             return default
 
-    def _write(self, job_id: str, fields: dict[str, Any], event: dict[str, Any], ttl: int,
+    def _write(self, job_id: str, fields: dict[str, Any], event_type: str, ttl: int,
                final: bool = False) -> None:
-        state_key, events_key = keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)
-        mapping: dict[Any, Any] = {k: _text(v) for k, v in fields.items() if v is not None}
-        entry: dict[Any, Any] = {k: _text(v) for k, v in event.items() if v is not None}
+        """Write ``fields`` into the job's hash and, with ``type`` ``event_type``, as an event."""
+        args: list[Any] = [ttl, STREAM_MAXLEN, event_type]
+        for name, value in fields.items():
+            if value is not None:
+                args += (name, _text(value))
 
         def go() -> None:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(state_key, mapping=mapping)
-            pipe.xadd(events_key, entry, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(state_key, ttl)
-            pipe.expire(events_key, ttl)
-            pipe.execute()
+            self._script(keys=[keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)],
+                         args=args)
 
         if final:
             self._write_final(job_id, go)
@@ -142,8 +156,8 @@ class Progress:
             fields.setdefault("finished_at", now)
             if state == "SUCCESS":
                 fields.setdefault("percent", 100)
-        event = {"type": "final" if final else "state", **fields}
-        self._write(job_id, fields, event, TTL_AFTER_END_S if final else TTL_RUNNING_S, final=final)
+        self._write(job_id, fields, "final" if final else "state", TTL_AFTER_END_S if final else TTL_RUNNING_S,
+                    final=final)
         with self._lock:  # the first progress update comes MIN_INTERVAL_S after the start
             if final:
                 self._last_write.pop(job_id, None)
@@ -165,7 +179,7 @@ class Progress:
             percent = round(min(100.0, 100.0 * bytes / total_bytes), 1)
         fields = {"rows": rows, "bytes": bytes, "total_bytes": total_bytes, "rejected": rejected,
                   "percent": percent, "updated_at": _now()}
-        self._write(job_id, fields, {"type": "progress", **fields}, TTL_RUNNING_S)
+        self._write(job_id, fields, "progress", TTL_RUNNING_S)
         return True
 
     def reconcile(self, job_id: str, state: str, **fields: Any) -> bool:

@@ -46,7 +46,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 import psycopg
 from psycopg.types.json import Jsonb
 
-from importd.imports import storage
+from importd.imports import storage, store
 from importd.imports.copy import scan
 from importd.imports.copy.spec import Reject
 
@@ -62,17 +62,6 @@ OTHER = "other reasons"
 SPOOL_READ_BYTES = 1024 * 1024
 
 _VALUE = re.compile(r':\s*"(?:[^"]|"")*"\s*$|\s*\(\d+ bytes\)$|\s+at byte offset \d+$')
-
-#: The final write of a job's rejects: the row of ``importd.job_rejects``, and (RETURNING) the
-#: reject file the row named before (a superseded run's, to remove once this one is durable).
-_PUBLISH = (
-    "WITH old AS (SELECT file_path FROM importd.job_rejects WHERE job_id = %(job)s)"
-    " INSERT INTO importd.job_rejects (job_id, file_path, file_bytes, records, groups)"
-    " VALUES (%(job)s, %(key)s, %(bytes)s, %(records)s, %(groups)s)"
-    " ON CONFLICT (job_id) DO UPDATE SET file_path = excluded.file_path, file_bytes = excluded.file_bytes,"
-    " records = excluded.records, groups = excluded.groups, updated_at = now()"
-    " RETURNING (SELECT file_path FROM old)")
-
 
 def reason_kind(reason: str) -> str:
     """A reason without the value it quotes (so that all bad numbers make one group)."""
@@ -92,7 +81,6 @@ class RejectLog:
         self.records = 0  # all of them
         self.groups: dict[tuple[str, str], list[Any]] = {}  # (column, reason) -> [count, [lines]]
         self.published: str | None = None  # the key this run wrote, until its final state commits
-        self.previous: str | None = None  # the file the job named before this run published
 
     @classmethod
     def open(cls, conn: psycopg.Connection[Any], job_id: str, store: storage.Store, header: bytes,
@@ -198,22 +186,21 @@ class RejectLog:
     def _stored_groups(self) -> list[dict[str, Any]]:
         return [{**g, "column": g["column"] or ""} for g in self.grouped()]
 
-    def publish(self, conn: psycopg.Connection[Any], final: bool) -> None:
-        """Write the job's reject file (when it has records) to the store under this run's key
-        and record it in ``conn``'s transaction, the one of the job's final state. ``final``:
-        the job cannot resume any more (SUCCESS, CANCELLED), so its chunks go too; after a
-        FAILURE they stay for a replay, which resumes from the checkpoint. Call
-        :meth:`committed_final` or :meth:`discard` once the transaction has ended."""
+    def publish(self, conn: psycopg.Connection[Any], final: bool) -> store.RejectsRow:
+        """Write the job's reject file (when it has records) to the store under this run's key;
+        the row that records it, to write in ``conn``'s transaction with the job's final state
+        (:func:`importd.imports.store.finish_job`, one statement). ``final``: the job cannot
+        resume any more (SUCCESS, CANCELLED), so its chunks go too; after a FAILURE they stay
+        for a replay, which resumes from the checkpoint. Call :meth:`committed_final` or
+        :meth:`discard` once the transaction has ended."""
         self.spill()
         key, size = "", 0
         if self.records:
             key, size = self.key, self.store.write(self.key, cast(BinaryIO, _Joined(self._pieces(conn)))).size
             self.published = key
-        row = conn.execute(_PUBLISH, {"job": self.job_id, "key": key, "bytes": size, "records": self.records,
-                                      "groups": Jsonb(self._stored_groups())}).fetchone()
-        self.previous = row[0] if row else None
         if final and self.committed:
             conn.execute("DELETE FROM importd.reject_chunks WHERE job_id = %s", (self.job_id,))
+        return store.RejectsRow(key, size, self.records, self._stored_groups())
 
     def _pieces(self, conn: psycopg.Connection[Any]) -> Iterator[bytes]:
         """The reject file: header, committed chunks in file order (one in memory at a time:
@@ -233,14 +220,15 @@ class RejectLog:
             while piece := self.spool.read(SPOOL_READ_BYTES):
                 yield piece
 
-    def committed_final(self, log: Any) -> None:
+    def committed_final(self, log: Any, previous: str | None) -> None:
         """The final state is durable: remove the job's other reject files (a superseded run's,
-        a file of a run whose final write failed, a local file of an importd before issue 14).
-        Best effort: a store that fails is logged, the files stay for a lifecycle rule."""
+        a file of a run whose final write failed, a local file of an importd before issue 14;
+        ``previous``: the file the job's row named before this run's). Best effort: a store
+        that fails is logged, the files stay for a lifecycle rule."""
         try:
-            if self.previous and os.path.isabs(self.previous):
-                Path(self.previous).unlink(missing_ok=True)
-            if self.published or self.previous:
+            if previous and os.path.isabs(previous):
+                Path(previous).unlink(missing_ok=True)
+            if self.published or previous:
                 storage.clear_rejects(self.store, self.job_id, keep=self.published or "")
         except Exception as exc:  # noqa: BLE001 - the outcome is recorded; cleanup can wait
             log.warning("could not remove superseded reject files", job_id=self.job_id, error=str(exc))

@@ -11,9 +11,10 @@ import io
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -28,9 +29,11 @@ from importd.imports.copy.spec import LoadOptions, Reject
 from importd.imports.options import JobArgsError, job_from_args, normalize
 from importd.imports.runtime import Runtime
 from importd.imports.states import JobState
-from importd.imports.store import NOW, JobRecord
+from importd.imports.store import JobRecord
 from importd.worker.context import JobContext
 from importd.worker.messages import Job
+
+T = TypeVar("T")
 
 #: Rejected rows counted past ``max_errors`` before a failing job stops reading.
 COUNT_LIMIT = 10_000
@@ -137,8 +140,9 @@ class Refused(Exception):
 class ImportRun:
     """One delivery of one import job on one connection (autocommit until loading starts)."""
 
-    def __init__(self, ctx: JobContext, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, ctx: JobContext, conn: psycopg.Connection[Any], kept: bool = False) -> None:
         self.ctx, self.conn, self.settings = ctx, conn, ctx.settings
+        self.kept = kept  # conn was kept from an earlier job and not probed since
         self.job_id = ctx.job.job_id
         self.log = ctx.log
         self.runtime = Runtime.of(ctx)
@@ -185,16 +189,31 @@ class ImportRun:
         started row, None if it was not started. Both in one statement, unless the delivery
         replays a dead letter (which reopens the job in between)."""
         if not self.ctx.job.replay:
-            locked, started = store.lock_and_start(self.conn, TRY_LOCK, lock_key(self.job_id), self.job_id,
-                                                   self.ctx.job.attempt, worker_name())
+            locked, started = self.first_statement(lambda: store.lock_and_start(
+                self.conn, TRY_LOCK, lock_key(self.job_id), self.job_id, self.ctx.job.attempt, worker_name()))
             if not locked:
                 raise Deferred("locked")
             return started
-        if not try_lock(self.conn, self.job_id):
+        if not self.first_statement(lambda: try_lock(self.conn, self.job_id)):
             raise Deferred("locked")
         if store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
             self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
         return store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
+
+    def first_statement(self, statement: Callable[[], T]) -> T:
+        """Run the run's first statement; if it finds a kept connection broken (the server
+        closed it while it was idle), run it once more on a new connection. Nothing ran on
+        the broken one that a new start cannot repeat: its lock went with its backend, and a
+        start it may have committed is the same start again."""
+        try:
+            return statement()
+        except psycopg.OperationalError:
+            if not (self.kept and self.conn.broken):
+                raise
+            self.log.info("kept connection was closed by the server; reconnecting")
+            self.conn.close()
+            self.conn, self.kept = connect(self.settings), False
+            return statement()
 
     def _create_from_args(self) -> JobRecord:
         try:
@@ -212,19 +231,19 @@ class ImportRun:
         """Write the final state (pending rejected rows, the reject file) in the current
         transaction; commit."""
         self._store_rejects()
-        if self.reject_log is not None:  # published before the commit that names it
-            self.reject_log.publish(self.conn, final=state != JobState.FAILURE)
-        done = store.update_job(self.conn, self.job_id, only_unfinished=True, state=state, error=error,
-                                rows_imported=self.rows, rows_rejected=self.rejected, finished_at=NOW)
+        # the reject file is published before the commit that names it
+        rejects = self.reject_log.publish(self.conn, final=state != JobState.FAILURE) \
+            if self.reject_log is not None else None
+        done, previous = store.finish_job(self.conn, self.job_id, state, error, self.rows, self.rejected, rejects)
         if not self.conn.autocommit:
-            if done is None:  # someone else ended the job meanwhile: keep their outcome, not our rows
+            if not done:  # someone else ended the job meanwhile: keep their outcome, not our rows
                 self.conn.rollback()
                 if self.reject_log is not None:
                     self.reject_log.discard(self.log)
                 raise PermanentError(f"job {self.job_id} was ended elsewhere; this run rolled back")
-            self.conn.commit()
+            self.runtime.commit_and_release(self.conn)  # the lock goes only once the outcome is durable
         if self.reject_log is not None:
-            self.reject_log.committed_final(self.log)
+            self.reject_log.committed_final(self.log, previous)
         self.progress.set_state(self.job_id, state, rows=self.rows, rejected=self.rejected,
                                 error=error or "", table=rec.target_table)
 

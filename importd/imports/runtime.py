@@ -25,16 +25,20 @@ if TYPE_CHECKING:
 
 #: The key of the engine's Runtime in ``JobContext.resources``.
 KEY = "importd.imports.runtime"
+#: What a job leaves on its session and the next job must not find: its advisory lock, its
+#: temporary tables (the upsert's staging table).
+RELEASE = "SELECT pg_advisory_unlock_all(); DISCARD TEMP"
 
 
 class Runtime:
     """The engine's resources in one process; reached with :meth:`of` from a job's context."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
         self.settings = settings
         self._connection: psycopg.Connection[Any] | None = None
         self._publisher: Publisher | None = None
-        self._progress: Progress | None = None
+        self._progress = progress  # made on first use unless given
+        self._released: psycopg.Connection[Any] | None = None  # committed and released, see commit_and_release
 
     @classmethod
     def of(cls, ctx: JobContext) -> Runtime:
@@ -58,27 +62,40 @@ class Runtime:
             self._publisher = Publisher(self.settings)
         return self._publisher
 
-    def take_connection(self, connect: Any) -> psycopg.Connection[Any]:
-        """The idle import connection if there is one and it still answers, else ``connect()``."""
-        conn, self._connection = self._connection, None
+    def take_connection(self, connect: Any) -> tuple[psycopg.Connection[Any], bool]:
+        """The idle import connection if there is one, else ``connect()``; and whether it was kept.
+
+        A kept connection is not probed (a ``SELECT 1`` was one round trip of the ten of a
+        small job): the server may have closed it meanwhile (restart, idle timeout,
+        terminated), so the run's first statement on it goes again on a new connection if it
+        finds it broken (:meth:`importd.imports.run.ImportRun.first_statement`)."""
+        conn, self._connection, self._released = self._connection, None, None
         if conn is not None and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-            try:
-                conn.execute("SELECT 1")  # the server may have closed it meanwhile (restart, idle timeout)
-                return conn
-            except psycopg.Error:
-                pass
+            return conn, True
         if conn is not None:
             conn.close()
-        return connect()  # type: ignore[no-any-return]
+        return connect(), False
+
+    def commit_and_release(self, conn: psycopg.Connection[Any]) -> None:
+        """Commit ``conn``'s transaction, then :data:`RELEASE` its session, in one round trip.
+
+        The statements after ``COMMIT`` in one query string run only if the commit succeeded,
+        so the job's lock is never let go before its outcome is durable; :meth:`give_back`
+        then has nothing left to release (one round trip less per job)."""
+        conn.execute("COMMIT; " + RELEASE)
+        self._released = conn
 
     def give_back(self, conn: psycopg.Connection[Any]) -> None:
         """Keep a cleanly finished job's connection for the next job: its advisory lock released,
         its temporary tables dropped; anything unexpected closes it instead."""
+        released, self._released = self._released is conn, None
         try:
             if conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 conn.rollback()
+                released = False
             conn.autocommit = True
-            conn.execute("SELECT pg_advisory_unlock_all(); DISCARD TEMP")
+            if not released:
+                conn.execute(RELEASE)
         except psycopg.Error:
             conn.close()
             return

@@ -21,6 +21,9 @@ IMPORTD_BENCH_CASES=dirty (psql, the engine on the clean and the 1 % bad-row fil
 times interleaved; with IMPORTD_BENCH_BASE=DIR also the engine of the source tree DIR),
 IMPORTD_BENCH_NAME (the database, vhost and Redis prefix: another one beside another bench),
 IMPORTD_BENCH_S3_SERVERS (the S3 row's servers: ``moto`` by default, ``moto,rclone``).
+IMPORTD_BENCH_SMALL_ROUNDS (runs of the small-file case; with IMPORTD_BENCH_BASE=DIR each run
+runs a worker of DIR and one of this tree, in turn; with IMPORTD_BENCH_SHAPES= and
+IMPORTD_BENCH_S3=0 only the small files run).
 Timings are noisy on a shared 2-core machine: compare ratios within one run. The import rate
 limit is lifted (IMPORTD_RATE_LIMIT=none).
 """
@@ -67,6 +70,8 @@ ROUNDS = int(os.environ.get("IMPORTD_BENCH_ROUNDS", 1 if QUICK else 2))
 ONLY = os.environ.get("IMPORTD_BENCH_SHAPES", "abcde")
 #: Small files through 4 worker children (100 rows each); 0 skips the case.
 SMALL = int(os.environ.get("IMPORTD_BENCH_SMALL", 100 if QUICK else 500))
+#: Runs of the small-file case (with :data:`BASE`, each run runs both trees' workers).
+SMALL_ROUNDS = int(os.environ.get("IMPORTD_BENCH_SMALL_ROUNDS", 1))
 #: The clean cases of each round, in order (reversed every other round).
 STEPS = ("psql", "engine-atomic", "e2e-atomic", "engine-resumable", "e2e-resumable")
 #: Which cases run: ``all``, or ``dirty`` (psql and the engine on the clean file, the engine
@@ -425,10 +430,12 @@ def machine_busy_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) -> tuple[float, str]:
-    """Jobs per second for ``count`` files of ``rows`` rows through 4 worker children, and
-    where a job's time goes: CPU milliseconds per job of the worker processes, of their
-    PostgreSQL backends, and of the whole machine (RabbitMQ, Redis and others' work included)."""
+def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100,
+                tree: Path = ROOT) -> tuple[float, str]:
+    """Jobs per second for ``count`` files of ``rows`` rows through 4 worker children (their
+    code from ``tree``), and where a job's time goes: CPU milliseconds per job of the worker
+    processes, of their PostgreSQL backends, and of the whole machine (RabbitMQ, Redis and
+    others' work included)."""
     reset_table(s, "bench_small", SHAPES[1])
     paths = []
     lines = files(SHAPES[1])[0].read_text().splitlines(keepends=True)
@@ -440,7 +447,7 @@ def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) 
         f.write_text(header + "".join(chunk))
         paths.append(f)
     ids = [submit(s, f, "public.bench_small", publisher=publisher).id for f in paths]
-    with infra.worker(s, DATA, "-Q", "import_queue", "-c", "4") as w:
+    with infra.worker(s, DATA, "-Q", "import_queue", "-c", "4", PYTHONPATH=str(tree)) as w:
         w.wait_consuming(4)
         procs = [w.proc.pid, *w.child_pids()]
         worker0, backend0, busy0 = sum(map(process_cpu, procs)), bench_backends_cpu(), machine_busy_s()
@@ -454,6 +461,28 @@ def small_files(s: Settings, publisher: Publisher, count: int, rows: int = 100) 
     per_job = (f"CPU per job: worker {ms(worker0, worker1)} ms, its PostgreSQL backends {ms(backend0, backend1)} ms,"
                f" whole machine {ms(busy0, busy1)} ms (RabbitMQ, Redis and others' work included; 2 cores)")
     return count / (last - first).total_seconds(), per_job
+
+
+def small_rounds(s: Settings, publisher: Publisher) -> tuple[float, str, list[str]]:
+    """The small-file case :data:`SMALL_ROUNDS` times; with :data:`BASE`, each round runs the
+    base tree's worker and this tree's, in turn (swapped every other round). Returns this
+    tree's median jobs/s, the CPU line of its last run, and one line per run."""
+    trees = [("this tree", ROOT)] + ([(BASE_LABEL, Path(BASE))] if BASE else [])
+    got: dict[str, list[float]] = {name: [] for name, _ in trees}
+    lines, per_job = [], ""
+    for round_ in range(SMALL_ROUNDS):
+        for name, tree in (trees if round_ % 2 else trees[::-1]):
+            quiesce(s)
+            print(f"  small files: {SMALL} x 100 rows, 4 children ({name}, run {round_ + 1})", flush=True)
+            rate, cpu = small_files(s, publisher, SMALL, tree=tree)
+            got[name].append(rate)
+            per_job = cpu if tree == ROOT else per_job
+            lines.append(f"- {name}: {rate:.0f} jobs/s; {cpu}")
+    if BASE:
+        for name, rates in got.items():
+            lines.append(f"- {name}: median {statistics.median(rates):.0f} jobs/s "
+                         f"[{' '.join(f'{r:.0f}' for r in rates)}]")
+    return float(statistics.median(got["this tree"])), per_job, lines
 
 
 def wait_final(s: Settings, job_id: str, timeout: float) -> str:
@@ -537,7 +566,7 @@ def main() -> int:
     publisher = Publisher(s)
     print("IMPORTD_RATE_LIMIT=none: the 10/min import limit is lifted for the benchmark.", flush=True)
     results: list[Row] = []
-    e2e = EndToEnd(s, publisher) if CASES != "dirty" else None
+    e2e = EndToEnd(s, publisher) if CASES != "dirty" and shapes else None
     try:
         for shape in shapes:
             results.extend(bench_shape(s, shape, e2e))
@@ -547,11 +576,9 @@ def main() -> int:
     if os.environ.get("IMPORTD_BENCH_S3", "1") != "0" and CASES != "dirty":
         print("  (a) from S3 against local disk", flush=True)
         results.extend(s3_against_local(s, SHAPES[0]))
-    jobs_per_s, per_job = None, ""
+    jobs_per_s, per_job, small_lines = None, "", []
     if SMALL and CASES != "dirty":
-        quiesce(s)
-        print(f"  small files: {SMALL} x 100 rows, 4 children", flush=True)
-        jobs_per_s, per_job = small_files(s, publisher, SMALL)
+        jobs_per_s, per_job, small_lines = small_rounds(s, publisher)
     publisher.close()
     print(f"\nmachine: {machine()}")
     print("| shape | case | rows | s | rows/s | vs psql | backend CPU s | client CPU s | peak RSS MB | notes |")
@@ -561,6 +588,8 @@ def main() -> int:
     if jobs_per_s is not None:
         print(f"| small files | {SMALL} files x 100 rows, 4 worker children | {SMALL * 100:,} | | | "
               f"**{jobs_per_s:.0f} jobs/s** | | | | {per_job} |")
+    if len(small_lines) > 1:
+        print("\nsmall-file runs, in the order they ran:\n" + "\n".join(small_lines))
     print(f"\n(clean cases: median of {ROUNDS} interleaved run(s), each after a checkpoint, seconds in brackets;"
           " ratio = psql time / importd time on the same shape (1 % bad rows: against psql on the clean file;"
           " 2x file: psql time doubled); backend CPU = the PostgreSQL backend(s) of the load, from /proc;"
