@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.support import infra
+from tests.support.infra import wait_for
 
 SCRIPT = infra.ROOT / "scripts" / "rabbitmq-cluster.sh"
 #: Seconds the script may take to start or stop three nodes.
@@ -46,10 +47,16 @@ class Cluster:
         return name
 
     def leader(self, vhost: str, queue: str, asked: int = 0) -> int:
-        """Index of the node that leads quorum queue ``queue`` (asked of node ``asked``)."""
-        out = self.ctl("list_queues", "-p", vhost, "name", "leader", "--no-table-headers", node=asked)
-        leaders = dict(line.split("\t") for line in out.strip().splitlines())
-        return self.nodes.index(leaders[queue])
+        """Index of the node that leads quorum queue ``queue`` (asked of node ``asked``). Other
+        queues may have no leader (a classic reply queue lists none), and a quorum queue has
+        none while it elects one: wait for it."""
+
+        def found() -> str | None:
+            out = self.ctl("list_queues", "-p", vhost, "name", "leader", "--no-table-headers", node=asked)
+            leaders = {f[0]: f[1] for f in (line.split() for line in out.splitlines()) if len(f) == 2}
+            return leaders.get(queue)
+
+        return self.nodes.index(wait_for(found, 30, interval=0.5, what=f"a leader of {queue}"))
 
     def running(self, asked: int) -> int:
         """How many members node ``asked`` sees running."""
