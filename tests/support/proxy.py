@@ -84,13 +84,7 @@ class Proxy:
         """Reset every open connection; new ones are accepted."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                    sock.close()
-                except OSError:
-                    pass
+        _close(pairs)
 
     def down(self) -> None:
         """The service is gone: connections reset and new ones refused (like a stopped server)."""
@@ -108,13 +102,7 @@ class Proxy:
         with self._lock:
             doomed = [p for p in self._pairs if _port(p[1]) in upstream_ports]
             self._pairs = [p for p in self._pairs if p not in doomed]
-        for pair in doomed:
-            for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                    sock.close()
-                except OSError:
-                    pass
+        _close(doomed)
         return len(doomed)
 
     def upstream_ports(self) -> set[int]:
@@ -160,3 +148,14 @@ def _port(sock: socket.socket) -> int:
         return int(sock.getsockname()[1])
     except OSError:
         return -1
+
+
+def _close(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    """Shut both ends of each pair down and close them (a reset as the peers see it)."""
+    for pair in pairs:
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
