@@ -18,5 +18,5 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 echo "browser: installing chromium chromium-driver (apt-get)" >&2
 $SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-liberation
 have
