@@ -29,12 +29,12 @@ browser:
 test-tools: browser
 	@scripts/ensure-systemd-analyze.sh
 
-# Two phases: the tests that share nothing with other runs in 3 processes (each has its own
-# vhost, database and Redis prefix; a file stays in one process), then alone the ones that
-# stop the broker, change its settings or inject faults (and print the fault summary).
+# Two phases at once (scripts/test.sh): the tests that share nothing with other runs in 3
+# processes (each has its own vhost, database and Redis prefix; a file stays in one process), and
+# the ones that stop the broker, change its settings or inject faults in one process against a
+# RabbitMQ node of their own (they print the fault summary).
 test: install services test-tools
-	$(PY) -m pytest -q -n 3 --dist loadfile -m "not serial" --durations=15
-	$(PY) -m pytest -q -m serial --durations=10
+	PY=$(PY) scripts/test.sh
 
 demo: install services
 	$(PY) scripts/demo.py
