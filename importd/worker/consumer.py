@@ -292,7 +292,7 @@ class Consumer:
         assert spec is not None
         self.events.emit("received", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
         if not message.delivery_info.get("redelivered") and not self._limiter.try_acquire(
-                spec.name, spec.rate_limit):
+                spec.name, tasks.rate_limit_of(spec, self.settings.rate_limit)):
             self._carry_out(Outcome(Kind.DEFER, message, queue_name, self._generation, job=job,
                                     attempt=job.attempt, reason="rate-limited"))
             return

@@ -77,8 +77,6 @@ def child_main(settings: Settings, queues: list[str], max_tasks: int, deadline: 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     logs.configure(settings.log_level)
     tasks.load_modules(settings.task_module_list)
-    if settings.rate_limit:
-        tasks.override_rate_limits(settings.rate_limit)
 
     def set_deadline(value: float) -> None:
         deadline.value = value

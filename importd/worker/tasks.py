@@ -4,6 +4,11 @@ Settings mirror the ``task_annotations`` of the Celery design importd replaces; 
 named by dotted path and loaded on first use, so the registry can be read (by the API, by
 ``importd status``) without importing the import engine. Tests and users register their own task types with
 :func:`register`, or list modules in ``IMPORTD_TASK_MODULES`` for the worker to import.
+
+The table is declared data, like Celery's or Dramatiq's task registry: it is written only by
+:func:`register` when a task module is imported (before a worker child takes its first job),
+and a worker's settings are applied where it is read (:func:`rate_limit_of`), never by
+rewriting it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 #: A handler takes a :class:`~importd.worker.context.JobContext` (typed ``Any`` here: the
@@ -96,12 +101,13 @@ def all_tasks() -> list[TaskSpec]:
     return list(_registry.values())
 
 
-def override_rate_limits(rate_limit: str) -> None:
-    """Apply ``IMPORTD_RATE_LIMIT`` to every task ("none" lifts every limit)."""
-    value = None if rate_limit.lower() in ("none", "0", "off") else rate_limit
-    with _lock:
-        for name, spec in list(_registry.items()):
-            _registry[name] = replace(spec, rate_limit=value)
+def rate_limit_of(spec: TaskSpec, override: str) -> str | None:
+    """The rate limit a worker applies to ``spec``: its own, unless ``override``
+    (``IMPORTD_RATE_LIMIT``) names one for every task ("none", "0" or "off" lift every limit).
+    Read from the worker's settings at each job, so the table itself is never rewritten."""
+    if not override:
+        return spec.rate_limit
+    return None if override.lower() in ("none", "0", "off") else override
 
 
 def load_modules(modules: list[str]) -> None:

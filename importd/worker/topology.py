@@ -18,6 +18,7 @@ the connected broker's version is :func:`priority_support`, logged once at decla
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -213,7 +214,6 @@ _PRIORITY_NOTES = {
                   "in arrival order within each",
     "levels": "quorum queues on this RabbitMQ order jobs by priority",
 }
-_priority_logged = False
 
 
 def dlq_delivery_limit_advice(version: tuple[int, ...]) -> str | None:
@@ -232,14 +232,11 @@ def dlq_delivery_limit_advice(version: tuple[int, ...]) -> str | None:
             """'{"delivery-limit": -1}' --apply-to quorum_queues""")
 
 
-def _log_priority(connection: Connection) -> None:
-    """Once per process: say what priorities mean on this broker's quorum queues, and what
-    keeps failed_tasks from dropping dead letters on a broker that limits deliveries."""
-    global _priority_logged
-    if _priority_logged:
-        return
-    _priority_logged = True
-    version = server_version(connection)
+@functools.cache
+def _log_priority(version: tuple[int, ...]) -> None:
+    """Once per broker version and process (the cache is the "once"): say what priorities mean
+    on this broker's quorum queues, and what keeps failed_tasks from dropping dead letters on a
+    broker that limits deliveries."""
     support = priority_support(version)
     log = logs.get("importd.worker.topology")
     rabbitmq = ".".join(map(str, version))
@@ -257,7 +254,7 @@ def declare(connection: Connection, queue_type: str = CLASSIC) -> list[str]:
     names = []
     channel = connection.channel()
     if queue_type == QUORUM:
-        _log_priority(connection)
+        _log_priority(server_version(connection))
     try:
         for exchange_name, kind in ((DLX, "direct"), (RETRY_EXCHANGE, "direct")):
             _exchange(exchange_name, kind).declare(channel=channel)

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
+from importd import keys
+from importd.config import Settings
 from importd.worker import messages, retry
 from tests.support import limit_tasks
 from tests.support import tasks as test_tasks
@@ -124,3 +127,32 @@ def test_soft_limit_raise_landing_outside_the_handler_yields_exactly_one_outcome
         assert w.child_pids() == pids
     assert [r["attempt"] for r in test_tasks.runs(log) if r["event"] == "run"] == [1, 2]
     assert broker.depth("failed_tasks") == 0
+
+
+def test_a_task_rate_limit_is_kept_in_redis_and_importd_rate_limit_none_lifts_it(
+        broker: Broker, settings: Settings, start_worker, tmp_path: Path):
+    """IMPORTD_RATE_LIMIT is applied by the consumer where it reads the task table (the table
+    itself is never rewritten): with the task's own 1/m, a run takes the shared bucket's token
+    in Redis; with ``none``, three runs within the minute all go at once and no bucket exists."""
+    bucket = keys.rate_limit(settings.redis_prefix, "test.limited")
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        log = tmp_path / "limited.jsonl"
+        with start_worker("-Q", "default", "-c", "1") as w:
+            w.wait_consuming()
+            broker.publish_job("test.limited", {"log": str(log)})
+            wait_for(lambda: len(test_tasks.runs(log)) == 1, 20, what="the first run")
+        assert client.exists(bucket)
+        client.delete(bucket)
+
+        lifted = tmp_path / "lifted.jsonl"
+        with start_worker("-Q", "default", "-c", "1", IMPORTD_RATE_LIMIT="none") as w:
+            w.wait_consuming()
+            for _ in range(3):
+                broker.publish_job("test.limited", {"log": str(lifted)})
+            wait_for(lambda: len(test_tasks.runs(lifted)) == 3, 30, what="three runs within the minute")
+            wait_for(lambda: _all_empty(broker), 10, what="all queues empty")
+        assert [r["attempt"] for r in test_tasks.runs(lifted)] == [1, 1, 1]
+        assert not client.exists(bucket)
+    finally:
+        client.close()

@@ -95,6 +95,8 @@ register(TaskSpec("test.always_fails", "default", always_fails))
 register(TaskSpec("test.permanent", "default", permanent))
 register(TaskSpec("test.sleep", "default", sleep))
 register(TaskSpec("test.kill", "default", kill))
+#: One run a minute (burst 1): a second run within the minute waits, unless IMPORTD_RATE_LIMIT lifts it.
+register(TaskSpec("test.limited", "default", record, rate_limit="1/m"))
 register(TaskSpec("test.soft_limit", "default", cooperative, soft_time_limit_s=1.5, hard_time_limit_s=30,
                   max_retries=0))
 register(TaskSpec("test.hard_limit", "default", sleep, soft_time_limit_s=0.3, hard_time_limit_s=2,

@@ -70,3 +70,13 @@ def test_rabbitmq_4_is_told_the_policy_that_lifts_failed_tasks_default_delivery_
     advice = topology.dlq_delivery_limit_advice(version)
     assert advice is not None
     assert "'^failed_tasks$'" in advice and '"delivery-limit": -1' in advice and "quorum_queues" in advice
+
+
+def test_what_priorities_mean_is_said_once_per_broker_version_in_a_process():
+    """The note is kept by a cache on the version, not a module flag set through ``global``:
+    a worker that meets another broker version (a rolling upgrade) says it again."""
+    topology._log_priority.cache_clear()
+    for version in [(3, 13, 7), (3, 13, 7), (4, 1, 2), (4, 3, 0), (4, 1, 2)]:
+        topology._log_priority(version)
+    info = topology._log_priority.cache_info()
+    assert (info.misses, info.hits) == (3, 2)

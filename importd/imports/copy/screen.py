@@ -22,8 +22,18 @@ from importd.imports.copy import scan
 
 try:
     import re2  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - a dependency; Python's re is the fallback
+
+    # google-re2's compiled class, ``re2._re2.RE2``, is private (read, never patched; checked
+    # with google-re2 1.1.20251105, listed in docs/operations.md "Third-party internals"). The
+    # public ``re2.compile`` keeps up to 128 compiled programs per process in its own
+    # lru_cache, each with a DFA of up to RE2_MAX_MEM, where this module bounds its screens
+    # to 8 (``_compiled``); and its ``match`` wraps every call in a Match object (+0.6 us a
+    # call). A release without the class falls back to ``re`` here, and tests/integration/
+    # test_screen.py, which asserts the engine is RE2, fails.
+    _RE2: Any = re2._re2.RE2
+except (ImportError, AttributeError):  # pragma: no cover - a dependency; Python's re is the fallback
     re2 = None
+    _RE2 = None
 
 #: Share of a batch's bytes found suspect past which the job stops screening (the column
 #: formats are ones the patterns do not know, e.g. US dates, and screening only costs time).
@@ -120,7 +130,7 @@ class Rows:
         return self.sre.match(data, pos, stop).end()  # type: ignore[union-attr]  # `*+` always matches
 
 
-_ANCHOR_START = re2._re2.RE2.Anchor.ANCHOR_START if re2 is not None else None
+_ANCHOR_START = _RE2.Anchor.ANCHOR_START if _RE2 is not None else None
 
 
 def compile_rows(types: Sequence[tuple[str, bool]], delimiter: str, eol: bytes) -> Rows | None:
@@ -154,13 +164,13 @@ def _row_pattern(types: Sequence[tuple[str, bool]], delimiter: str, eol: bytes, 
 def _re2_compile(pattern: bytes | None) -> Any:
     """RE2's compiled ``pattern`` over bytes (Latin-1: one byte one character, as ``re`` reads
     bytes, and case folding of ASCII letters only), or None if RE2 cannot take it."""
-    if re2 is None or pattern is None:
+    if _RE2 is None or pattern is None:
         return None
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1
     options.max_mem = RE2_MAX_MEM
     options.log_errors = False
-    compiled = re2._re2.RE2(pattern, options)
+    compiled = _RE2(pattern, options)
     return compiled if compiled.ok() else None
 
 
