@@ -129,9 +129,9 @@ def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
         MAX_GROWTH_KB,
         UPLOAD_BYTES,
         RssSampler,
-        settled_rss_kb,
         send_multipart,
         send_raw,
+        settled_rss_kb,
     )
 
     prefix = f"rss-{uuid.uuid4().hex[:8]}"
