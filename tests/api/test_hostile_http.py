@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,21 @@ def _hostile_requests() -> list[tuple[str, str, dict[str, Any], set[int]]]:
     return reqs
 
 
+#: Rows the table holds during the test, so that an UPDATE, DELETE or TRUNCATE a request
+#: smuggled in would change the digest (on an empty table only an INSERT or a DROP would show).
+SENTINELS = [(-(i + 1), f"hostile-sentinel-{i}", i) for i in range(3)]
+
+
+@pytest.fixture
+def sentinels(api_settings: Settings) -> Iterator[None]:
+    with psycopg.connect(api_settings.database_url, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO public.api_people (id, name, age) VALUES (%s, %s, %s)", SENTINELS)
+    yield
+    with psycopg.connect(api_settings.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.api_people WHERE name LIKE 'hostile-sentinel-%'")
+
+
 def _table_digest(settings: Settings) -> tuple[int, str | None]:
     """Row count and a digest of every row of public.api_people (fails if the table is gone)."""
     with psycopg.connect(settings.database_url) as conn:
@@ -90,9 +106,10 @@ def _table_digest(settings: Settings) -> tuple[int, str | None]:
 
 
 async def test_hostile_requests_and_a_thousand_concurrent_ones_get_4xx_never_5xx(
-        start_api: Any, api_settings: Settings) -> None:
+        start_api: Any, api_settings: Settings, sentinels: None) -> None:
     before = _files_outside(api_settings)
     table_before = _table_digest(api_settings)
+    assert table_before[0] >= len(SENTINELS)
     hostile = _hostile_requests()
     rng = random.Random(6)
     statuses: list[tuple[str, int, set[int]]] = []

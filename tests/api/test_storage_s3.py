@@ -123,11 +123,16 @@ async def test_an_upload_refused_for_its_header_leaves_no_object(
 def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
         start_api: Any, api_settings: Settings, broker: Any, s3_server: S3Server, send: str) -> None:  # noqa: F811
     """The bound of tests/api/test_memory.py, with the upload streamed into S3 parts."""
-    import time
-
     import httpx
 
-    from tests.api.test_memory import MAX_GROWTH_KB, UPLOAD_BYTES, RssSampler, send_multipart, send_raw
+    from tests.api.test_memory import (
+        MAX_GROWTH_KB,
+        UPLOAD_BYTES,
+        RssSampler,
+        send_multipart,
+        send_raw,
+        settled_rss_kb,
+    )
 
     prefix = f"rss-{uuid.uuid4().hex[:8]}"
     env = {"IMPORTD_STORAGE_URL": s3_server.url(prefix), "IMPORTD_S3_ENDPOINT_URL": s3_server.endpoint, **aws_env()}
@@ -136,13 +141,16 @@ def test_a_1gb_upload_into_s3_keeps_the_api_rss_within_the_same_bound(
             warm = c.post("/api/upload?table=public.api_people", content=HEADER + b"1,a,2\n" * 400_000,
                           headers={"Content-Type": "text/csv"})  # loads boto3, connects
             assert warm.status_code == 202, warm.text
-            time.sleep(0.5)
-            idle_kb = api.rss_kb()
+            idle_kb = settled_rss_kb(api)  # a condition, not a fixed sleep
             sampler = RssSampler(api)
             sampler.start()
             r = (send_raw if send == "raw" else send_multipart)(c)
+            sampled_during, alive_at_response = sampler.samples, sampler.is_alive()
             sampler.running = False
             sampler.join()
+    # The peak covers the whole upload: the sampler was still sampling when the response came.
+    assert alive_at_response and sampler.failed is None and sampled_during >= 2, (
+        alive_at_response, sampler.failed, sampled_during)
     assert r.status_code == 202, r.text
     upload = s3_server.store(prefix)
     assert upload.size(f"{r.json()['job_id']}.csv") == UPLOAD_BYTES

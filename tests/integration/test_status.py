@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+
+import pytest
 
 from importd.config import Settings
 from importd.imports import store
@@ -12,10 +15,23 @@ from tests.support.cli import run_cli
 from tests.support.infra import SERVICES, Broker
 
 
-def test_status_shows_every_queue_with_depth_and_consumers(migrated: Settings, broker: Broker, start_worker):
+@pytest.fixture
+def a_job(migrated: Settings) -> Iterator[str]:
+    """A job of this test's own, so the job counts compared are not all zero whatever else the
+    run's database holds (a status that printed zeros would then show); deleted after."""
+    with store.connect(migrated) as conn:
+        job_id = store.create_job(conn, store.JobRecord(id=uuid.uuid4().hex, state="CANCELLED")).id
+    yield job_id
+    with store.connect(migrated) as conn:
+        conn.execute("DELETE FROM importd.jobs WHERE id = %s", (job_id,))
+
+
+def test_status_shows_every_queue_with_depth_and_consumers(migrated: Settings, broker: Broker, start_worker,
+                                                          a_job: str):
     settings = migrated  # the job store exists: status reads job counts, not an error
     with store.connect(settings) as conn:
         jobs = dict(store.counts_by_state(conn))
+    assert jobs["CANCELLED"] >= 1
     for _ in range(3):
         broker.publish_raw(b"{}", {}, queue="bulk_ops_queue")
     with start_worker("-Q", "default", "-c", "2") as w:

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from importd.errors import InvalidMessage
@@ -63,22 +63,48 @@ JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8)
-#: JSON objects shaped like a job body, each key present or not, each value of any type.
+#: JSON objects shaped like a job body, each key present or not, each value of any type; the
+#: job id valid half the time, so the checks behind it (args, extra fields) are reached too.
 JOB_LIKE = st.fixed_dictionaries({}, optional={
-    "job_id": st.text(max_size=40) | JSON_VALUES, "args": st.dictionaries(st.text(max_size=6), JSON_VALUES,
-                                                                            max_size=3) | JSON_VALUES,
+    "job_id": st.from_regex(messages.JOB_ID, fullmatch=True) | st.text(max_size=40) | JSON_VALUES,
+    "args": st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=3) | JSON_VALUES,
     "evil": JSON_VALUES})
 #: Raw bytes rarely parse as JSON, so two thirds of the bodies are JSON (any value, or job-shaped).
 BODIES = st.one_of(st.binary(max_size=300), JSON_VALUES.map(lambda v: json.dumps(v).encode()),
                    JOB_LIKE.map(lambda v: json.dumps(v).encode()))
 
 
-@given(BODIES)
-def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
+def _outcome(body: bytes) -> str:
     try:
         messages.decode(body, TASK)
-    except InvalidMessage:
-        pass
+    except InvalidMessage as exc:
+        return exc.reason
+    return "decoded"
+
+
+@settings(max_examples=1000, deadline=None)  # ~2.5 s: a defect behind the job id shows in about 1 body of 70
+@given(BODIES)
+def test_arbitrary_bytes_never_raise_anything_but_invalid_message(body: bytes):
+    """Every defect of these bodies is one a check names: ``undecodable`` (the last resort that
+    turns any other exception into an InvalidMessage) would be a check that raised by mistake."""
+    assert _outcome(body) != messages.UNDECODABLE, body
+
+
+@pytest.mark.parametrize("outcome", ["not-json", "bad-shape", "bad-job-id", "decoded"])
+def test_the_bodies_strategy_reaches_every_check(outcome: str):
+    """The strategy above is worth its examples only if it gets past json.loads and the job id:
+    each outcome is found among its bodies (a strategy of raw bytes alone almost never parses)."""
+    found = find(BODIES, lambda b: _outcome(b) == outcome, settings=settings(max_examples=2000, database=None))
+    assert _outcome(found) == outcome
+
+
+def test_the_bodies_strategy_reaches_the_args_and_extra_field_checks():
+    settings_ = settings(max_examples=2000, database=None)
+    args = find(BODIES, lambda b: _outcome(b) == "bad-shape" and b'"args"' in b and b'"evil"' not in b,
+                settings=settings_)
+    extra = find(BODIES, lambda b: _outcome(b) == "bad-shape" and b'"evil"' in b and b'"job_id"' in b,
+                 settings=settings_)
+    assert not isinstance(json.loads(args)["args"], dict) and "evil" in json.loads(extra)
 
 
 def test_priority_out_of_range_is_rejected():
