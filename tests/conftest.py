@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,23 @@ def start_worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerFactory]:
     def start(*args: str, **env: str) -> AbstractContextManager[infra.WorkerProcess]:
         return infra.worker(settings, tmp_path, *args, **env)
     yield start
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist each test process hands its counts to the controller, which prints
+    the one summary (hostile HTTP inputs run in the parallel phase)."""
+    from tests.support import report
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["importd_report"] = report.dump()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    from tests.support import report
+
+    report.merge(getattr(node, "workeroutput", {}).get("importd_report"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -37,6 +37,18 @@ def add_paths(observed: Mapping[str, int]) -> None:
     paths.update({k: v for k, v in observed.items() if v})
 
 
+def dump() -> dict[str, dict[str, int]]:
+    """The counts of this process, to send to the process that prints the summary."""
+    return {"totals": dict(totals), "paths": dict(paths)}
+
+
+def merge(data: Mapping[str, Mapping[str, int]] | None) -> None:
+    """Add another process's :func:`dump`."""
+    if data:
+        totals.update(data.get("totals", {}))
+        paths.update(data.get("paths", {}))
+
+
 def summary() -> str:
     counts = ", ".join(f"{LABELS.get(name, name)}: {totals[name]}" for name in FIELDS)
     observed = ", ".join(f"{name}: {n}" for name, n in sorted(paths.items())) or "none"
