@@ -99,8 +99,7 @@ def on_import_retry(ctx: JobContext, exc: BaseException) -> None:
 def on_import_give_up(ctx: JobContext, exc: BaseException) -> None:
     """No retries left: FAILURE with the error, unless the job already reached a final state
     or another delivery is still running it (holds its lock)."""
-    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000],
-                    unless_locked=True)
+    _record_failure(ctx, f"gave up after {ctx.job.attempt} attempts: {type(exc).__name__}: {exc}"[:2000])
 
 
 def _running_elsewhere(conn: psycopg.Connection[Any], job_id: str) -> bool:
@@ -117,16 +116,20 @@ def _unrecorded(error: PermanentError) -> TransientError:
     return TransientError(f"could not record FAILURE ({error}); retrying the delivery"[:2000])
 
 
-def _record_failure(ctx: JobContext, error: str, unless_locked: bool = False) -> bool:
-    """Write FAILURE with ``error`` on a connection of its own; whether the outcome is durable.
+def _record_failure(ctx: JobContext, error: str) -> bool:
+    """Write FAILURE with ``error`` on a connection of its own, holding the job's lock;
+    whether the outcome is durable.
 
     True also when there was nothing to write (the job is final already, has no row, or
     another delivery runs it); False only when the database refused or lost the write,
     in which case the caller must not ack the delivery as an outcome (issue 12 item 1).
+    The lock is the fence: a run that lost its lock (its main backend died) while another
+    delivery took the job over must not end that delivery's job with its own error, as a
+    checkpoint of it must not move (:func:`importd.imports.store.advance_checkpoint`).
     """
     try:
         with store.connect(ctx.settings) as conn:
-            if unless_locked and _running_elsewhere(conn, ctx.job.job_id):
+            if _running_elsewhere(conn, ctx.job.job_id):
                 ctx.log.warning("job still running elsewhere; not marked FAILURE")
                 return True
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.FAILURE,

@@ -237,6 +237,39 @@ def test_retry_hook_leaves_a_job_alone_while_another_delivery_holds_its_lock(ise
     assert rec is not None and (rec.state, rec.attempts, rec.error) == ("RETRY", 2, "TransientError: redelivered")
 
 
+def test_a_permanent_error_of_a_run_that_lost_its_lock_leaves_the_job_to_the_delivery_that_holds_it(
+        isettings, db, monkeypatch):
+    """The fence on a run's FAILURE (issue 12 item 4, for the final state as for checkpoints):
+    a run whose lock went (its main backend died) and that then meets a permanent error must not
+    end the job that another delivery has taken over and is running; that delivery writes the
+    outcome. Without the fence the job read FAILURE while the other run went on loading it."""
+    job_id = uuid.uuid4().hex
+    path = write(isettings, HEADER + numbered(3))
+    with store.connect(isettings) as conn:
+        store.create_job(conn, store.JobRecord(id=job_id, target_table="people", file_path=str(path)))
+    other = store.connect(isettings)  # the delivery that took the job over
+
+    def lose_the_lock_then_fail(self: run.ImportRun) -> None:
+        assert other.execute(run.TRY_LOCK, (lock_key(job_id),)).fetchone() == (True,)
+        self.conn.execute("SELECT no_such_column FROM people")  # a real permanent error: 42703
+
+    monkeypatch.setattr(run.ImportRun, "run", lose_the_lock_then_fail)
+    try:
+        with pytest.raises(PermanentError):
+            run_import_task(context(isettings, job_id, {"file": str(path), "table": "people"}))
+        with store.connect(isettings) as conn:
+            assert store.get_job(conn, job_id).state == "PENDING"  # type: ignore[union-attr]
+    finally:
+        other.close()
+    monkeypatch.undo()  # the lock is free again: the same error of a run that holds it is recorded
+    monkeypatch.setattr(run.ImportRun, "run", lambda self: self.conn.execute("SELECT no_such_column FROM people"))
+    with pytest.raises(PermanentError):
+        run_import_task(context(isettings, job_id, {"file": str(path), "table": "people"}))
+    with store.connect(isettings) as conn:
+        rec = store.get_job(conn, job_id)
+    assert rec is not None and rec.state == "FAILURE" and "no_such_column" in (rec.error or "")
+
+
 def _kept_connection(settings: Any) -> Any:
     """The idle connection the engine's Runtime keeps for the next in-process run."""
     from importd.imports.runtime import Runtime
