@@ -13,7 +13,6 @@ row must be there exactly once.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +22,9 @@ import pytest
 
 from importd.errors import TransientError
 from importd.imports import store
-from importd.imports.handlers import run_import_task
 from tests.support import report
-from tests.support.importing import context, write
+from tests.support.fence import Delivery, checkpoint_gate, lock_holders, waiting_on_gate
+from tests.support.importing import write
 from tests.support.infra import wait_for
 
 TABLE = "public.fence_rows"
@@ -38,55 +37,11 @@ BATCH_BYTES = 4096
 def fence(isettings: Any, db: psycopg.Connection[Any]) -> Iterator[Any]:
     db.execute("DROP TABLE IF EXISTS fence_rows")
     db.execute("CREATE TABLE fence_rows (id bigint NOT NULL, name text)")  # no unique key on purpose
-    db.execute(f"""
-        CREATE FUNCTION importd.test_fence_gate() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) THEN
-                PERFORM pg_advisory_xact_lock_shared({GATE_KEY});  -- a second stream's commit waits
-            END IF;
-            RETURN NULL;
-        END $$""")
-    # A statement trigger: it runs before the UPDATE locks the job's row, so the second
-    # delivery's start (an UPDATE of that row too) does not wait for the gated commit.
-    db.execute("CREATE TRIGGER test_fence_gate BEFORE UPDATE ON importd.jobs"
-               " FOR EACH STATEMENT EXECUTE FUNCTION importd.test_fence_gate()")
     try:
-        yield dataclasses.replace(isettings, tables=TABLE, import_streams=2)
+        with checkpoint_gate(db, GATE_KEY, "test_fence_gate"):
+            yield dataclasses.replace(isettings, tables=TABLE, import_streams=2)
     finally:
-        db.execute("SELECT pg_advisory_unlock_all()")
-        db.execute("DROP TRIGGER IF EXISTS test_fence_gate ON importd.jobs")
-        db.execute("DROP FUNCTION IF EXISTS importd.test_fence_gate()")
         db.execute("DROP TABLE IF EXISTS fence_rows")
-
-
-class Delivery(threading.Thread):
-    """One delivery of the job, run in-process in its own thread; keeps what it raised."""
-
-    def __init__(self, settings: Any, job_id: str, args: dict[str, Any], attempt: int) -> None:
-        super().__init__(daemon=True)
-        self.ctx = context(settings, job_id, args, attempt)
-        self.raised: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            run_import_task(self.ctx)
-        except BaseException as exc:  # noqa: BLE001 - kept for the test
-            self.raised = exc
-
-
-def _waiting_on_gate(db: psycopg.Connection[Any]) -> list[int]:
-    return [r[0] for r in db.execute(
-        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-        " AND l.objid = %s AND NOT l.granted AND a.state = 'active' AND a.datname = current_database()",
-        (GATE_KEY,))]
-
-
-def _lock_holders(db: psycopg.Connection[Any]) -> list[int]:
-    """Backends of the import holding a session advisory lock (the job's lock)."""
-    return [r[0] for r in db.execute(
-        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-        " AND l.granted AND l.objid <> %s AND a.application_name = 'importd-worker'"
-        " AND a.datname = current_database()", (GATE_KEY,))]
 
 
 def test_a_run_that_lost_its_lock_cannot_commit_a_batch_a_redelivery_loads_again(
@@ -98,19 +53,19 @@ def test_a_run_that_lost_its_lock_cannot_commit_a_batch_a_redelivery_loads_again
     db.execute("SELECT pg_advisory_lock(%s)", (GATE_KEY,))
     first = Delivery(fence, job_id, args, 1)
     first.start()
-    (stream_two,) = wait_for(lambda: _waiting_on_gate(db), 60, what="the second stream at its commit")
-    holders = _lock_holders(db)
+    (stream_two,) = wait_for(lambda: waiting_on_gate(db, GATE_KEY), 60, what="the second stream at its commit")
+    holders = lock_holders(db, GATE_KEY)
     assert len(holders) == 1, db.execute("SELECT * FROM pg_locks WHERE locktype = 'advisory'").fetchall()
     holder = holders[0]
     assert holder != stream_two
     db.execute("SELECT pg_terminate_backend(%s)", (holder,))
-    wait_for(lambda: holder not in _lock_holders(db), 30, what="the lock released")
+    wait_for(lambda: holder not in lock_holders(db, GATE_KEY), 30, what="the lock released")
 
     second = Delivery(fence, job_id, args, 2)
     second.start()
     # The second delivery has read the checkpoint and is loading: its own second stream waits
     # at the gate too (its first stream commits freely, it holds the lock).
-    wait_for(lambda: len(_waiting_on_gate(db)) == 2, 60, what="the second delivery loading")
+    wait_for(lambda: len(waiting_on_gate(db, GATE_KEY)) == 2, 60, what="the second delivery loading")
     db.execute("SELECT pg_advisory_unlock(%s)", (GATE_KEY,))  # everybody goes on now
     first.join()
     second.join()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from importd.config import Settings
 from importd.errors import PermanentError, TransientError
 from importd.imports import rejectfile, storage, store
 from importd.imports.handlers import run_import_task
+from tests.support.fence import Delivery, checkpoint_gate, lock_holders, waiting_on_gate
 from tests.support.importing import context, run_import, write
 from tests.support.infra import wait_for
 
@@ -145,59 +145,16 @@ GATE_KEY = 640_918
 
 @pytest.fixture
 def gate(isettings: Settings, db: Any) -> Iterator[Settings]:
-    """A gate on the job table: an UPDATE of ``importd.jobs`` by a session that holds no
-    advisory lock (a COPY stream other than the one holding the job's lock, at its checkpoint)
-    waits while the test holds ``GATE_KEY`` (the technique of tests/faults/test_lost_lock.py).
-    The target table has no unique key: the second run's COPY must not wait for the first
-    run's uncommitted rows (and a row loaded twice would show)."""
+    """The checkpoint gate of tests/support/fence.py on a table without a unique key: the second
+    run's COPY must not wait for the first run's uncommitted rows (and a row loaded twice would
+    show)."""
     db.execute("DROP TABLE IF EXISTS reject_fence")
     db.execute("CREATE TABLE reject_fence (id bigint NOT NULL, name text NOT NULL, age integer)")
-    db.execute(f"""
-        CREATE FUNCTION importd.test_rejects_gate() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) THEN
-                PERFORM pg_advisory_xact_lock_shared({GATE_KEY});
-            END IF;
-            RETURN NULL;
-        END $$""")
-    db.execute("CREATE TRIGGER test_rejects_gate BEFORE UPDATE ON importd.jobs"
-               " FOR EACH STATEMENT EXECUTE FUNCTION importd.test_rejects_gate()")
     try:
-        yield dataclasses.replace(isettings, import_streams=2, tables="public.reject_fence")
+        with checkpoint_gate(db, GATE_KEY, "test_rejects_gate"):
+            yield dataclasses.replace(isettings, import_streams=2, tables="public.reject_fence")
     finally:
-        db.execute("SELECT pg_advisory_unlock_all()")
         db.execute("DROP TABLE IF EXISTS reject_fence")
-        db.execute("DROP TRIGGER IF EXISTS test_rejects_gate ON importd.jobs")
-        db.execute("DROP FUNCTION IF EXISTS importd.test_rejects_gate()")
-
-
-class Delivery(threading.Thread):
-    """One delivery of the job, in-process in its own thread; keeps what it raised."""
-
-    def __init__(self, settings: Settings, job_id: str, args: dict[str, Any], attempt: int) -> None:
-        super().__init__(daemon=True)
-        self.ctx = context(settings, job_id, args, attempt)
-        self.raised: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            run_import_task(self.ctx)
-        except BaseException as exc:  # noqa: BLE001 - kept for the test
-            self.raised = exc
-
-
-def _gated(db: Any) -> list[int]:
-    return [r[0] for r in db.execute(
-        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-        " AND l.objid = %s AND NOT l.granted AND a.state = 'active' AND a.datname = current_database()",
-        (GATE_KEY,))]
-
-
-def _lock_holders(db: Any) -> list[int]:
-    return [r[0] for r in db.execute(
-        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
-        " AND l.granted AND l.objid <> %s AND a.application_name = 'importd-worker'"
-        " AND a.datname = current_database()", (GATE_KEY,))]
 
 
 def test_a_run_that_lost_its_lock_puts_nothing_into_the_reject_file_of_the_run_that_took_over(gate, db):
@@ -213,13 +170,13 @@ def test_a_run_that_lost_its_lock_puts_nothing_into_the_reject_file_of_the_run_t
     db.execute("SELECT pg_advisory_lock(%s)", (GATE_KEY,))
     first = Delivery(gate, job_id, args, 1)
     first.start()
-    wait_for(lambda: _gated(db), 60, what="the first run's second stream at its checkpoint")
-    (holder,) = _lock_holders(db)
+    wait_for(lambda: waiting_on_gate(db, GATE_KEY), 60, what="the first run's second stream at its checkpoint")
+    (holder,) = lock_holders(db, GATE_KEY)
     db.execute("SELECT pg_terminate_backend(%s)", (holder,))
-    wait_for(lambda: holder not in _lock_holders(db), 30, what="the lock released")
+    wait_for(lambda: holder not in lock_holders(db, GATE_KEY), 30, what="the lock released")
     second = Delivery(gate, job_id, args, 2)
     second.start()
-    wait_for(lambda: len(_gated(db)) == 2, 60, what="the second run loading")
+    wait_for(lambda: len(waiting_on_gate(db, GATE_KEY)) == 2, 60, what="the second run loading")
     db.execute("SELECT pg_advisory_unlock(%s)", (GATE_KEY,))
     first.join()
     second.join()
@@ -232,7 +189,7 @@ def test_a_run_that_lost_its_lock_puts_nothing_into_the_reject_file_of_the_run_t
         if rec.finished:
             break
         assert attempt < 10, rec
-        wait_for(lambda: not _lock_holders(db), 30, what="no run holding the lock")
+        wait_for(lambda: not lock_holders(db, GATE_KEY), 30, what="no run holding the lock")
         Delivery(gate, job_id, args, attempt).run()
         attempt += 1
     assert (rec.state, rec.rows_imported, rec.rows_rejected) == ("SUCCESS", 3000 - len(lines), len(lines))
