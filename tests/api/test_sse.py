@@ -86,6 +86,20 @@ async def read_events(response: httpx.Response, stop_after: int | None = None) -
     return events
 
 
+async def open_streams(stack: AsyncExitStack, client: httpx.AsyncClient, job_id: str, n: int) -> list[Any]:
+    """``n`` event streams of one job, each read up to its first event; the line iterators are
+    returned to be kept alive (a dropped one closes its response)."""
+    readers = []
+    for _ in range(n):
+        r = await stack.enter_async_context(client.stream("GET", f"/api/jobs/{job_id}/events"))
+        assert r.status_code == 200
+        lines = r.aiter_lines()
+        while not (await anext(lines)).startswith("data:"):
+            pass
+        readers.append(lines)
+    return readers
+
+
 def real(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if "data" in e]
 
@@ -191,14 +205,7 @@ async def test_200_sse_clients_connected_then_gone_leave_redis_client_count_wher
         limits = httpx.Limits(max_connections=250, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=api.url, timeout=30, limits=limits) as c:
             async with AsyncExitStack() as stack:
-                readers = []  # kept alive: a dropped line iterator closes its response
-                for _ in range(200):
-                    r = await stack.enter_async_context(c.stream("GET", f"/api/jobs/{job_id}/events"))
-                    assert r.status_code == 200
-                    lines = r.aiter_lines()
-                    while not (await anext(lines)).startswith("data:"):
-                        pass
-                    readers.append(lines)
+                readers = await open_streams(stack, c, job_id, 200)  # noqa: F841 - kept alive
                 wait_for(lambda: sse_clients(api_settings) == before_named + 200, timeout=30,
                          what="200 SSE redis connections")
                 assert redis_sockets(pid) == before_own + 200
@@ -270,14 +277,7 @@ async def test_past_sse_max_clients_a_new_stream_is_429_until_one_goes_away(
     with start_api(env={"IMPORTD_SSE_MAX_CLIENTS": "2"}, sse_keepalive_s=60) as api:
         async with httpx.AsyncClient(base_url=api.url, timeout=20) as c:
             async with AsyncExitStack() as stack:
-                readers = []
-                for _ in range(2):
-                    r = await stack.enter_async_context(c.stream("GET", f"/api/jobs/{job_id}/events"))
-                    assert r.status_code == 200
-                    lines = r.aiter_lines()
-                    while not (await anext(lines)).startswith("data:"):
-                        pass
-                    readers.append(lines)
+                readers = await open_streams(stack, c, job_id, 2)  # noqa: F841 - kept alive
                 wait_for(lambda: sse_clients(api_settings) >= 2, what="two SSE redis connections")
                 refused = await c.get(f"/api/jobs/{job_id}/events")
                 assert refused.status_code == 429, refused.text
