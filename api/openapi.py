@@ -100,6 +100,8 @@ PREVIEW = {
             "columns": {"type": "object", "additionalProperties": {"type": "string"}}}},
         "mapping_source": {"type": "string", "nullable": True, "enum": ["request", "saved", None]},
         "problems": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "what the preview could not show (a record longer than the head it reads)"},
         "rows": {"type": "array", "items": {"type": "object", "required": ["line", "cells"], "properties": {
             "line": {"type": "integer"}, "error": _nullable_str,
             "cells": {"type": "array", "items": {"type": "object", "properties": {
