@@ -104,3 +104,25 @@ async def test_a_first_record_longer_than_the_head_is_named_in_the_preview_not_a
         body = (await post_preview(client, data)).json()
     assert body["rows_shown"] == 0 and body["complete"] is False
     assert len(body["notes"]) == 1 and "line 2" in body["notes"][0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+async def test_a_utf16_or_utf32_file_is_refused_by_preview_and_upload_naming_its_encoding(
+        api_client: Any, wbo: Settings, encoding: str) -> None:
+    """Excel's "Unicode text" export is UTF-16: PostgreSQL cannot read it, and "the header
+    contains a NUL byte at byte offset 5" told the user nothing. Both routes now say what the
+    file is and what to do; the upload queues nothing."""
+    data = "id\tname\tqty\r\n1\tZoë\t2\r\n".encode(encoding)
+    wide = encoding[:6].upper()
+    async with api_client(tables=TABLE) as client:
+        answers = [await post_preview(client, data),
+                   await client.post("/api/preview", data={"table": TABLE}, files={"file": ("u.csv", data)}),
+                   await client.post("/api/upload", params={"table": TABLE}, content=data,
+                                     headers={"Content-Type": "text/csv"}),
+                   await client.post("/api/upload", data={"table": TABLE}, files={"file": ("u.csv", data)})]
+        jobs = (await client.get("/api/jobs", params={"table": TABLE})).json()["jobs"]
+    for r in answers:
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert r.json()["error"]["code"] == "bad_upload" and wide in message and "UTF-8" in message, message
+    assert jobs == []
