@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import queue
 import threading
 from collections.abc import AsyncIterator
@@ -59,6 +60,8 @@ MAX_PART_HEADERS = 8
 #: The library's messages for its own per-line / per-part header limits (it has no distinct
 #: exception type for them): those are 431 too, like our total.
 HEADER_LIMIT_MESSAGES = ("Maximum header size exceeded", "Maximum header count exceeded")
+#: Largest JSON body (mappings, DLQ replay) read; a mapping of the longest header fits.
+MAX_JSON_BYTES = 1024 * 1024
 #: Content types taken as a raw CSV body.
 RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
@@ -430,12 +433,27 @@ async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
     return bytes(head), False
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """A small JSON request body that must be an object (400 otherwise)."""
+async def json_object(request: Request, limit: int = MAX_JSON_BYTES, empty: bool = False) -> dict[str, Any]:
+    """A small JSON request body that must be an object: 413 past ``limit`` bytes (read no
+    further, so memory holds ``limit`` at most), 400 for anything that is not a JSON object,
+    nesting too deep for the parser included. ``empty``: no body at all is ``{}``."""
+    raw = bytearray()
+    stream = request.stream()
     try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be JSON") from None
+        async for chunk in stream:
+            raw += chunk
+            if len(raw) > limit:
+                await _drain(request, stream)
+                raise ApiError(413, "payload_too_large", f"a JSON body of at most {limit} bytes",
+                               limit_bytes=limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the request") from None
+    if empty and not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." deeper than the parser goes
+        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body

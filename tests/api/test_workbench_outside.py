@@ -126,3 +126,24 @@ async def test_a_utf16_or_utf32_file_is_refused_by_preview_and_upload_naming_its
         message = r.json()["error"]["message"]
         assert r.json()["error"]["code"] == "bad_upload" and wide in message and "UTF-8" in message, message
     assert jobs == []
+
+
+JSON_ROUTES = [("PUT", "/api/mappings", 1024 * 1024), ("POST", "/api/dlq/replay", 1024 * 1024),
+               ("POST", "/api/uploads", 16 * 1024)]
+
+
+@pytest.mark.parametrize("method,path,limit", JSON_ROUTES)
+@pytest.mark.parametrize("body,status", [
+    (b"[" * 5000 + b"]" * 5000, 400),                    # deeper than the JSON parser goes: was a 500
+    (b'{"a": ' * 2000 + b"1" + b"}" * 2000, 400),
+    (b"\xff\xfe{}", 400), (b"[]", 400), (b'"x"', 400), (b"{", 400),
+    (None, 413),                                         # past the route's limit: not held whole
+])
+async def test_every_json_route_answers_a_hostile_body_with_400_or_413_never_500(
+        api_client: Any, wbo: Settings, method: str, path: str, limit: int, body: bytes | None,
+        status: int) -> None:
+    sent = body if body is not None else b'{"job_ids": ["' + b"0" * (limit + 10) + b'"]}'
+    async with api_client(tables=TABLE) as client:
+        r = await client.request(method, path, content=sent, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == ("payload_too_large" if status == 413 else "bad_request")
