@@ -222,7 +222,9 @@ SCHEMA: dict[str, Any] = {
                                        "header": {"type": "array", "items": {"type": "string"}},
                                        "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
                     "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
-                                  "400": _err("bad body or table"),
+                                  "400": _err("bad body or table; bad_mapping (with problems) for a mapping "
+                                              "the import could not apply: a column the table lacks or "
+                                              "generates, one column for two header fields"),
                                   "413": _err("a JSON body past 1 MiB"), **UNAUTHORIZED}}},
         "/api/dlq": {"get": {
             "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",

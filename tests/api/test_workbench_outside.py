@@ -5,6 +5,7 @@ never a 500; the preview reads a file as the import will; nothing is lost or loa
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -21,7 +22,8 @@ from tests.support.importing import rejected, run_import
 pytestmark = pytest.mark.anyio
 
 TABLE = "public.wbo_items"
-DDL = "CREATE TABLE IF NOT EXISTS wbo_items (id bigint, name text NOT NULL, qty integer)"
+DDL = ("CREATE TABLE IF NOT EXISTS wbo_items (id bigint, name text NOT NULL, qty integer,"
+       " total bigint GENERATED ALWAYS AS (qty * 2) STORED)")
 EOLS = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
 
 
@@ -147,3 +149,48 @@ async def test_every_json_route_answers_a_hostile_body_with_400_or_413_never_500
         r = await client.request(method, path, content=sent, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == ("payload_too_large" if status == 413 else "bad_request")
+
+
+@pytest.mark.parametrize("header,columns,says", [
+    (["a", "name"], {"a": "nosuch"}, "no such column in public.wbo_items: 'nosuch'"),
+    (["a", "b"], {"a": "name", "b": "name"}, "several header fields map to one column: name <- a, b"),
+    (["a", "name"], {"a": "name"}, "several header fields map to one column: name <- a, name"),
+    (["ID", "qty"], {"ID": "id", " id ": "qty"}, "a header field more than once"),
+    (["a"], {"x": "id"}, "the header lacks: 'x'"),
+    (["a", "name"], {"a": "total"}, "generated columns cannot be imported: 'total'"),
+    (["a", "name"], {"a": "x" * 500_000}, "no such column"),
+])
+async def test_a_mapping_the_import_could_not_apply_is_refused_and_leaves_the_saved_one_alone(
+        api_client: Any, wbo: Settings, header: list[str], columns: dict[str, str], says: str) -> None:
+    """It was saved (200), and the next file with that header was then mapped to a column that
+    does not exist or to one column twice, so its upload was refused after the user had
+    confirmed the mapping."""
+    good = {"a": "qty"} if "a" in header else {}
+    async with api_client(tables=TABLE) as client:
+        first = await client.put("/api/mappings", json={"table": TABLE, "header": header, "columns": good})
+        r = await client.put("/api/mappings", json={"table": TABLE, "header": header, "columns": columns})
+        listed = (await client.get("/api/mappings", params={"table": TABLE})).json()["mappings"]
+    assert first.status_code == 200, first.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_mapping", r.text
+    assert says in r.json()["error"]["message"]
+    assert [m["columns"] for m in listed if m["header"] == header] == [good]
+
+
+async def test_a_saved_mapping_of_a_unicode_header_maps_the_next_file_and_its_upload_is_accepted(
+        api_client: Any, wbo: Settings, broker: Any) -> None:
+    header = ["Имя", " Artikel-Nr. ", "Menge (Stück)"]
+    columns = {"Имя": "name", " artikel-nr. ": "ID", "Menge (Stück)": "qty"}
+    data = "Имя; Artikel-Nr. ;Menge (Stück)\r\nÄnne;1;2\r\n".encode()
+    async with api_client(tables=TABLE) as client:
+        put = await client.put("/api/mappings", json={"table": TABLE, "header": header, "columns": columns})
+        body = (await post_preview(client, data)).json()
+        mapping = json.dumps(body["mapping"]["columns"])
+        up = await client.post("/api/upload", params={"table": TABLE, "columns": mapping}, content=data,
+                               headers={"Content-Type": "text/csv"})
+        if up.status_code == 202:  # no worker here: take it off the queue's books
+            await client.post(f"/api/jobs/{up.json()['job_id']}/cancel")
+    assert put.status_code == 200, put.text
+    assert body["mapping_source"] == "saved" and body["problems"] == [] and body["bad_rows"] == 0
+    assert [(f["column"], f["how"]) for f in body["mapping"]["fields"]] == [("name", "explicit"), ("id", "explicit"),
+                                                                          ("qty", "explicit")]
+    assert up.status_code == 202, up.text
