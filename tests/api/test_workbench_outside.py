@@ -194,3 +194,38 @@ async def test_a_saved_mapping_of_a_unicode_header_maps_the_next_file_and_its_up
     assert [(f["column"], f["how"]) for f in body["mapping"]["fields"]] == [("name", "explicit"), ("id", "explicit"),
                                                                           ("qty", "explicit")]
     assert up.status_code == 202, up.text
+
+
+def cursor(value: Any) -> str:
+    import base64
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("params", [
+    {"state": "FOO"}, {"state": "success"}, {"state": "\x00"}, {"limit": "0"}, {"limit": "1e3"}, {"table": "\x00"},
+    {"cursor": "!!!"}, {"cursor": cursor([1, 2])}, {"cursor": cursor([None, "x"])}, {"cursor": cursor("ab")},
+    {"cursor": cursor(["2024-01-01", "x"])}, {"cursor": cursor(["2024-01-01T00:00:00+00:00", "\x00"])},
+    {"cursor": cursor({"a": 1})}, {"cursor": cursor([[[[[]]]]])}, {"cursor": "W" * 4000},
+    {"cursor": cursor(["2024-01-01T00:00:00+00:00", 5])},
+])
+async def test_a_job_list_filter_or_cursor_the_api_did_not_make_is_400(
+        api_client: Any, wbo: Settings, params: dict[str, str]) -> None:
+    """A cursor that decoded to other JSON (``[1, 2]``) reached PostgreSQL's timestamp cast: 500."""
+    async with api_client(tables=TABLE) as client:
+        r = await client.get("/api/jobs", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] in ("bad_request", "bad_cursor")
+
+
+@pytest.mark.parametrize("sent", ["wbo_items", "public.wbo_items", " public.wbo_items "])
+@pytest.mark.parametrize("filtered", ["wbo_items", "public.wbo_items", "x' OR 1=1 --", "public.wbo_items; --"])
+async def test_the_job_list_filter_finds_a_tables_jobs_however_the_table_was_named(
+        api_client: Any, wbo: Settings, sent: str, filtered: str) -> None:
+    """A job submitted as ``wbo_items`` was missing from the page's filter ``public.wbo_items``
+    (the allowlist's spelling) and the other way round; text that is no table finds nothing."""
+    rec, _ = run_import(wbo, b"id,name,qty\n1,Ann,2\n", table=sent)
+    async with api_client(tables=TABLE) as client:
+        r = await client.get("/api/jobs", params={"table": filtered, "limit": "1000"})
+    assert r.status_code == 200, r.text
+    found = rec.id in [j["id"] for j in r.json()["jobs"]]
+    assert found == ("wbo_items" in filtered and "'" not in filtered and ";" not in filtered)
