@@ -229,3 +229,70 @@ async def test_the_job_list_filter_finds_a_tables_jobs_however_the_table_was_nam
     assert r.status_code == 200, r.text
     found = rec.id in [j["id"] for j in r.json()["jobs"]]
     assert found == ("wbo_items" in filtered and "'" not in filtered and ";" not in filtered)
+
+
+DRY_TABLE = "public.wbo_dry"
+DRY_DDL = ("CREATE TABLE IF NOT EXISTS wbo_dry (id integer, d date, name varchar(5) NOT NULL, f float8,"
+           " tz timestamptz, n smallint)")
+#: Kind of bad row -> (column, reason kind) its group has.
+DRY_KINDS = {
+    1: (None, "extra data after last expected column"),
+    2: ("d", "date/time field value out of range"),
+    3: ("id", "value is out of range for type integer"),
+    4: ("n", "value is out of range for type smallint"),
+    5: ("f", "value is out of range for type double precision"),
+    6: ("tz", "time zone not recognized"),
+    7: (None, 'invalid byte sequence for encoding "UTF8"'),
+}
+
+
+def dry_file(rows: int, seed: int) -> tuple[bytes, dict[tuple[str | None, str], list[int]]]:
+    """A file whose every row but each 8th is bad in one of seven ways, each bad value
+    different (another number, zone, byte): the file and the lines of each group."""
+    import random
+    rnd = random.Random(seed)
+    out, groups = [b"id,d,name,f,tz,n\n"], {kind: [] for kind in DRY_KINDS.values()}
+    for i in range(rows):
+        row = [str(i), "2024-01-02", "ab", "1.0", "2024-01-01 00:00+00", "1"]
+        kind = i % 8
+        if kind == 1:
+            row[3] = f"{rnd.randint(1, 999)},{rnd.randint(0, 99)}"  # a decimal comma, unquoted
+        elif kind == 2:
+            row[1] = f"2024-{rnd.randint(13, 99)}-{rnd.randint(1, 28)}"
+        elif kind == 3:
+            row[0] = str(rnd.randint(2**31, 10**12))
+        elif kind == 4:
+            row[5] = str(rnd.randint(2**15, 10**6))
+        elif kind == 5:
+            row[3] = f"{rnd.randint(1, 9)}e{rnd.randint(400, 9999)}"
+        elif kind == 6:
+            row[4] = f"2024-01-01 00:00 Mars/Base{rnd.randint(1, 10**6)}"
+        line = ",".join(row).encode()
+        if kind == 7:
+            line = line.replace(b",ab,", b"," + bytes([rnd.randint(0xC0, 0xFF)]) + b"x,")  # a lone latin-1 byte
+        out.append(line + b"\n")
+        if kind:
+            groups[DRY_KINDS[kind]].append(i + 2)
+    return b"".join(out), groups
+
+
+async def test_a_dry_run_of_thousands_of_bad_rows_of_a_few_kinds_reports_a_few_exact_groups(
+        api_client: Any, api_settings: Settings) -> None:
+    """Out-of-range numbers, unknown time zones and stray bytes each made one group per
+    value, so 2,900 rows ended under "other reasons" and the 50 groups named single values."""
+    with store.connect(api_settings) as conn:
+        conn.execute(DRY_DDL)
+    settings_ = replace(api_settings, tables=DRY_TABLE)
+    data, groups = dry_file(8000, seed=16)
+    rec, raised = run_import(settings_, data, table=DRY_TABLE, max_errors=10**6, validate_only=True)
+    assert raised is None and rec.state == "SUCCESS"
+    async with api_client(tables=DRY_TABLE) as client:
+        job = await client.get(f"/api/jobs/{rec.id}")
+        rejects = await client.get(f"/api/jobs/{rec.id}/rejects.csv")
+    got = {(g["column"], g["reason"]): (g["count"], g["lines"]) for g in job.json()["rejects"]["groups"]}
+    assert got == {kind: (len(lines), lines[:3]) for kind, lines in groups.items()}
+    assert rec.rows_rejected == job.json()["rejects"]["records"] == 7000
+    assert len(job.content) < 4096  # bounded: a few groups, whatever the number of bad rows
+    assert rejects.status_code == 200 and rejects.content.count(b"\n") == 7001
+    with store.connect(api_settings) as conn:
+        assert conn.execute("SELECT count(*) FROM wbo_dry").fetchone() == (0,)  # a dry run loads nothing
