@@ -243,9 +243,11 @@ SCHEMA: dict[str, Any] = {
                 "properties": {"job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                                            "maxItems": 500}}}}}},
             "responses": {"200": _json("what happened to each", {
-                "type": "object", "required": ["replayed"],
+                "type": "object", "required": ["replayed", "not_found"],
                 "properties": {"replayed": {"type": "array", "items": {
-                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
+                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}},
+                    "not_found": {"type": "array", "items": {"type": "string"},
+                                  "description": "ids the DLQ did not hold"}}}),
                 "400": _err("bad body"), "413": _err("a JSON body past 1 MiB"),
                 "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/uploads": {"post": {

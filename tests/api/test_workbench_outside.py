@@ -296,3 +296,33 @@ async def test_a_dry_run_of_thousands_of_bad_rows_of_a_few_kinds_reports_a_few_e
     assert rejects.status_code == 200 and rejects.content.count(b"\n") == 7001
     with store.connect(api_settings) as conn:
         assert conn.execute("SELECT count(*) FROM wbo_dry").fetchone() == (0,)  # a dry run loads nothing
+
+
+async def test_replaying_ids_the_dlq_does_not_hold_says_which_and_moves_nothing(
+        api_client: Any, broker: Any) -> None:
+    """``{"replayed": []}`` did not tell an operator that the id was wrong or already replayed."""
+    from tests.api.test_dlq_api import _dead_letters
+    ids = _dead_letters(broker, 1)
+    absent = "0" * 32
+    async with api_client() as client:
+        r = await client.post("/api/dlq/replay", json={"job_ids": [absent, ids[0], absent]})
+        again = await client.post("/api/dlq/replay", json={"job_ids": ids})
+    assert r.status_code == 200, r.text
+    assert [d["job_id"] for d in r.json()["replayed"]] == ids and r.json()["not_found"] == [absent]
+    assert again.json() == {"replayed": [], "not_found": ids}
+    assert broker.depth("failed_tasks") == 0 and broker.depth("default") == 1
+
+
+ROUTES = [("POST", "/api/preview"), ("GET", "/api/mappings"), ("PUT", "/api/mappings"), ("GET", "/api/jobs"),
+          ("GET", f"/api/jobs/{'0' * 32}/rejects.csv"), ("POST", f"/api/jobs/{'0' * 32}/cancel"),
+          ("GET", "/api/dlq"), ("POST", "/api/dlq/replay")]
+
+
+@pytest.mark.parametrize("method,path", ROUTES)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic c2VrcmV0Og==", "Bearer "])
+async def test_every_workbench_route_needs_the_token_when_tokens_are_set(
+        api_client: Any, wbo: Settings, method: str, path: str, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth is not None else {}
+    async with api_client(tables=TABLE, api_tokens="sekret") as client:
+        r = await client.request(method, path, headers=headers, json={"job_ids": ["0" * 32]})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", r.text
