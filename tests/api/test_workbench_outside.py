@@ -409,3 +409,25 @@ def test_every_spreadsheet_export_round_trips_through_preview_upload_rejects_and
             with store.connect(wbo) as conn:
                 ids = [r[0] for r in conn.execute("SELECT id FROM wbo_items ORDER BY id").fetchall()]
             assert ids == list(range(1, 41)), name
+
+
+@pytest.mark.parametrize("header", [
+    b"id,name,qty,",            # Excel's trailing delimiter: an empty last name
+    b"id,,name,,qty",           # two empty names: were also reported as "duplicate header columns: "
+    b"Name,name,qty", b"id, name ,NAME", b"id,name,qty,extra,more", b",,", b"  ,name,qty",
+    b"qty,name,id,id", b"id;name;qty;",
+])
+async def test_the_preview_names_every_header_problem_as_the_upload_refuses_it(
+        api_client: Any, wbo: Settings, header: bytes) -> None:
+    """One set of rules: what the preview lists is what the upload's 400 lists, each problem
+    naming its fields (an empty name is said to be one)."""
+    data = header + b"\n1,Ann,2\n"
+    async with api_client(tables=TABLE) as client:
+        shown = (await post_preview(client, data)).json()
+        refused = await client.post("/api/upload", params={"table": TABLE}, content=data,
+                                    headers={"Content-Type": "text/csv"})
+    assert refused.status_code == 400, refused.text
+    problems = refused.json()["error"]["problems"]
+    assert shown["problems"] == problems and problems
+    for problem in problems:
+        assert not problem.rstrip().endswith(":") and ", ," not in problem and ": ," not in problem, problem
