@@ -13,7 +13,6 @@ UNIQUE, foreign keys) are not judged here: the dry run does that.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass
@@ -175,20 +174,19 @@ def _eol_faults(head: bytes, found: list[tuple[int, bytes]], eol: bytes) -> dict
 def _cells(body: bytes, delim: bytes, enc: scan.Encoding,
            columns: list[Column | None]) -> tuple[list[_Cell], str | None]:
     """The cells of one record and a record-level error (field count, quoting), as COPY reads them."""
-    raw_fields = cells.split(body, delim)
     row_error = None
-    if raw_fields is None:  # quoting PostgreSQL reads its own way: show what csv makes of it
-        row_error = "a quote inside an unquoted field or text after a closing quote"
-        text = body.decode(enc.python, errors="replace")
-        parsed = next(csv.reader(io.StringIO(text, newline=""), delimiter=delim.decode()), [])
-        raw_fields = [b'"' + p.encode(enc.python, errors="replace").replace(b'"', b'""') + b'"' for p in parsed]
+    raw_fields = cells.split(body, delim)
+    if raw_fields is not None:
+        fields = [(cells.unquote(raw), raw.startswith(b'"')) for raw in raw_fields]
+    else:  # a quote inside a field, text after a closing quote: read as COPY reads it
+        fields = cells.pg_fields(body, delim) or []
+        if not fields:
+            row_error = cells.UNTERMINATED
     out: list[_Cell] = []
-    for raw in raw_fields:
-        quoted = raw.startswith(b'"')
-        if not quoted and raw == b"":
+    for value, quoted in fields:
+        if not quoted and value == b"":
             out.append(_Cell(None, False))
             continue
-        value = cells.unquote(raw)
         try:
             out.append(_Cell(value.decode(enc.python), quoted))
         except UnicodeDecodeError as exc:

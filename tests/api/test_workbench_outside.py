@@ -431,3 +431,32 @@ async def test_the_preview_names_every_header_problem_as_the_upload_refuses_it(
     assert shown["problems"] == problems and problems
     for problem in problems:
         assert not problem.rstrip().endswith(":") and ", ," not in problem and ": ," not in problem, problem
+
+
+MESSY_NUMBERS = st.sampled_from(["1", " 2", "3 ", "1.5", "", '""', "1e3", "+4", "-0", "0x10", "2147483648", "١٢",
+                                 "1,000", '"1,000"', "NaN", "5", "９", '"7"', "null", "\\N"])
+EXTRA_FIELDS = st.sampled_from(["", ",9", ",", ",,"])
+MESSY_NAMES = st.sampled_from(["Ann", "", '""', '" "', "Zoë", '"two\nlines"', "a\\b", '"quote "" in"', "NULL",
+                               'a"b', '"x" ', ' "y"', '"x"y', "\udcff", "\\.", "é\r"])
+
+
+def test_the_preview_flags_exactly_the_lines_a_dry_run_rejects(start_api: Callable[..., Any], wbo: Settings) -> None:
+    """Same rules, same verdicts: for any messy first records, the lines the preview marks bad
+    are the lines the dry run of that file rejects (the table has no constraint the preview
+    leaves to the dry run)."""
+    with start_api(tables=TABLE) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(rows=st.lists(st.tuples(MESSY_NUMBERS, MESSY_NAMES, MESSY_NUMBERS, EXTRA_FIELDS),
+                             min_size=1, max_size=12),
+               eol=st.sampled_from(["\n", "\r\n", "\r"]))
+        def check(rows: list[tuple[str, str, str, str]], eol: str) -> None:
+            text = "id,name,qty" + eol + "".join(f"{i},{n},{q}{extra}{eol}" for i, n, q, extra in rows)
+            data = text.encode("utf-8", "surrogateescape")  # \udcff: a byte that is not UTF-8
+            body = client.post("/api/preview", params={"table": TABLE}, content=data,
+                               headers={"Content-Type": "text/csv"}).json()
+            flagged = sorted(r["line"] for r in body["rows"] if r["error"] or any(c["error"] for c in r["cells"]))
+            rec, raised = run_import(wbo, data, table=TABLE, max_errors=1000, validate_only=True,
+                                     options={"encoding": body["encoding"]})  # the page sends what it detected
+            assert raised is None, raised
+            assert flagged == sorted(line for line, *_ in rejected(wbo, rec.id)), (body["rows"], rejected(wbo, rec.id))
+        check()
