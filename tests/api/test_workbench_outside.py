@@ -445,7 +445,7 @@ def test_the_preview_flags_exactly_the_lines_a_dry_run_rejects(start_api: Callab
     are the lines the dry run of that file rejects (the table has no constraint the preview
     leaves to the dry run)."""
     with start_api(tables=TABLE) as api, httpx.Client(base_url=api.url, timeout=30) as client:
-        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(rows=st.lists(st.tuples(MESSY_NUMBERS, MESSY_NAMES, MESSY_NUMBERS, EXTRA_FIELDS),
                              min_size=1, max_size=12),
                eol=st.sampled_from(["\n", "\r\n", "\r"]))
