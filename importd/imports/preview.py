@@ -216,8 +216,9 @@ def _judge(conn: psycopg.Connection[Any], grid: list[list[_Cell]], columns: list
                 cell.error = 'invalid byte sequence for encoding "UTF8": 0x00'
             elif _is_text(column.type):
                 length = _LENGTH.fullmatch(column.type)
-                if length and len(cell.value.rstrip(" ") if column.type.startswith("character(")
-                                  else cell.value) > int(length.group(1)):
+                # COPY (the input function with the column's length) refuses only excess that is
+                # not all spaces, for varchar as for char: a padded fixed-width export loads
+                if length and len(cell.value.rstrip(" ")) > int(length.group(1)):
                     cell.error = f"value too long for type {column.type}"
             else:
                 pending.append((cell, column))

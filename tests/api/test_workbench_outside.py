@@ -460,3 +460,39 @@ def test_the_preview_flags_exactly_the_lines_a_dry_run_rejects(start_api: Callab
             assert raised is None, raised
             assert flagged == sorted(line for line, *_ in rejected(wbo, rec.id)), (body["rows"], rejected(wbo, rec.id))
         check()
+
+
+TYPED_TABLE = "public.wbo_typed"
+TYPED_DDL = ("CREATE TABLE IF NOT EXISTS wbo_typed (v varchar(3), c char(2), n numeric(5,2), d date, b boolean,"
+             " t text NOT NULL)")
+TYPED_VALUES = {
+    "v": st.sampled_from(["ab", "abc", "abcd", "ab    ", "abc ", "abcd ", '"ab  "', "éé", "ééé ", "", '""', "a\tb  "]),
+    "c": st.sampled_from(["a", "ab", "abc", "ab  ", '" "', "", "é "]),
+    "n": st.sampled_from(["1", "999.99", "1000", "999.999", "-0.001", "1e2", "", "abc", " 5 ", "1,5"]),
+    "d": st.sampled_from(["2024-02-29", "2023-02-29", "20240101", "1/2/2024", "", "today", "infinity", "2024-13-01"]),
+    "b": st.sampled_from(["t", "yes", "on", "1", "ja", "", "TRUE", " true", "2"]),
+    "t": st.sampled_from(["x", "", '""', "NULL"]),
+}
+
+
+def test_the_preview_flags_exactly_the_lines_a_dry_run_rejects_for_typed_columns(
+        start_api: Callable[..., Any], api_settings: Settings) -> None:
+    """A varchar(3) cell padded with spaces (a fixed-width export) loads, as COPY keeps only
+    the length up to trailing spaces; the preview marked it "value too long"."""
+    with store.connect(api_settings) as conn:
+        conn.execute(TYPED_DDL)
+    typed = replace(api_settings, tables=TYPED_TABLE)
+    columns = list(TYPED_VALUES)
+    with start_api(tables=TYPED_TABLE) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(rows=st.lists(st.tuples(*TYPED_VALUES.values()), min_size=1, max_size=10))
+        def check(rows: list[tuple[str, ...]]) -> None:
+            data = (",".join(columns) + "\n" + "".join(",".join(row) + "\n" for row in rows)).encode()
+            body = client.post("/api/preview", params={"table": TYPED_TABLE}, content=data,
+                               headers={"Content-Type": "text/csv"}).json()
+            flagged = sorted(r["line"] for r in body["rows"] if r["error"] or any(c["error"] for c in r["cells"]))
+            rec, raised = run_import(typed, data, table=TYPED_TABLE, max_errors=1000, validate_only=True)
+            assert raised is None, raised
+            refused = rejected(typed, rec.id)
+            assert flagged == sorted(line for line, *_ in refused), (body["rows"], refused)
+        check()
