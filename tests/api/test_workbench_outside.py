@@ -120,6 +120,7 @@ async def test_a_utf16_or_utf32_file_is_refused_by_preview_and_upload_naming_its
     data = "id\tname\tqty\r\n1\tZoë\t2\r\n".encode(encoding)
     wide = encoding[:6].upper()
     async with api_client(tables=TABLE) as client:
+        before = (await client.get("/api/jobs", params={"table": TABLE})).json()["jobs"]
         answers = [await post_preview(client, data),
                    await client.post("/api/preview", data={"table": TABLE}, files={"file": ("u.csv", data)}),
                    await client.post("/api/upload", params={"table": TABLE}, content=data,
@@ -130,7 +131,7 @@ async def test_a_utf16_or_utf32_file_is_refused_by_preview_and_upload_naming_its
         assert r.status_code == 400, r.text
         message = r.json()["error"]["message"]
         assert r.json()["error"]["code"] == "bad_upload" and wide in message and "UTF-8" in message, message
-    assert jobs == []
+    assert jobs == before  # nothing queued
 
 
 JSON_ROUTES = [("PUT", "/api/mappings", 1024 * 1024), ("POST", "/api/dlq/replay", 1024 * 1024),
@@ -180,7 +181,7 @@ async def test_a_mapping_the_import_could_not_apply_is_refused_and_leaves_the_sa
 
 
 async def test_a_saved_mapping_of_a_unicode_header_maps_the_next_file_and_its_upload_is_accepted(
-        api_client: Any, wbo: Settings, broker: Any) -> None:
+        api_client: Any, wbo: Settings) -> None:
     header = ["Имя", " Artikel-Nr. ", "Menge (Stück)"]
     columns = {"Имя": "name", " artikel-nr. ": "ID", "Menge (Stück)": "qty"}
     data = "Имя; Artikel-Nr. ;Menge (Stück)\r\nÄnne;1;2\r\n".encode()
