@@ -203,7 +203,8 @@ SCHEMA: dict[str, Any] = {
                 "200": _json("the preview", {"$ref": "#/components/schemas/Preview"}),
                 "400": _err("bad options, malformed body, a head that is not CSV, or a table that cannot be used"),
                 "404": _err("job_id names no job, or its file is gone"),
-                "413": _err("a raw body declared larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "413": _err("a raw body declared larger than IMPORTD_MAX_UPLOAD_BYTES, or a multipart file "
+                            "part past it (the upload would refuse it)"),
                 "415": _err("neither multipart/form-data nor text/csv"),
                 "431": _err("a multipart part's headers are too large"), **UNAUTHORIZED}}},
         "/api/mappings": {

@@ -497,3 +497,29 @@ def test_the_preview_flags_exactly_the_lines_a_dry_run_rejects_for_typed_columns
             refused = rejected(typed, rec.id)
             assert flagged == sorted(line for line, *_ in refused), (body["rows"], refused)
         check()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_multipart_preview_of_a_file_past_the_upload_limit_is_413_not_read_to_its_end(
+        api_client: Any, wbo: Settings, declared: bool) -> None:
+    """The multipart preview kept 1 MiB but read any body to its end (fields may follow the
+    file): a client could hold a request open for a file no upload would take."""
+    limit = 64 * 1024
+    boundary = "b0und4ry"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"table\"\r\n\r\n{TABLE}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.csv\"\r\n"
+            "Content-Type: text/csv\r\n\r\nid,name,qty\n").encode()
+    rows = b"1,Ann,2\n" * (4 * limit // 8)
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    async def chunks() -> Any:  # no Content-Length: the limit is met while reading
+        for part in (head, *(rows[i:i + 8192] for i in range(0, len(rows), 8192)), tail):
+            yield part
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with api_client(tables=TABLE, max_upload_bytes=limit) as client:
+        small = await client.post("/api/preview", headers=headers, content=head + rows[:limit // 2] + tail)
+        big = await client.post("/api/preview", headers=headers,
+                                content=head + rows + tail if declared else chunks())
+    assert small.status_code == 200, small.text
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large", big.text
