@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import queue
 import threading
 from collections.abc import AsyncIterator
@@ -59,6 +60,8 @@ MAX_PART_HEADERS = 8
 #: The library's messages for its own per-line / per-part header limits (it has no distinct
 #: exception type for them): those are 431 too, like our total.
 HEADER_LIMIT_MESSAGES = ("Maximum header size exceeded", "Maximum header count exceeded")
+#: Largest JSON body (mappings, DLQ replay) read; a mapping of the longest header fits.
+MAX_JSON_BYTES = 1024 * 1024
 #: Content types taken as a raw CSV body.
 RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
 
@@ -383,14 +386,17 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
 
 class _HeadSink(_Sink):
     """Keeps the first ``keep`` bytes of the file part in memory and drops the rest (a preview
-    reads the head only); never writes a file, never refuses a size."""
+    reads the head only); never writes a file. A file past ``limit`` (the upload's own limit)
+    is 413 as its upload would be: the body is not read on for a file nobody could load."""
 
-    def __init__(self, keep: int) -> None:  # no store: nothing is written
-        self.limit, self.size, self.buffer, self.more = keep, 0, bytearray(), False
+    def __init__(self, keep: int, limit: int) -> None:  # no store: nothing is written
+        self.keep, self.limit, self.size, self.buffer, self.more = keep, limit, 0, bytearray(), False
 
     def append(self, data: bytes) -> None:
         self.size += len(data)
-        room = self.limit - len(self.buffer)
+        if self.size > self.limit:
+            raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+        room = self.keep - len(self.buffer)
         if len(data) > room:
             self.more = True
         if room > 0:
@@ -400,18 +406,26 @@ class _HeadSink(_Sink):
         return None
 
 
-async def receive_multipart_head(request: Request, keep: int,
+async def receive_multipart_head(request: Request, keep: int, limit: int,
                                  header_limit: int = 8192) -> tuple[bytes, bool, dict[str, str]]:
     """The first ``keep`` bytes of a multipart body's file part, whether more followed, and
     the form fields. The body is read to its end (fields may follow the file) but memory holds
-    ``keep`` bytes of the file at most."""
+    ``keep`` bytes of the file at most; a file part past ``limit`` bytes is 413."""
     _, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:
         raise ApiError(400, "bad_multipart", "multipart body without a boundary")
-    sink = _HeadSink(keep)
+    length = _content_length(request)
+    if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
+        raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
+    sink = _HeadSink(keep, limit)
+    stream = request.stream()
     try:
-        fields = await _receive_multipart(request.stream(), boundary, sink, header_limit)
+        fields = await _receive_multipart(stream, boundary, sink, header_limit)
+    except ApiError as exc:
+        if exc.status in (413, 431):
+            await _drain(request, stream)
+        raise
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
     return bytes(sink.buffer), sink.more, fields
@@ -430,12 +444,27 @@ async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
     return bytes(head), False
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """A small JSON request body that must be an object (400 otherwise)."""
+async def json_object(request: Request, limit: int = MAX_JSON_BYTES, empty: bool = False) -> dict[str, Any]:
+    """A small JSON request body that must be an object: 413 past ``limit`` bytes (read no
+    further, so memory holds ``limit`` at most), 400 for anything that is not a JSON object,
+    nesting too deep for the parser included. ``empty``: no body at all is ``{}``."""
+    raw = bytearray()
+    stream = request.stream()
     try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be JSON") from None
+        async for chunk in stream:
+            raw += chunk
+            if len(raw) > limit:
+                await _drain(request, stream)
+                raise ApiError(413, "payload_too_large", f"a JSON body of at most {limit} bytes",
+                               limit_bytes=limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the request") from None
+    if empty and not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." deeper than the parser goes
+        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body

@@ -100,6 +100,8 @@ PREVIEW = {
             "columns": {"type": "object", "additionalProperties": {"type": "string"}}}},
         "mapping_source": {"type": "string", "nullable": True, "enum": ["request", "saved", None]},
         "problems": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "what the preview could not show (a record longer than the head it reads)"},
         "rows": {"type": "array", "items": {"type": "object", "required": ["line", "cells"], "properties": {
             "line": {"type": "integer"}, "error": _nullable_str,
             "cells": {"type": "array", "items": {"type": "object", "properties": {
@@ -201,7 +203,8 @@ SCHEMA: dict[str, Any] = {
                 "200": _json("the preview", {"$ref": "#/components/schemas/Preview"}),
                 "400": _err("bad options, malformed body, a head that is not CSV, or a table that cannot be used"),
                 "404": _err("job_id names no job, or its file is gone"),
-                "413": _err("a raw body declared larger than IMPORTD_MAX_UPLOAD_BYTES"),
+                "413": _err("a raw body declared larger than IMPORTD_MAX_UPLOAD_BYTES, or a multipart file "
+                            "part past it (the upload would refuse it)"),
                 "415": _err("neither multipart/form-data nor text/csv"),
                 "431": _err("a multipart part's headers are too large"), **UNAUTHORIZED}}},
         "/api/mappings": {
@@ -220,7 +223,10 @@ SCHEMA: dict[str, Any] = {
                                        "header": {"type": "array", "items": {"type": "string"}},
                                        "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
                     "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
-                                  "400": _err("bad body or table"), **UNAUTHORIZED}}},
+                                  "400": _err("bad body or table; bad_mapping (with problems) for a mapping "
+                                              "the import could not apply: a column the table lacks or "
+                                              "generates, one column for two header fields"),
+                                  "413": _err("a JSON body past 1 MiB"), **UNAUTHORIZED}}},
         "/api/dlq": {"get": {
             "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
             "security": [{"bearer": []}],
@@ -238,10 +244,13 @@ SCHEMA: dict[str, Any] = {
                 "properties": {"job_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
                                            "maxItems": 500}}}}}},
             "responses": {"200": _json("what happened to each", {
-                "type": "object", "required": ["replayed"],
+                "type": "object", "required": ["replayed", "not_found"],
                 "properties": {"replayed": {"type": "array", "items": {
-                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
-                "400": _err("bad body"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
+                    **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}},
+                    "not_found": {"type": "array", "items": {"type": "string"},
+                                  "description": "ids the DLQ did not hold"}}}),
+                "400": _err("bad body"), "413": _err("a JSON body past 1 MiB"),
+                "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/uploads": {"post": {
             "summary": "start a presigned multipart upload straight to the S3 store (parts PUT by the client)",
             "security": [{"bearer": []}],

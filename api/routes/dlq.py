@@ -48,13 +48,16 @@ async def list_dead_letters(request: Request) -> Response:
 
 
 async def replay_dead_letters(request: Request) -> Response:
-    """Body ``{"job_ids": [...]}``: those jobs' dead letters go back where they came from."""
+    """Body ``{"job_ids": [...]}``: those jobs' dead letters go back where they came from;
+    ``not_found`` names the ids the DLQ did not hold (already replayed, never there)."""
     svc = services(request)
     ids = (await bodies.json_object(request)).get("job_ids")
     if not isinstance(ids, list) or not ids or len(ids) > MAX_REPLAY \
             or not all(isinstance(i, str) and JOB_ID.match(i) for i in ids):
         raise ApiError(400, "bad_request", f"job_ids must be a list of 1 to {MAX_REPLAY} job ids")
-    return JSONResponse({"replayed": await _on_broker(_replay, svc.settings, ids)})
+    replayed = await _on_broker(_replay, svc.settings, ids)
+    seen = {d["job_id"] for d in replayed}
+    return JSONResponse({"replayed": replayed, "not_found": [i for i in dict.fromkeys(ids) if i not in seen]})
 
 
 async def _on_broker(func: Any, *args: Any) -> Any:

@@ -51,9 +51,17 @@ async def put_mapping(request: Request) -> Response:
         raise ApiError(400, "bad_request", "columns must map header names to column names")
     if any("\x00" in text for text in [*header, *columns, *columns.values()]):
         raise ApiError(400, "bad_request", "names cannot contain NUL")
-    known = {h.strip().lower() for h in header}
-    strays = [k for k in columns if k.strip().lower() not in known]
-    if strays:
-        raise ApiError(400, "bad_request", f"columns names header fields the header lacks: {', '.join(strays[:10])}")
-    saved = await svc.with_db(mappings.save, table, header, columns)
+    try:
+        saved = await svc.with_db(_save, svc.settings, table, header, columns)
+    except targets.TargetError as exc:
+        raise ApiError(400, "bad_mapping", "; ".join(exc.problems), problems=exc.problems) from None
     return JSONResponse(saved)
+
+
+def _save(conn: Any, settings: Any, table: str, header: list[str], columns: dict[str, str]) -> dict[str, Any]:
+    """Save the mapping once the table's catalog says it can be applied (TargetError otherwise)."""
+    target = targets.load(conn, settings, table)
+    problems = mappings.check(target, header, columns)
+    if problems:
+        raise targets.TargetError(problems)
+    return mappings.save(conn, target.name, header, columns)

@@ -74,6 +74,7 @@ async def preview_csv(request: Request) -> Response:
         head, more, params = await _stored_head(request, job_id, params)
     elif bodies.is_multipart(request):
         head, more, fields = await bodies.receive_multipart_head(request, previews.HEAD_BYTES,
+                                                                 svc.settings.max_upload_bytes,
                                                                  svc.settings.max_part_header_bytes)
         params = {**params, **fields}
     else:

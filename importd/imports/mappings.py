@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import psycopg
@@ -95,6 +96,48 @@ def propose(target: Target, header: list[str], explicit: dict[str, str] | None) 
                for c in target.columns.values() if c.name not in taken and not c.generated]
     columns = {f["header"]: f["column"] for f in fields if f["how"] in ("explicit", "suggested") and f["column"]}
     return {"fields": fields, "missing": missing, "columns": columns}
+
+
+def check(target: Target, header: list[str], columns: dict[str, str]) -> list[str]:
+    """What makes ``columns`` (header name -> table column, ``""`` for none) unfit to save for
+    ``header`` into ``target``: a name the header lacks or named twice (case and surrounding
+    spaces ignored, as the import compares them), a column the table lacks or generates, a
+    column two header fields would go to (explicitly or by the automatic match). The import
+    would refuse each of them; saved, the next file with this header would be mapped wrong."""
+    problems: list[str] = []
+    known = {h.strip().lower() for h in header}
+    keys = Counter(k.strip().lower() for k in columns)
+    strays = [k for k in columns if k.strip().lower() not in known]
+    if strays:
+        problems.append(f"columns names header fields the header lacks: {_names(strays)}")
+    twice = [k for k, n in keys.items() if n > 1]
+    if twice:
+        problems.append(f"columns names a header field more than once (case and surrounding spaces ignored): "
+                        f"{_names(twice)}")
+    unknown = [v for v in columns.values() if v and auto_column(target, v) is None]
+    if unknown:
+        problems.append(f"no such column in {target.name}: {_names(unknown)}")
+    chosen = [auto_column(target, v) for v in columns.values() if v]
+    generated = [c for c in chosen if c and target.columns[c].generated]
+    if generated:
+        problems.append(f"generated columns cannot be imported: {_names(generated)}")
+    wanted = {k.strip().lower(): v for k, v in columns.items()}
+    goes_to: dict[str, list[str]] = {}
+    for name in header:
+        choice = wanted.get(name.strip().lower())
+        column = auto_column(target, choice if choice is not None else name) if choice != "" else None
+        if column:
+            goes_to.setdefault(column, []).append(name)
+    shared = [f"{column} <- {', '.join(names)}" for column, names in goes_to.items() if len(names) > 1]
+    if shared:
+        problems.append(f"several header fields map to one column: {'; '.join(shared)}")
+    return problems
+
+
+def _names(names: list[str], shown: int = 10) -> str:
+    """Names for a message: quoted (an empty or spaced name stays visible), the first few."""
+    out = ", ".join(repr(n[:100]) for n in names[:shown])
+    return out + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def load(conn: psycopg.Connection[Any], table: str, header: list[str]) -> dict[str, str] | None:

@@ -13,7 +13,6 @@ UNIQUE, foreign keys) are not judged here: the dry run does that.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass
@@ -83,14 +82,15 @@ def detect_encoding(head: bytes, more: bool, requested: str | None) -> tuple[sca
         return scan.encoding(FALLBACK_ENCODING), FALLBACK_ENCODING, True
 
 
-def records(head: bytes, start: int, more: bool, limit: int) -> list[tuple[int, bytes]]:
-    """(start offset, raw bytes) of up to ``limit`` whole records of ``head`` from ``start``;
+def records(head: bytes, start: int, more: bool, limit: int, brk: bytes = scan.NL) -> list[tuple[int, bytes]]:
+    """(start offset, raw bytes) of up to ``limit`` whole records of ``head`` from ``start``,
+    ended by ``brk`` (the file's line break, :func:`importd.imports.copy.scan.line_break`);
     a last record cut by the end of the head is left out."""
     out: list[tuple[int, bytes]] = []
     pos = start
-    for end in scan.record_ends(head, start):
+    for end in scan.record_ends(head, start, brk=brk):
         raw = head[pos:end]
-        if more and end == len(head) and not raw.endswith(b"\n"):
+        if more and end == len(head) and not raw.endswith(brk):
             break
         out.append((pos, raw))
         pos = end
@@ -128,17 +128,23 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
         problems: list[str] = []
     except targets.TargetError as exc:
         problems = exc.problems
-    found = records(head, header.data_offset, more, rows)
+    brk = scan.line_break(header.eol)
+    found = records(head, header.data_offset, more, rows, brk)
+    faults = _eol_faults(head, found, header.eol)
     line = 1 + header.lines
     delim = header.delimiter.encode()
     columns = [target.columns.get(f["column"] or "") for f in mapping["fields"]]
     out_rows: list[dict[str, Any]] = []
     grid: list[list[_Cell]] = []
-    for _, raw in found:
+    for start, raw in found:
         cells_, row_error = _cells(scan.strip_eol(raw), delim, enc, columns)
-        out_rows.append({"line": line, "error": row_error})
+        out_rows.append({"line": line, "error": faults.get(start) or row_error})
         grid.append(cells_)
-        line += raw.count(b"\n")
+        line += raw.count(brk)
+    notes = []
+    if more and len(found) < rows:  # the head ends inside the next record: say so, not just fewer rows
+        notes.append(f"the record at line {line} goes on past the first {len(head)} bytes the preview reads: "
+                     "it and the records after it are not shown")
     _judge(conn, grid, columns)
     for row, cells_ in zip(out_rows, grid, strict=True):
         row["cells"] = [{"value": c.value if c.value is None else c.value[:MAX_CELL_CHARS],
@@ -147,7 +153,7 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
     return {
         "table": target.name, "delimiter": header.delimiter, "encoding": enc_name,
         "encoding_detected": detected, "header": header.fields, "mapping": mapping,
-        "mapping_source": source, "problems": problems, "rows": out_rows,
+        "mapping_source": source, "problems": problems, "notes": notes, "rows": out_rows,
         "rows_shown": len(out_rows), "bad_rows": sum(1 for r, c in zip(out_rows, grid, strict=True)
                                                      if r["error"] or any(x.error for x in c)),
         "bad_cells": bad_cells, "bytes_read": len(head), "complete": not more,
@@ -156,23 +162,31 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
     }
 
 
+def _eol_faults(head: bytes, found: list[tuple[int, bytes]], eol: bytes) -> dict[int, str]:
+    """Start offset -> reason of the records holding a line end of another style than the
+    file's outside quotes: COPY refuses them (the loader rejects them the same way)."""
+    if not found:
+        return {}
+    begin, end = found[0][0], found[-1][0] + len(found[-1][1])
+    return {begin + start: reason for start, _, reason in scan.eol_faults(head[begin:end], eol)}
+
+
 def _cells(body: bytes, delim: bytes, enc: scan.Encoding,
            columns: list[Column | None]) -> tuple[list[_Cell], str | None]:
     """The cells of one record and a record-level error (field count, quoting), as COPY reads them."""
-    raw_fields = cells.split(body, delim)
     row_error = None
-    if raw_fields is None:  # quoting PostgreSQL reads its own way: show what csv makes of it
-        row_error = "a quote inside an unquoted field or text after a closing quote"
-        text = body.decode(enc.python, errors="replace")
-        parsed = next(csv.reader(io.StringIO(text, newline=""), delimiter=delim.decode()), [])
-        raw_fields = [b'"' + p.encode(enc.python, errors="replace").replace(b'"', b'""') + b'"' for p in parsed]
+    raw_fields = cells.split(body, delim)
+    if raw_fields is not None:
+        fields = [(cells.unquote(raw), raw.startswith(b'"')) for raw in raw_fields]
+    else:  # a quote inside a field, text after a closing quote: read as COPY reads it
+        fields = cells.pg_fields(body, delim) or []
+        if not fields:
+            row_error = cells.UNTERMINATED
     out: list[_Cell] = []
-    for raw in raw_fields:
-        quoted = raw.startswith(b'"')
-        if not quoted and raw == b"":
+    for value, quoted in fields:
+        if not quoted and value == b"":
             out.append(_Cell(None, False))
             continue
-        value = cells.unquote(raw)
         try:
             out.append(_Cell(value.decode(enc.python), quoted))
         except UnicodeDecodeError as exc:
@@ -202,8 +216,9 @@ def _judge(conn: psycopg.Connection[Any], grid: list[list[_Cell]], columns: list
                 cell.error = 'invalid byte sequence for encoding "UTF8": 0x00'
             elif _is_text(column.type):
                 length = _LENGTH.fullmatch(column.type)
-                if length and len(cell.value.rstrip(" ") if column.type.startswith("character(")
-                                  else cell.value) > int(length.group(1)):
+                # COPY (the input function with the column's length) refuses only excess that is
+                # not all spaces, for varchar as for char: a padded fixed-width export loads
+                if length and len(cell.value.rstrip(" ")) > int(length.group(1)):
                     cell.error = f"value too long for type {column.type}"
             else:
                 pending.append((cell, column))

@@ -61,11 +61,36 @@ OTHER = "other reasons"
 #: Bytes per read of the spool when it is published.
 SPOOL_READ_BYTES = 1024 * 1024
 
-_VALUE = re.compile(r':\s*"(?:[^"]|"")*"\s*$|\s*\(\d+ bytes\)$|\s+at byte offset \d+$')
+#: Longest reason kept in a group (the JSON of a job stays bounded whatever the messages).
+MAX_REASON_CHARS = 200
+
+#: Where PostgreSQL's messages (and importd's own) put the value at fault, so that the value
+#: can be taken out; PostgreSQL quotes a value without escaping the quotes inside it, so a
+#: value runs to the last quote of its place. Names (column, constraint, encoding, type) stay.
+_TRAILING = re.compile(r':\s*".*"\s*$|\s*\(\d+ bytes\)$|\s+at byte offset \d+$', re.DOTALL)
+_INNER = (
+    (re.compile(r'^value ".*" is out of range for type ', re.DOTALL), 'value is out of range for type '),
+    (re.compile(r'^".*" (is out of range for type |is not a valid )', re.DOTALL), r'value \1'),
+    (re.compile(r'^time zone ".*" not recognized$', re.DOTALL), "time zone not recognized"),
+    (re.compile(r'^invalid value ".*" for ', re.DOTALL), "invalid value for "),
+)
+_BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?: 0x[0-9a-fA-F]{2})*")
+
 
 def reason_kind(reason: str) -> str:
-    """A reason without the value it quotes (so that all bad numbers make one group)."""
-    return _VALUE.sub("", reason.strip()) or reason
+    """A reason without the value it names, so that all bad numbers of a column make one group
+    (``value "3271041745" is out of range for type integer`` and any other such value are
+    ``value is out of range for type integer``; ``invalid byte sequence for encoding "UTF8":
+    0xe9 0x61`` is ``invalid byte sequence for encoding "UTF8"``), at most
+    :data:`MAX_REASON_CHARS` characters."""
+    text = reason.strip()
+    for pattern, kind in _INNER:
+        text = pattern.sub(kind, text, count=1)
+    text = _TRAILING.sub("", text)
+    text = re.sub(r":\s*" + _BYTES.pattern + r"$", "", text)
+    text = _BYTES.sub("0x..", text)
+    text = text or reason
+    return text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS - 3] + "..."
 
 
 class RejectLog:

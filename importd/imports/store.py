@@ -27,6 +27,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from importd.config import Settings
+from importd.imports import targets
 from importd.imports.copy.spec import Reject
 from importd.imports.states import ALL, FINAL, FINAL_SQL, JobState
 
@@ -384,9 +385,10 @@ def list_jobs(conn: psycopg.Connection[Any], state: str | None = None, limit: in
     if state:
         where.append(sql.SQL("state = %s"))
         params.append(state)
-    if table:
-        where.append(sql.SQL("target_table = %s"))
-        params.append(table)
+    if table:  # "people", "public.people" and " public.people " name one table: jobs keep what was sent
+        schema, name = targets.split_name(table)
+        where.append(sql.SQL("btrim(target_table) = ANY(%s)"))
+        params.append([f"{schema}.{name}", *([name] if schema == "public" else [])])
     if cursor:
         created, job_id = _decode_cursor(cursor)
         where.append(sql.SQL("(created_at, id) < (%s::timestamptz, %s)"))
@@ -412,11 +414,16 @@ def _encode_cursor(created: datetime | None, job_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
+    """(created_at, id) of a cursor :func:`_encode_cursor` made; ValueError for anything else
+    (a cursor that decodes to other JSON must not reach PostgreSQL's timestamp cast)."""
     try:
         created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return str(created), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"bad cursor {cursor!r}") from exc
+        if not isinstance(created, str) or not isinstance(job_id, str) or "\x00" in job_id \
+                or datetime.fromisoformat(created).tzinfo is None:
+            raise ValueError("not a cursor of list_jobs")
+        return created, job_id
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"bad cursor {cursor[:100]!r}") from exc
 
 
 def request_cancel(conn: psycopg.Connection[Any], job_id: str) -> JobRecord | None:

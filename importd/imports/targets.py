@@ -77,7 +77,7 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str] | None
     stripped = [h.strip() for h in header]
     if not any(stripped):
         raise TargetError(["the header has no column names"])
-    dupes = [name for name, n in Counter(h.lower() for h in stripped).items() if n > 1]
+    dupes = [name for name, n in Counter(h.lower() for h in stripped if h).items() if n > 1]  # empty: unknown below
     if dupes:
         problems.append(f"duplicate header columns: {', '.join(sorted(dupes))}")
     result: list[str] = []

@@ -4,6 +4,7 @@ of the fixed reject file) = every record of the file, each once."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
@@ -25,45 +26,59 @@ from tests.support.importing import context, run_import, write
 from tests.support.infra import wait_for
 
 NAMES = st.sampled_from(["plain", '"with, comma"', '"two\nlines"', '"quote "" inside"', '""', "",
-                         '"crlf\r\ninside"'])
+                         '"crlf\r\ninside"', "Zoë Ångström", '"é; €"'])
 RECORD = st.tuples(NAMES, st.booleans())  # (name field, bad age)
 
 
-def build(records: list[tuple[str, bool]], eol: str) -> tuple[bytes, list[bytes]]:
+#: How spreadsheets save a file: (codec, with a UTF-8 byte order mark).
+DIALECTS = [("utf-8", False), ("utf-8", True), ("cp1252", False)]
+
+
+def build(records: list[tuple[str, bool]], eol: str, codec: str = "utf-8",
+          bom: bool = False) -> tuple[bytes, list[bytes]]:
     """The file and the raw bytes of its bad records, in file order."""
-    out, bad = ["id,name,age" + eol], []
+    out, bad = [("\ufeff" if bom else "") + "id,name,age" + eol], []
     for i, (name, is_bad) in enumerate(records, 1):
         is_bad = is_bad or name == ""  # unquoted empty: NULL, refused by NOT NULL
         text = f"{i},{name},{'x' if is_bad else i % 50}{eol}"
         out.append(text)
         if is_bad:
-            bad.append(text.encode())
-    return "".join(out).encode(), bad
+            bad.append(text.encode(codec))
+    return "".join(out).encode(codec), bad
 
 
-def fix(data: bytes, eol: str) -> bytes:
-    """What a user does in a spreadsheet: a name where there was none, a number for the age."""
-    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+def fix(data: bytes, eol: str, codec: str = "utf-8") -> bytes:
+    """What a user does in a spreadsheet: a name where there was none, a number for the age;
+    saved in the file's own encoding, byte order mark included."""
+    bom = codec == "utf-8" and data.startswith(codecs.BOM_UTF8)
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig" if bom else codec), newline="")))
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator=eol)
+    # Python's writer quotes only the line end's own characters: a bare-CR file needs its LFs quoted too
+    writer = csv.writer(out, lineterminator=eol, quoting=csv.QUOTE_ALL if eol == "\r" else csv.QUOTE_MINIMAL)
     writer.writerow(rows[0])
     for row in rows[1:]:
         ident, name, age = row
         writer.writerow([ident, name or "fixed", age if age.isdigit() else "7"])
-    return out.getvalue().encode()
+    return (codecs.BOM_UTF8 if bom else b"") + out.getvalue().encode(codec)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-@given(records=st.lists(RECORD, min_size=1, max_size=40), eol=st.sampled_from(["\n", "\r\n"]),
-       batch=st.sampled_from([64, 300, 8192]), mode=st.sampled_from(["atomic", "resumable"]))
-def test_rows_loaded_plus_the_fixed_reject_file_are_every_record_once(isettings, db, records, eol, batch, mode):
+@given(records=st.lists(RECORD, min_size=1, max_size=40), eol=st.sampled_from(["\n", "\r\n", "\r"]),
+       batch=st.sampled_from([64, 300, 8192]), mode=st.sampled_from(["atomic", "resumable"]),
+       dialect=st.sampled_from(DIALECTS))
+def test_rows_loaded_plus_the_fixed_reject_file_are_every_record_once(isettings, db, records, eol, batch, mode,
+                                                                       dialect):
+    """For every line end (bare CR too), a byte order mark and a non-UTF-8 encoding."""
     db.execute("TRUNCATE people")
-    data, bad = build(records, eol)
+    codec, bom = dialect
+    data, bad = build(records, eol, codec, bom)
     path = write(isettings, data)
-    rec, raised = run_import(isettings, path, mode=mode, max_errors=len(records), options={"batch_bytes": batch})
+    options = {"batch_bytes": batch, "encoding": codec}
+    rec, raised = run_import(isettings, path, mode=mode, max_errors=len(records), options=options)
     assert raised is None and rec.state == "SUCCESS", (raised, rec.error)
     rejects = reject_file(isettings, rec.id)
-    assert rejects == (f"id,name,age{eol}".encode() + b"".join(bad) if bad else b"")  # byte-exact, all of them
+    header = (codecs.BOM_UTF8 if bom else b"") + f"id,name,age{eol}".encode()
+    assert rejects == (header + b"".join(bad) if bad else b"")  # byte-exact, all of them
     with store.connect(isettings) as conn:
         info = rejectfile.summary(conn, rec.id)
     assert info is not None and info["records"] == len(bad) and info["file_bytes"] == len(rejects)
@@ -71,7 +86,8 @@ def test_rows_loaded_plus_the_fixed_reject_file_are_every_record_once(isettings,
         return
     assert sum(g["count"] for g in info["groups"]) == len(bad)
 
-    again, raised = run_import(isettings, write(isettings, fix(rejects, eol)), mode=mode)
+    again, raised = run_import(isettings, write(isettings, fix(rejects, eol, codec)), mode=mode,
+                               options={"encoding": codec})
     assert raised is None and again.state == "SUCCESS", (raised, again.error)
     assert rec.rows_imported + again.rows_imported == len(records)
     ids = [r[0] for r in db.execute("SELECT id FROM people ORDER BY id").fetchall()]

@@ -151,3 +151,20 @@ def test_records_with_a_line_end_of_another_style_outside_quotes_are_faults(data
 def test_a_bare_cr_header_is_read_and_its_line_end_kept():
     header = scan.read_header(io.BytesIO(b'id,"x\ny"\r1,2\r'), scan.encoding("utf-8"), None, 1024)
     assert (header.fields, header.eol, header.data_offset, header.lines) == (["id", "x\ny"], b"\r", 9, 1)
+
+
+@settings(max_examples=300)
+@given(text=st.text(st.characters(min_codepoint=1, max_codepoint=0x2FFF), min_size=8, max_size=300))
+def test_text_in_an_ascii_compatible_encoding_is_never_taken_for_utf16_or_utf32(text: str) -> None:
+    for encoding in ("utf-8", "utf-8-sig"):
+        assert scan.wide_encoding(text.encode(encoding)) is None
+
+
+@settings(max_examples=100)
+@given(line=st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=4, max_size=100),
+       encoding=st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]))
+def test_a_header_in_utf16_or_utf32_is_recognised_with_or_without_a_byte_order_mark(line: str, encoding: str) -> None:
+    data = (line + "\r\n").encode(encoding)
+    assert scan.wide_encoding(data) == encoding[:6].upper()
+    with pytest.raises(scan.CsvFormatError, match=encoding[:6].upper()):
+        scan.read_header(io.BytesIO(data), scan.encoding("latin1"), None, 1024)

@@ -65,6 +65,43 @@ def split(body: bytes, delimiter: bytes) -> list[bytes] | None:
         pos = end + 1
 
 
+#: PostgreSQL's error for a record that ends inside a quoted field.
+UNTERMINATED = "unterminated CSV quoted field"
+
+
+def pg_fields(body: bytes, delimiter: bytes) -> list[tuple[bytes, bool]] | None:
+    """(value, saw a quote) of each field of one CSV record exactly as PostgreSQL's COPY reads
+    it (``CopyReadAttributesCSV``), for the records :func:`split` leaves to it: a quote in the
+    middle of a field opens a quoted part there, text after a closing quote belongs to the
+    field, ``""`` inside quotes is one quote. A field is NULL only when it is empty and saw no
+    quote. None when the record ends inside quotes (COPY's :data:`UNTERMINATED`)."""
+    fields: list[tuple[bytes, bool]] = []
+    value, saw_quote, quoted = bytearray(), False, False
+    pos, size, quote, delim = 0, len(body), 0x22, delimiter[0]
+    while pos < size:
+        c = body[pos]
+        pos += 1
+        if quoted:
+            if c == quote and pos < size and body[pos] == quote:
+                value.append(quote)
+                pos += 1
+            elif c == quote:
+                quoted = False
+            else:
+                value.append(c)
+        elif c == delim:
+            fields.append((bytes(value), saw_quote))
+            value, saw_quote = bytearray(), False
+        elif c == quote:
+            quoted = saw_quote = True
+        else:
+            value.append(c)
+    if quoted:
+        return None
+    fields.append((bytes(value), saw_quote))
+    return fields
+
+
 def unquote(raw: bytes) -> bytes:
     """The value of a raw field: a quoted field without its quotes and with ``""`` undoubled."""
     return raw[1:-1].replace(b'""', b'"') if raw.startswith(b'"') else raw

@@ -50,6 +50,30 @@ ENCODINGS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Byte order marks of Unicode encodings that are not ASCII-compatible (UTF-32 first: its LE
+#: mark begins with UTF-16's). PostgreSQL cannot take them as a client encoding.
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+             (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+SAVE_AS_UTF8 = "importd reads UTF-8 and single-byte encodings: save the file as CSV UTF-8"
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """"UTF-16"/"UTF-32" when ``head`` (a file's first bytes) is text in one of them: its byte
+    order mark, or (no mark) a NUL byte in every other or every fourth position of its first
+    line, as ASCII text in those encodings has; None otherwise."""
+    for bom, name in WIDE_BOMS:
+        if head.startswith(bom):
+            return name
+    sample = head[:256]
+    if len(sample) < 8:
+        return None
+    for name, width in (("UTF-32", 4), ("UTF-16", 2)):
+        nuls = [sample[i::width].count(0) * 10 / len(sample[i::width]) for i in range(width)]
+        if sorted(nuls)[0] <= 1 and sorted(nuls)[1] >= 9 and len([n for n in nuls if n >= 9]) == width - 1:
+            return name  # one lane of text (hardly a NUL), every other lane NULs
+    return None
+
+
 class CsvFormatError(ValueError):
     """The file cannot be read as CSV at all (no header, unclosed quote running away, ...)."""
 
@@ -296,6 +320,9 @@ def read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_byte
 
 def _read_header(f: BinaryIO, enc: Encoding, delimiter: str | None, max_line_bytes: int) -> Header:
     head = f.read(max_line_bytes + len(BOM_UTF8) + 2)
+    wide = wide_encoding(head)
+    if wide:
+        raise CsvFormatError(f"the file is {wide} text; {SAVE_AS_UTF8}")
     skip = len(BOM_UTF8) if enc.is_utf8 and head.startswith(BOM_UTF8) else 0
     if len(head) <= skip:
         raise CsvFormatError("the file is empty: no header line")
