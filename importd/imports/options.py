@@ -5,7 +5,8 @@ Message args: ``{"object": {"key", "size", "sha256"}, "table", "mode", "max_erro
 The job row keeps ``mode`` in its column and the rest in ``options`` (jsonb):
 ``max_errors`` (int >= 0, default 0), ``validate_only`` (bool), ``delimiter`` (one ASCII
 character; sniffed from the header when absent), ``encoding`` (default utf-8, see
-:data:`importd.imports.copy.scan.ENCODINGS`), ``columns`` (explicit mapping header name -> column),
+:data:`importd.imports.copy.scan.ENCODINGS`), ``columns`` (explicit mapping header name ->
+column, or null: the field is ignored),
 ``on_conflict`` (error | skip | update), ``conflict_key`` (columns of the unique key for
 ``update``), ``max_line_bytes`` / ``max_field_bytes`` / ``batch_bytes`` (override settings).
 """
@@ -60,9 +61,9 @@ def normalize(options: dict[str, Any] | None, *, max_errors: Any = None,
     except ValueError as exc:
         raise JobArgsError(str(exc)) from exc
     columns = out.get("columns") or {}
-    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str)
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
                                                 for k, v in columns.items()):
-        raise JobArgsError("columns must map header names to column names")
+        raise JobArgsError("columns must map header names to column names (or null to ignore a field)")
     on_conflict = out.get("on_conflict", "error")
     if on_conflict not in ON_CONFLICT:
         raise JobArgsError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}")

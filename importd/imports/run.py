@@ -94,7 +94,7 @@ class ImportOptions:
     max_errors: int
     validate_only: bool
     delimiter: str | None
-    mapping: dict[str, str]
+    mapping: dict[str, str | None]
     load: LoadOptions
 
     def dialect(self, header: scan.Header) -> LoadOptions:

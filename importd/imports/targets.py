@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from importd.config import Settings
-from importd.imports.copy.spec import Column, Target
+from importd.imports.copy.spec import IGNORED, Column, Target
 
 
 class TargetError(ValueError):
@@ -63,26 +63,34 @@ def load(conn: psycopg.Connection[Any], settings: Settings, name: str) -> Target
     return Target(schema, table, columns)
 
 
-def map_header(target: Target, header: list[str], mapping: dict[str, str] | None = None) -> list[str]:
-    """Table column for each header field, in file order; TargetError listing every problem.
+def map_header(target: Target, header: list[str], mapping: dict[str, str | None] | None = None) -> list[str]:
+    """Table column for each header field, in file order (:data:`IGNORED` for a field the
+    mapping sends to null: its values are read and dropped); TargetError listing every problem.
 
-    A header name matches a column by ``mapping`` (header name -> column) first, then by
-    name with case and surrounding spaces ignored (an exact-case match wins over others).
+    A header name matches a column by ``mapping`` (header name -> column, or None to ignore
+    the field) first, then by name with case and surrounding spaces ignored (an exact-case
+    match wins over others). A field is ignored only when the mapping says so: a name the
+    table lacks (an empty one too, as a spreadsheet's trailing delimiter makes) is refused.
     """
     problems: list[str] = []
     mapping = {k.strip().lower(): v for k, v in (mapping or {}).items()}
+    ignored = {k for k, v in mapping.items() if v is None}
     by_lower: dict[str, list[str]] = {}
     for column in target.columns:
         by_lower.setdefault(column.lower(), []).append(column)
     stripped = [h.strip() for h in header]
     if not any(stripped):
         raise TargetError(["the header has no column names"])
-    dupes = [name for name, n in Counter(h.lower() for h in stripped if h).items() if n > 1]  # empty: unknown below
+    dupes = [name for name, n in Counter(h.lower() for h in stripped if h and h.lower() not in ignored).items()
+             if n > 1]  # empty: unknown below; ignored: never loaded
     if dupes:
         problems.append(f"duplicate header columns: {', '.join(sorted(dupes))}")
     result: list[str] = []
     unknown: list[str] = []
     for position, name in enumerate(stripped, 1):
+        if name.lower() in ignored:
+            result.append(IGNORED)
+            continue
         col = _match(name, mapping, by_lower, target)
         if col is None:
             unknown.append(name or f"(empty name, column {position})")
@@ -90,7 +98,10 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str] | None
             problems.append(f"column {col!r} is generated and cannot be imported")
         result.append(col or "")
     if unknown:
-        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}")
+        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}"
+                        " (map a field to null in the columns option to ignore it)")
+    if all(c == IGNORED for c in result) and not unknown:
+        problems.append("every header column is ignored: nothing to load")
     mapped = Counter(c for c in result if c)
     twice = sorted(c for c, n in mapped.items() if n > 1)
     if twice and not dupes:
@@ -103,7 +114,8 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str] | None
     return result
 
 
-def _match(name: str, mapping: dict[str, str], by_lower: dict[str, list[str]], target: Target) -> str | None:
+def _match(name: str, mapping: dict[str, str | None], by_lower: dict[str, list[str]],
+           target: Target) -> str | None:
     explicit = mapping.get(name.lower())
     if explicit is not None:
         explicit = str(explicit)

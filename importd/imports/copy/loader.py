@@ -21,7 +21,7 @@ from psycopg import sql
 from importd.imports.copy import salvage, scan, screen, triage
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.salvage import CONTEXT_LINE, Failure
-from importd.imports.copy.spec import LoadOptions, Reject, Target
+from importd.imports.copy.spec import IGNORED, LoadOptions, Reject, Target
 
 #: Records per salvage sub-batch (about the best trade-off between re-sent bytes and
 #: statements when ~1% of rows are bad).
@@ -31,6 +31,22 @@ MAX_REPORTED_VALUE = 1000
 #: Savepoint names.
 BATCH_SP, SUB_SP = sql.Identifier("importd_batch"), sql.Identifier("importd_sub")
 STAGE = sql.Identifier("importd_stage")
+
+
+def ignored_names(target: Target, columns: list[str]) -> list[str]:
+    """The COPY column of each field: ``columns``, with ``importd_ignored_N`` (N the field's
+    position, 1-based) for an ignored one: a ``text`` column of the staging table that no
+    column of the table is named like."""
+    taken = set(target.columns) | set(columns)
+    out = []
+    for position, column in enumerate(columns, 1):
+        if column == IGNORED:
+            column = f"importd_ignored_{position}"
+            while column in taken:
+                column += "_"
+            taken.add(column)
+        out.append(column)
+    return out
 
 def is_data_error(exc: BaseException) -> bool:
     return salvage.is_data_state(getattr(exc, "sqlstate", None))
@@ -50,10 +66,16 @@ class Loader:
 
     def __init__(self, conn: psycopg.Connection[Any], target: Target, columns: list[str],
                  opts: LoadOptions) -> None:
+        """``columns``: the table column of each field of the file, in file order; ``""`` (see
+        :data:`IGNORED`) for a field the job ignores."""
         self.conn = conn
         self.target = target
         self.columns = columns
         self.opts = opts
+        #: The COPY column of each field: its table column, or a text column of the staging
+        #: table for an ignored field (the file's bytes go to COPY unchanged all the same).
+        self.fields = ignored_names(target, columns)
+        self.ignores = self.fields != columns
         self.salvage_next = False
         self.fresh = False
         self.chunk = salvage.START_CHUNK
@@ -63,19 +85,23 @@ class Loader:
         self.screen: tuple[screen.Rows | None] | None = None  # compiled on first use
         self.triage_columns: list[triage.Column] | None = None
         self.memo = triage.Memo()  # what PostgreSQL said of values and ragged records, kept for the load
-        cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+        mapped = [c for c in columns if c != IGNORED]
+        cols = sql.SQL(", ").join(map(sql.Identifier, mapped))
         options = sql.SQL("FORMAT csv, DELIMITER {}, ENCODING {}").format(
             sql.Literal(opts.delimiter), sql.Literal(opts.encoding.pg))
-        staged = opts.on_conflict != "error"
+        staged = opts.on_conflict != "error" or self.ignores
         into = STAGE if staged else target.ident()
-        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(into, cols, options)
+        self.copy_sql = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+            into, sql.SQL(", ").join(map(sql.Identifier, self.fields)), options)
         self.insert_sql: sql.Composed | None = None
         self.raw: salvage.RawCopy | None = None
         if staged:
             conflict: sql.Composable = sql.SQL("ON CONFLICT DO NOTHING")
-            if opts.on_conflict == "update":
+            if opts.on_conflict == "error":  # staged only to drop the ignored fields
+                conflict = sql.SQL("")
+            elif opts.on_conflict == "update":
                 key = sql.SQL(", ").join(map(sql.Identifier, opts.conflict_key))
-                sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns
+                sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in mapped
                         if c not in opts.conflict_key]
                 conflict = (sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(key, sql.SQL(", ").join(sets))
                             if sets else sql.SQL("ON CONFLICT ({}) DO NOTHING").format(key))
@@ -83,12 +109,17 @@ class Loader:
                 target.ident(), cols, cols, STAGE, conflict)
 
     def prepare(self) -> None:
-        """Create the staging table (on_conflict skip/update); commits, so call it first."""
+        """Create the staging table (on_conflict skip/update, ignored fields); commits, so call
+        it first. A staging table left by an earlier load on this connection is replaced."""
         if self.insert_sql is None:
             return
-        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        self.conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+        cols = sql.SQL(", ").join(map(sql.Identifier, [c for c in self.columns if c != IGNORED]))
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
             STAGE, cols, self.target.ident()))
+        for name, column in zip(self.fields, self.columns, strict=True):
+            if column == IGNORED:
+                self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(STAGE, sql.Identifier(name)))
         self.conn.commit()
 
     # -- one batch ---------------------------------------------------------------------
@@ -264,14 +295,16 @@ class Loader:
     def _triage(self, data: bytes, suspects: list[tuple[int, int]]) -> triage.Judged:
         """The suspects a cast or an earlier answer shows bad (:mod:`importd.imports.copy.triage`), and the others."""
         if self.triage_columns is None:
-            self.triage_columns = triage.columns(self.columns, self._types(), self.opts.delimiter.encode()) or []
+            self.triage_columns = triage.columns(self.fields, self._types(), self.opts.delimiter.encode()) or []
         if not self.triage_columns:
             return triage.Judged([], suspects)
         return triage.triage(self.conn, self.triage_columns, data, suspects, self.opts.delimiter.encode(), self.memo)
 
     def _types(self) -> list[tuple[str, bool]]:
-        """(type, not null) of each loaded column, in file order (what the screen and the triage read)."""
-        return [(self.target.columns[c].type, self.target.columns[c].not_null) for c in self.columns]
+        """(type, not null) of each field, in file order (what the screen and the triage read): an
+        ignored field is nullable text, whatever the table holds."""
+        return [("text", False) if c == IGNORED else (self.target.columns[c].type, self.target.columns[c].not_null)
+                for c in self.columns]
 
     def _screen(self, data: bytes) -> screen.Rows | None:
         """The screen for the file's line end (None: screening is off)."""
@@ -385,12 +418,12 @@ class Loader:
             if position is not None:
                 reason += f" at byte offset {rec.offset + position}"
             return rec.line, None, self._text(body), reason
-        if column is None or column not in self.columns:
+        if column is None or column not in self.fields:
             return rec.line, column, self._text(body), reason
         if failure.sqlstate == "23502":
             return rec.line, column, None, reason
         fields = self._fields(body)
-        index = self.columns.index(column)
+        index = self.fields.index(column)
         return rec.line, column, fields[index][:MAX_REPORTED_VALUE] if index < len(fields) else None, reason
 
     def _bad_byte(self, body: bytes) -> int | None:
@@ -415,7 +448,7 @@ class Loader:
         return body.decode(self.opts.encoding.python, errors="replace")[:MAX_REPORTED_VALUE]
 
     def _column(self, index: int) -> str | None:
-        return self.columns[index] if index < len(self.columns) else None
+        return self.columns[index] or None if index < len(self.columns) else None
 
 
 @dataclass

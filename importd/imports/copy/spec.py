@@ -9,6 +9,10 @@ from psycopg import sql
 
 from importd.imports.copy.scan import NL, Encoding, line_break
 
+#: The table column of a field the job ignores (its ``columns`` option maps it to null): the
+#: field is read and dropped (see :func:`importd.imports.targets.map_header`).
+IGNORED = ""
+
 #: A rejected row: (line number, column or None, value or None, reason).
 Reject = tuple[int, str | None, str | None, str]
 
