@@ -39,7 +39,8 @@ async def list_mappings(request: Request) -> Response:
 
 
 async def put_mapping(request: Request) -> Response:
-    """Body ``{"table": ..., "header": [...], "columns": {header name: column}}``."""
+    """Body ``{"table": ..., "header": [...], "columns": {header name: column or null}}`` (null:
+    the field is ignored)."""
     svc = services(request)
     body = await bodies.json_object(request)
     table = _table(body.get("table"), svc.settings)
@@ -47,9 +48,10 @@ async def put_mapping(request: Request) -> Response:
     if not isinstance(header, list) or not header or len(header) > MAX_HEADER_FIELDS \
             or not all(isinstance(h, str) for h in header):
         raise ApiError(400, "bad_request", "header must be a non-empty list of the file's column names")
-    if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
-        raise ApiError(400, "bad_request", "columns must map header names to column names")
-    if any("\x00" in text for text in [*header, *columns, *columns.values()]):
+    if not isinstance(columns, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                                for k, v in columns.items()):
+        raise ApiError(400, "bad_request", "columns must map header names to column names (or null to ignore)")
+    if any("\x00" in text for text in [*header, *columns, *(v for v in columns.values() if v)]):
         raise ApiError(400, "bad_request", "names cannot contain NUL")
     try:
         saved = await svc.with_db(_save, svc.settings, table, header, columns)
@@ -58,7 +60,8 @@ async def put_mapping(request: Request) -> Response:
     return JSONResponse(saved)
 
 
-def _save(conn: Any, settings: Any, table: str, header: list[str], columns: dict[str, str]) -> dict[str, Any]:
+def _save(conn: Any, settings: Any, table: str, header: list[str],
+          columns: dict[str, str | None]) -> dict[str, Any]:
     """Save the mapping once the table's catalog says it can be applied (TargetError otherwise)."""
     target = targets.load(conn, settings, table)
     problems = mappings.check(target, header, columns)

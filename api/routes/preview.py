@@ -30,16 +30,18 @@ from importd.worker.messages import JOB_ID
 PREVIEW_OPTIONS = ("delimiter", "encoding")
 
 
-def parse_columns(raw: str | None) -> dict[str, str] | None:
-    """The ``columns`` parameter: a JSON object header name -> column (400 otherwise)."""
+def parse_columns(raw: str | None) -> dict[str, str | None] | None:
+    """The ``columns`` parameter: a JSON object header name -> column, or null to ignore the
+    field (400 otherwise)."""
     if raw is None or raw.strip() == "":
         return None
     try:
         value = json.loads(raw)
     except ValueError:
         raise ApiError(400, "bad_request", "columns must be a JSON object: header name -> column") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise ApiError(400, "bad_request", "columns must be a JSON object: header name -> column")
+    if not isinstance(value, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                              for k, v in value.items()):
+        raise ApiError(400, "bad_request", "columns must be a JSON object: header name -> column (or null)")
     return value
 
 

@@ -7,7 +7,7 @@ column whose name is the same once punctuation and spacing are dropped (``E-mail
 ``email``, ``Created At`` -> ``created_at``), else the closest name by edit similarity. A
 suggestion is never applied on its own: the user confirms it, and the confirmed mapping goes
 with the job as its ``columns`` option and is saved here, so the next file with the same
-header is mapped at once.
+header is mapped at once. A field mapped to None (JSON null) is ignored: read and dropped.
 """
 
 from __future__ import annotations
@@ -67,39 +67,48 @@ def suggest(target: Target, name: str, taken: set[str]) -> str | None:
     return by_squash[close[0]] if close else None
 
 
-def propose(target: Target, header: list[str], explicit: dict[str, str] | None) -> dict[str, Any]:
+def propose(target: Target, header: list[str], explicit: dict[str, str | None] | None,
+            blank: set[int] | None = None) -> dict[str, Any]:
     """The mapping to show: per header field the column it goes to and why (``explicit``,
-    ``auto``, ``suggested`` or ``none``), the table columns the file lacks (``required`` when
-    NOT NULL without a default) and the effective ``columns`` option (explicit and suggested
-    entries, to send with the job once the user agrees)."""
+    ``auto``, ``suggested`` or ``none``) and whether it is ``ignored`` (mapped to null: read
+    and dropped), the table columns the file lacks (``required`` when NOT NULL without a
+    default) and the effective ``columns`` option (explicit and suggested entries, null for
+    an ignored field, to send with the job once the user agrees). ``blank``: positions of
+    fields with an empty name and no value in the records seen (a spreadsheet's trailing
+    delimiter): ignoring them is suggested, never applied without the user."""
     wanted = {k.strip().lower(): v for k, v in (explicit or {}).items()}
     fields: list[dict[str, Any]] = []
     taken: set[str] = set()
     for name in header:
-        column, how = None, "none"
+        column, how, ignored = None, "none", False
         if name.strip().lower() in wanted:
             choice = wanted[name.strip().lower()]
-            column, how = (auto_column(target, choice), "explicit") if choice else (None, "explicit")
+            how, ignored = "explicit", choice is None
+            column = auto_column(target, choice) if choice else None
         else:
             column = auto_column(target, name)
             how = "auto" if column else "none"
         if column:
             taken.add(column)
-        fields.append({"header": name, "column": column, "how": how})
-    for field in fields:
+        fields.append({"header": name, "column": column, "how": how, "ignored": ignored})
+    for position, field in enumerate(fields):
         if field["how"] == "none":
             hint = suggest(target, field["header"], taken)
             if hint:
                 field.update(column=hint, how="suggested")
                 taken.add(hint)
+            elif position in (blank or ()) and not field["header"].strip():
+                field.update(how="suggested", ignored=True)
     missing = [{"column": c.name, "type": c.type, "required": c.required}
                for c in target.columns.values() if c.name not in taken and not c.generated]
-    columns = {f["header"]: f["column"] for f in fields if f["how"] in ("explicit", "suggested") and f["column"]}
+    columns = {f["header"]: None if f["ignored"] else f["column"] for f in fields
+               if f["how"] in ("explicit", "suggested") and (f["column"] or f["ignored"])}
     return {"fields": fields, "missing": missing, "columns": columns}
 
 
-def check(target: Target, header: list[str], columns: dict[str, str]) -> list[str]:
-    """What makes ``columns`` (header name -> table column, ``""`` for none) unfit to save for
+def check(target: Target, header: list[str], columns: dict[str, str | None]) -> list[str]:
+    """What makes ``columns`` (header name -> table column, ``""`` for none, None to ignore
+    the field) unfit to save for
     ``header`` into ``target``: a name the header lacks or named twice (case and surrounding
     spaces ignored, as the import compares them), a column the table lacks or generates, a
     column two header fields would go to (explicitly or by the automatic match). The import
@@ -124,7 +133,10 @@ def check(target: Target, header: list[str], columns: dict[str, str]) -> list[st
     wanted = {k.strip().lower(): v for k, v in columns.items()}
     goes_to: dict[str, list[str]] = {}
     for name in header:
-        choice = wanted.get(name.strip().lower())
+        key = name.strip().lower()
+        if key in wanted and wanted[key] is None:  # ignored: goes to no column
+            continue
+        choice = wanted.get(key)
         column = auto_column(target, choice if choice is not None else name) if choice != "" else None
         if column:
             goes_to.setdefault(column, []).append(name)
@@ -140,14 +152,15 @@ def _names(names: list[str], shown: int = 10) -> str:
     return out + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def load(conn: psycopg.Connection[Any], table: str, header: list[str]) -> dict[str, str] | None:
+def load(conn: psycopg.Connection[Any], table: str, header: list[str]) -> dict[str, str | None] | None:
     """The mapping saved for ``header`` into ``table``, if any."""
     row = conn.execute("SELECT columns FROM importd.mappings WHERE table_name = %s AND header_key = %s",
                        (table, header_key(header))).fetchone()
     return dict(row[0]) if row else None
 
 
-def save(conn: psycopg.Connection[Any], table: str, header: list[str], columns: dict[str, str]) -> dict[str, Any]:
+def save(conn: psycopg.Connection[Any], table: str, header: list[str],
+         columns: dict[str, str | None]) -> dict[str, Any]:
     """Save (or replace) the mapping of ``header`` into ``table``; the stored entry."""
     row = conn.execute(
         "INSERT INTO importd.mappings (table_name, header_key, header, columns) VALUES (%s, %s, %s, %s)"

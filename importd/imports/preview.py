@@ -122,17 +122,17 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
     explicit = options.get("columns") or None
     saved = None if explicit else mappings.load(conn, target.name, header.fields)
     source = "request" if explicit else ("saved" if saved else None)
-    mapping = mappings.propose(target, header.fields, explicit or saved)
+    brk = scan.line_break(header.eol)
+    found = records(head, header.data_offset, more, rows, brk)
+    delim = header.delimiter.encode()
+    mapping = mappings.propose(target, header.fields, explicit or saved, _blank(header.fields, found, delim))
     try:
         targets.map_header(target, header.fields, mapping["columns"])
         problems: list[str] = []
     except targets.TargetError as exc:
         problems = exc.problems
-    brk = scan.line_break(header.eol)
-    found = records(head, header.data_offset, more, rows, brk)
     faults = _eol_faults(head, found, header.eol)
     line = 1 + header.lines
-    delim = header.delimiter.encode()
     columns = [target.columns.get(f["column"] or "") for f in mapping["fields"]]
     out_rows: list[dict[str, Any]] = []
     grid: list[list[_Cell]] = []
@@ -145,7 +145,7 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
     if more and len(found) < rows:  # the head ends inside the next record: say so, not just fewer rows
         notes.append(f"the record at line {line} goes on past the first {len(head)} bytes the preview reads: "
                      "it and the records after it are not shown")
-    _judge(conn, grid, columns)
+    _judge(conn, grid, columns)  # an ignored field has no column: never judged, its values are dropped
     for row, cells_ in zip(out_rows, grid, strict=True):
         row["cells"] = [{"value": c.value if c.value is None else c.value[:MAX_CELL_CHARS],
                          "quoted": c.raw_quoted, "error": c.error} for c in cells_]
@@ -160,6 +160,19 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
         "columns": [{"name": c.name, "type": c.type, "not_null": c.not_null, "has_default": c.has_default}
                     for c in target.columns.values()],
     }
+
+
+def _blank(header: list[str], found: list[tuple[int, bytes]], delim: bytes) -> set[int]:
+    """Positions of header fields with an empty name and no value in the records ``found``."""
+    blank = {i for i, name in enumerate(header) if not name.strip()}
+    for _, raw in found:
+        if not blank:
+            break
+        fields = cells.split(scan.strip_eol(raw), delim)
+        if fields is None:
+            return set()
+        blank = {i for i in blank if i >= len(fields) or cells.unquote(fields[i]) == b""}
+    return blank
 
 
 def _eol_faults(head: bytes, found: list[tuple[int, bytes]], eol: bytes) -> dict[int, str]:

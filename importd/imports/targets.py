@@ -98,8 +98,7 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str | None]
             problems.append(f"column {col!r} is generated and cannot be imported")
         result.append(col or "")
     if unknown:
-        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}"
-                        " (map a field to null in the columns option to ignore it)")
+        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}")
     if all(c == IGNORED for c in result) and not unknown:
         problems.append("every header column is ignored: nothing to load")
     mapped = Counter(c for c in result if c)

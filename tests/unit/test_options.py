@@ -33,6 +33,10 @@ def test_bad_options_are_refused_with_the_reason(options, problem):
         normalize(options)
 
 
+def test_a_column_mapped_to_null_is_kept_as_null_meaning_ignore_the_field():
+    assert normalize({"columns": {"Notes": None, "Name": "name"}})["columns"] == {"Notes": None, "Name": "name"}
+
+
 def test_a_message_without_job_row_becomes_a_job_record():
     rec = job_from_args(Job("j1", "import.csv", {"file": "/nowhere.csv", "table": "t", "mode": "resumable",
                                                  "max_errors": 2, "options": {"delimiter": ";"}}, priority=12))
