@@ -13,6 +13,9 @@ from starlette.responses import JSONResponse, Response
 
 _nullable_str = {"type": "string", "nullable": True}
 _nullable_int = {"type": "integer", "nullable": True}
+#: A value of a ``columns`` mapping: the table column of a header field, or null to ignore the field.
+COLUMN_OR_IGNORE = {"type": "string", "nullable": True,
+                    "description": "table column of this header field; null: the field is ignored (read and dropped)"}
 
 ERROR = {
     "type": "object", "required": ["error"],
@@ -34,7 +37,7 @@ JOB = {
         "created_at": _nullable_str, "started_at": _nullable_str, "finished_at": _nullable_str,
         "updated_at": _nullable_str,
         "source": {"type": "string", "enum": ["redis", "database"]},
-        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        "links": {"type": "object", "additionalProperties": COLUMN_OR_IGNORE},
         "rejects": {"type": "object", "nullable": True,
                     "description": "once ended: every rejected record counted, grouped by (column, reason)",
                     "properties": {"records": {"type": "integer"}, "file": {"type": "string"},
@@ -73,7 +76,8 @@ UPLOAD_QUERY = [
     {"name": "delimiter", "in": "query", "schema": {"type": "string"}},
     {"name": "encoding", "in": "query", "schema": {"type": "string"}},
     {"name": "columns", "in": "query", "schema": {"type": "string"},
-     "description": "JSON object: header name -> column (the job's columns option)"},
+     "description": "JSON object: header name -> column, or null to ignore that field (the job's "
+                    "columns option)"},
     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}},
 ]
 UPLOAD_FORM = {
@@ -94,10 +98,11 @@ PREVIEW = {
         "mapping": {"type": "object", "required": ["fields", "missing", "columns"], "properties": {
             "fields": {"type": "array", "items": {"type": "object", "properties": {
                 "header": {"type": "string"}, "column": _nullable_str,
-                "how": {"type": "string", "enum": ["explicit", "auto", "suggested", "none"]}}}},
+                "how": {"type": "string", "enum": ["explicit", "auto", "suggested", "none"]},
+                "ignored": {"type": "boolean", "description": "mapped (or suggested) to null: read and dropped"}}}},
             "missing": {"type": "array", "items": {"type": "object", "properties": {
                 "column": {"type": "string"}, "type": {"type": "string"}, "required": {"type": "boolean"}}}},
-            "columns": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "columns": {"type": "object", "additionalProperties": COLUMN_OR_IGNORE}}},
         "mapping_source": {"type": "string", "nullable": True, "enum": ["request", "saved", None]},
         "problems": {"type": "array", "items": {"type": "string"}},
         "notes": {"type": "array", "items": {"type": "string"},
@@ -114,7 +119,7 @@ PREVIEW = {
 MAPPING = {
     "type": "object", "required": ["table", "header", "columns"],
     "properties": {"table": {"type": "string"}, "header": {"type": "array", "items": {"type": "string"}},
-                   "columns": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "columns": {"type": "object", "additionalProperties": COLUMN_OR_IGNORE},
                    "updated_at": {"type": "string"}},
 }
 DEAD_LETTER: dict[str, Any] = {
@@ -129,7 +134,8 @@ PREVIEW_QUERY = [
     {"name": "delimiter", "in": "query", "schema": {"type": "string"}},
     {"name": "encoding", "in": "query", "schema": {"type": "string"}},
     {"name": "columns", "in": "query", "schema": {"type": "string"},
-     "description": "JSON object: header name -> column (else the saved mapping, else the automatic one)"},
+     "description": "JSON object: header name -> column, or null to ignore that field (else the saved "
+                    "mapping, else the automatic one)"},
     {"name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
     {"name": "job_id", "in": "query", "schema": {"type": "string"},
      "description": "preview this job's stored file instead of a body"},
@@ -153,7 +159,8 @@ COMPLETE = {
                    "mode": {"type": "string", "enum": ["atomic", "resumable"]},
                    "max_errors": {"type": "integer", "minimum": 0}, "validate_only": {"type": "boolean"},
                    "delimiter": {"type": "string"}, "encoding": {"type": "string"},
-                   "columns": {"type": "string", "description": "JSON object: header name -> column"}},
+                   "columns": {"type": "string",
+                               "description": "JSON object: header name -> column, or null to ignore that field"}},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -221,7 +228,7 @@ SCHEMA: dict[str, Any] = {
                         "type": "object", "required": ["table", "header", "columns"],
                         "properties": {"table": {"type": "string"},
                                        "header": {"type": "array", "items": {"type": "string"}},
-                                       "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
+                                       "columns": {"type": "object", "additionalProperties": COLUMN_OR_IGNORE}}}}}},
                     "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
                                   "400": _err("bad body or table; bad_mapping (with problems) for a mapping "
                                               "the import could not apply: a column the table lacks or "

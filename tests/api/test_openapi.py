@@ -51,3 +51,17 @@ def test_the_schema_documents_every_route_of_the_app() -> None:
     documented = {(path, method.upper()) for path, ops in SCHEMA["paths"].items() for method in ops}
     served = {(r.path, m) for r in ROUTES for m in (r.methods or ()) if m != "HEAD"} | {("/metrics", "GET")}
     assert served - {("/", "GET"), ("/openapi.json", "GET")} == documented
+
+
+def test_the_schema_documents_null_as_ignore_in_every_columns_mapping() -> None:
+    """A client learns from /openapi.json that a header field mapped to null is ignored."""
+    mapping = SCHEMA["components"]["schemas"]["Mapping"]["properties"]["columns"]["additionalProperties"]
+    put = SCHEMA["paths"]["/api/mappings"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    preview = SCHEMA["components"]["schemas"]["Preview"]["properties"]["mapping"]["properties"]
+    for value in (mapping, put["properties"]["columns"]["additionalProperties"],
+                  preview["columns"]["additionalProperties"]):
+        assert value["nullable"] is True and "ignored" in value["description"]
+    assert "ignored" in preview["fields"]["items"]["properties"]
+    for path in ("/api/upload", "/api/preview"):
+        [param] = [p for p in SCHEMA["paths"][path]["post"]["parameters"] if p["name"] == "columns"]
+        assert "null to ignore" in param["description"]
