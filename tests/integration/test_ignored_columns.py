@@ -152,3 +152,16 @@ def test_the_staging_table_of_an_earlier_load_on_the_connection_is_replaced(iset
                                 options={"on_conflict": "skip", "columns": {"y": None, "z": None}})
     assert raised is None and second.state == "SUCCESS", second.error
     assert rows(db) == [(1, "b", None, None), (2, "c", None, None)]
+
+
+def test_replacing_the_staging_table_never_drops_a_table_of_that_name_in_a_schema(isettings, db):
+    db.execute("DROP TABLE IF EXISTS public.importd_stage")
+    db.execute("CREATE TABLE public.importd_stage (kept int)")
+    try:
+        for _ in range(2):
+            rec, raised = run_import(isettings, b"id,name,x\n1,a,b\n",
+                                     options={"on_conflict": "skip", "columns": {"x": None}})
+            assert raised is None and rec.state == "SUCCESS", rec.error
+        assert db.execute("SELECT to_regclass('public.importd_stage') IS NOT NULL").fetchone() == (True,)
+    finally:
+        db.execute("DROP TABLE IF EXISTS public.importd_stage")

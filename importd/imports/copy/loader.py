@@ -114,12 +114,13 @@ class Loader:
         if self.insert_sql is None:
             return
         cols = sql.SQL(", ").join(map(sql.Identifier, [c for c in self.columns if c != IGNORED]))
-        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE))  # never a table of the schema
         self.conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
             STAGE, cols, self.target.ident()))
         for name, column in zip(self.fields, self.columns, strict=True):
             if column == IGNORED:
-                self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(STAGE, sql.Identifier(name)))
+                self.conn.execute(sql.SQL("ALTER TABLE pg_temp.{} ADD COLUMN {} text").format(
+                    STAGE, sql.Identifier(name)))
         self.conn.commit()
 
     # -- one batch ---------------------------------------------------------------------
