@@ -37,7 +37,7 @@ JOB = {
         "created_at": _nullable_str, "started_at": _nullable_str, "finished_at": _nullable_str,
         "updated_at": _nullable_str,
         "source": {"type": "string", "enum": ["redis", "database"]},
-        "links": {"type": "object", "additionalProperties": COLUMN_OR_IGNORE},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
         "rejects": {"type": "object", "nullable": True,
                     "description": "once ended: every rejected record counted, grouped by (column, reason)",
                     "properties": {"records": {"type": "integer"}, "file": {"type": "string"},

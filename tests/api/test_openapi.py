@@ -62,6 +62,7 @@ def test_the_schema_documents_null_as_ignore_in_every_columns_mapping() -> None:
                   preview["columns"]["additionalProperties"]):
         assert value["nullable"] is True and "ignored" in value["description"]
     assert "ignored" in preview["fields"]["items"]["properties"]
+    assert SCHEMA["components"]["schemas"]["Job"]["properties"]["links"]["additionalProperties"] == {"type": "string"}
     for path in ("/api/upload", "/api/preview"):
         [param] = [p for p in SCHEMA["paths"][path]["post"]["parameters"] if p["name"] == "columns"]
         assert "null to ignore" in param["description"]
