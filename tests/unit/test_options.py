@@ -37,6 +37,18 @@ def test_a_column_mapped_to_null_is_kept_as_null_meaning_ignore_the_field():
     assert normalize({"columns": {"Notes": None, "Name": "name"}})["columns"] == {"Notes": None, "Name": "name"}
 
 
+def test_submit_ignore_sends_null_for_each_header_it_names_and_map_its_column():
+    import argparse
+
+    from importd.imports.commands import enqueue
+
+    parser = argparse.ArgumentParser()
+    enqueue.add_arguments(parser)
+    args = parser.parse_args(["f.csv", "--table", "t", "--map", "Full Name=name", "--ignore", "Notes", "--ignore", ""])
+    assert normalize(enqueue._options(args))["columns"] == {"Full Name": "name", "Notes": None, "": None}
+    assert "columns" not in enqueue._options(parser.parse_args(["f.csv", "--table", "t"]))
+
+
 def test_a_message_without_job_row_becomes_a_job_record():
     rec = job_from_args(Job("j1", "import.csv", {"file": "/nowhere.csv", "table": "t", "mode": "resumable",
                                                  "max_errors": 2, "options": {"delimiter": ";"}}, priority=12))

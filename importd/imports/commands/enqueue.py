@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conflict-key", help="comma separated key columns for --on-conflict update")
     parser.add_argument("--map", action="append", default=[], metavar="HEADER=COLUMN",
                         help="map a header name to a column (repeatable)")
+    parser.add_argument("--ignore", action="append", default=[], metavar="HEADER",
+                        help="ignore the field of this header name: read and dropped (repeatable; "
+                             "--ignore '' for an empty name, as a trailing delimiter makes)")
     parser.add_argument("--idempotency-key", help="a second submit with this key returns the first job")
     parser.add_argument("--follow", action="store_true", help="show progress until the job ends")
     parser.add_argument("--json", action="store_true", help="print the job as JSON")
@@ -50,8 +53,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("delimiter", "encoding", "on_conflict", "conflict_key"):
         if getattr(args, key):
             options[key] = getattr(args, key)
-    if args.map:
-        options["columns"] = dict(item.split("=", 1) for item in args.map if "=" in item)
+    columns: dict[str, str | None] = dict(item.split("=", 1) for item in args.map if "=" in item)
+    columns.update(dict.fromkeys(args.ignore))  # null: the field is ignored
+    if columns:
+        options["columns"] = columns
     return options
 
 
