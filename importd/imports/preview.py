@@ -163,16 +163,17 @@ def preview(conn: psycopg.Connection[Any], settings: Settings, head: bytes, more
 
 
 def _blank(header: list[str], found: list[tuple[int, bytes]], delim: bytes) -> set[int]:
-    """Positions of header fields with an empty name and no value in the records ``found``."""
-    blank = {i for i, name in enumerate(header) if not name.strip()}
+    """Positions of the header fields with an empty name when none of them has a value in the
+    records ``found`` (else none: a mapping names fields by name, so ignoring "" ignores every
+    empty-named field, and one of them holds data)."""
+    empty = {i for i, name in enumerate(header) if not name.strip()}
     for _, raw in found:
-        if not blank:
+        if not empty:
             break
         fields = cells.split(scan.strip_eol(raw), delim)
-        if fields is None:
+        if fields is None or any(i < len(fields) and cells.unquote(fields[i]) != b"" for i in empty):
             return set()
-        blank = {i for i in blank if i >= len(fields) or cells.unquote(fields[i]) == b""}
-    return blank
+    return empty
 
 
 def _eol_faults(head: bytes, found: list[tuple[int, bytes]], eol: bytes) -> dict[int, str]:

@@ -8,6 +8,7 @@ import base64
 import codecs
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -421,7 +422,9 @@ def test_every_spreadsheet_export_round_trips_through_preview_upload_rejects_and
 async def test_the_preview_names_every_header_problem_as_the_upload_refuses_it(
         api_client: Any, wbo: Settings, header: bytes) -> None:
     """One set of rules: what the preview lists is what the upload's 400 lists, each problem
-    naming its fields (an empty name is said to be one)."""
+    naming its fields (an empty name is said to be one), but for the empty names without values
+    the preview suggests ignoring (the problems are those left once the user keeps its proposal;
+    the upload, sent no mapping, still refuses them: ignoring is explicit)."""
     data = header + b"\n1,Ann,2\n"
     async with api_client(tables=TABLE) as client:
         shown = (await post_preview(client, data)).json()
@@ -429,9 +432,28 @@ async def test_the_preview_names_every_header_problem_as_the_upload_refuses_it(
                                     headers={"Content-Type": "text/csv"})
     assert refused.status_code == 400, refused.text
     problems = refused.json()["error"]["problems"]
-    assert shown["problems"] == problems and problems
+    suggested = {f"(empty name, column {i})" for i, f in enumerate(shown["mapping"]["fields"], 1) if f["ignored"]}
+    assert all(f["how"] == "suggested" for f in shown["mapping"]["fields"] if f["ignored"])
+    assert (header in (b"id,name,qty,", b"id;name;qty;")) == bool(suggested)  # an empty name with no value
+    assert shown["problems"] == without(problems, suggested) and problems
     for problem in problems:
         assert not problem.rstrip().endswith(":") and ", ," not in problem and ": ," not in problem, problem
+
+
+def without(problems: list[str], names: set[str]) -> list[str]:
+    """``problems`` with ``names`` left out of the unknown header columns (a problem naming
+    only them gone)."""
+    out = []
+    for problem in problems:
+        head, _, listed = problem.partition(": ")
+        if head.startswith("unknown header columns for ") and names:
+            kept = [n.strip() for n in re.findall(r"\(empty name, column \d+\)|[^,]+", listed)
+                    if n.strip() not in names]
+            if kept:
+                out.append(f"{head}: {', '.join(kept)}")
+        else:
+            out.append(problem)
+    return out
 
 
 MESSY_NUMBERS = st.sampled_from(["1", " 2", "3 ", "1.5", "", '""', "1e3", "+4", "-0", "0x10", "2147483648", "١٢",

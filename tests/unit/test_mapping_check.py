@@ -58,3 +58,12 @@ def test_the_proposal_suggests_ignoring_an_empty_named_field_without_values_and_
     assert proposal["columns"] == {"Notes": None, "": None}
     assert mappings.propose(TARGET, ["id", ""], None, blank=set())["fields"][1]["how"] == "none"
     assert mappings.check(TARGET, ["id", "Notes", ""], {"Notes": None, "": None}) == []
+
+
+def test_ignoring_empty_names_is_suggested_only_when_none_of_them_holds_a_value() -> None:
+    """A mapping names fields by name: ignoring "" would drop every empty-named field."""
+    from importd.imports.preview import _blank
+
+    assert _blank(["id", "", "name", ""], [(0, b"1,,a,\n"), (6, b'2,"",b\n')], b",") == {1, 3}
+    assert _blank(["id", "", "name", ""], [(0, b"1,x,a,\n")], b",") == set()
+    assert _blank(["id", "name"], [(0, b"1,a\n")], b",") == set()
