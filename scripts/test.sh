@@ -15,17 +15,27 @@ NODE_NAME=${IMPORTD_TEST_SERIAL_NODE:-importd-serial}
 NODE_PORT=${IMPORTD_TEST_SERIAL_PORT:-5679}
 LOG=${IMPORTD_TEST_SERIAL_LOG:-artifacts/serial-phase.log}
 
-parallel() { "$PY" -m pytest -q -n 3 --dist loadfile -m "not serial" --durations=15; }
-serial() { "$PY" -m pytest -q -m serial --durations=10; }
+REPORTS=artifacts/fault-report
+parallel() { IMPORTD_TEST_REPORT_FILE=$REPORTS-parallel.json "$PY" -m pytest -q -n 3 --dist loadfile -m "not serial" --durations=15; }
+serial() { IMPORTD_TEST_REPORT_FILE=$REPORTS-serial.json "$PY" -m pytest -q -m serial --durations=10; }
+# One fault summary over both phases (each also prints its own).
+summary() {
+  echo
+  echo "=============== importd fault summary, both phases ==============="
+  "$PY" -m tests.support.report "$REPORTS-parallel.json" "$REPORTS-serial.json"
+}
+
+mkdir -p artifacts "$(dirname "$LOG")"
+rm -f "$REPORTS-parallel.json" "$REPORTS-serial.json"
 
 if [ "${IMPORTD_TEST_SERIAL_AFTER:-0}" = 1 ] || [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] \
     || [ -n "${IMPORTD_TEST_AMQP_PORT:-}" ] || [ "${IMPORTD_TEST_CONTAINERS:-0}" = 1 ]; then
   parallel; p=$?
   serial; s=$?
+  summary
   exit $(( p || s ))
 fi
 
-mkdir -p "$(dirname "$LOG")"
 scripts/rabbitmq-node.sh start "$NODE_NAME" "$NODE_PORT" || exit 1
 trap 'scripts/rabbitmq-node.sh stop "$NODE_NAME" "$NODE_PORT"' EXIT
 IMPORTD_TEST_AMQP_PORT=$NODE_PORT IMPORTD_TEST_RABBITMQ_NODE="$NODE_NAME@localhost" serial >"$LOG" 2>&1 &
@@ -35,6 +45,7 @@ wait "$serial_pid"; s=$?
 echo
 echo "=============== serial phase (own RabbitMQ node $NODE_NAME@localhost:$NODE_PORT) ==============="
 cat "$LOG"
+summary
 [ "$p" -eq 0 ] || echo "make test: the parallel phase failed (exit $p)" >&2
 [ "$s" -eq 0 ] || echo "make test: the serial phase failed (exit $s)" >&2
 exit $(( p || s ))

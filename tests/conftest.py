@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -89,3 +91,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if any(report.totals.values()):
         terminalreporter.write_sep("=", "importd fault summary")
         terminalreporter.write_line(report.summary())
+    save_to = os.environ.get(report.SAVE_ENV)
+    if save_to and not hasattr(terminalreporter.config, "workerinput"):  # scripts/test.sh sums its two phases' counts into one line at the end
+        Path(save_to).write_text(json.dumps(report.dump()))

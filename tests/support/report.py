@@ -20,6 +20,9 @@ FIELDS = ("faults injected", "faults hit", "faults missed", "hostile inputs", "j
 LABELS = {"faults hit": "faults that hit running work", "faults missed": "faults that missed (not counted)",
           "messages stranded": "messages stranded (ready + unacked)"}
 
+#: Where a test run saves its counts (JSON) for :func:`main` to sum over runs.
+SAVE_ENV = "IMPORTD_TEST_REPORT_FILE"
+
 totals: Counter[str] = Counter()
 paths: Counter[str] = Counter()
 
@@ -53,3 +56,22 @@ def summary() -> str:
     counts = ", ".join(f"{LABELS.get(name, name)}: {totals[name]}" for name in FIELDS)
     observed = ", ".join(f"{name}: {n}" for name, n in sorted(paths.items())) or "none"
     return f"{counts}; recovery paths observed: {observed}"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.support.report FILE...``: one summary line over the runs that saved
+    their counts (``IMPORTD_TEST_REPORT_FILE``); a missing file is a run that counted nothing."""
+    import json
+    from pathlib import Path
+
+    for name in argv:
+        if Path(name).exists():
+            merge(json.loads(Path(name).read_text()))
+    print(summary())
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
