@@ -14,7 +14,7 @@ from typing import Any
 
 from importd import jsontext
 from importd.errors import InvalidMessage
-from importd.worker import tasks
+from importd.worker import tasks, wire
 
 #: Header naming the task type.
 TASK_HEADER = "x-importd-task"
@@ -96,6 +96,10 @@ def _decode(body: bytes | str, headers: Any, content_type: Any, priority: Any) -
         headers = {}
     if not isinstance(headers, dict):
         raise InvalidMessage("bad-headers", type(headers).__name__)
+    if wire.UNDECODABLE_HEADER in headers:  # properties the AMQP client could not decode as sent
+        raise InvalidMessage("bad-properties", _short(headers[wire.UNDECODABLE_HEADER]))
+    if wire.REFUSED_COMPRESSION_HEADER in headers:
+        raise InvalidMessage("bad-properties", "a compressed body (compression header): importd takes plain JSON")
     raw = body.encode() if isinstance(body, str) else bytes(body)
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidMessage("body-too-large", f"{len(raw)} bytes > {MAX_BODY_BYTES}")
