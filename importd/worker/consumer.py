@@ -290,8 +290,8 @@ class Consumer:
 
     def _start(self, queue_name: str, message: Message) -> None:
         if message.errors:  # kombu failed to build it (see on_decode_error)
-            kind, exc, _ = message.errors[0]
-            raise InvalidMessage(messages.UNDECODABLE, f"{kind.__name__}: {exc}"[:200])
+            _, exc, _ = message.errors[0]
+            raise InvalidMessage(messages.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200])
         props = message.properties
         job = messages.decode(message.body, message.headers, message.content_type, props.get("priority"))
         spec = tasks.get(job.task)
