@@ -40,6 +40,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
+from importd import jsontext
 from importd.imports.storage import Store, StoredObject
 
 #: Bytes gathered in memory before one hand-over to the upload store.
@@ -61,6 +62,12 @@ MAX_PART_HEADERS = 8
 HEADER_LIMIT_MESSAGES = ("Maximum header size exceeded", "Maximum header count exceeded")
 #: Content types taken as a raw CSV body.
 RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
+#: Longest multipart boundary (RFC 2046: 1 to 70 characters).
+MAX_BOUNDARY = 70
+#: Characters a multipart boundary may hold (RFC 2046 ``bchars``; it may not end in a space).
+BOUNDARY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
+#: Largest small JSON request body (a saved mapping, a list of job ids).
+MAX_JSON_BODY_BYTES = 256 * 1024
 
 
 @dataclass
@@ -263,15 +270,26 @@ def part_headers_too_large(header_limit: int) -> ApiError:
                     limit_bytes=header_limit)
 
 
+def boundary_of(request: Request) -> bytes:
+    """The multipart boundary of the request's Content-Type; 400 ``bad_multipart`` unless it
+    is one RFC 2046 allows (1 to 70 of its characters, no trailing space). The parser refused
+    a longer one only as it was built, outside any handling: that answered 500."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    if len(boundary) > MAX_BOUNDARY or not set(boundary) <= BOUNDARY_CHARS or boundary.endswith(b" "):
+        raise ApiError(400, "bad_multipart", f"invalid multipart boundary: 1 to {MAX_BOUNDARY} characters of "
+                                             "letters, digits and '()+_,-./:=? (RFC 2046)")
+    return bytes(boundary)
+
+
 async def receive_multipart(request: Request, upload: Store, key: str, limit: int,
                             header_limit: int = 8192) -> Upload:
     """Stream a multipart body's file part into ``upload`` as ``key``; raise ApiError (400, 413,
     431) on a bad body, leaving nothing stored. ``header_limit`` bounds the bytes of each part's
     headers (431 past it)."""
-    _, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    boundary = boundary_of(request)
     length = _content_length(request)
     if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
@@ -360,12 +378,12 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
     def on_end() -> None:
         done[0] = True
 
-    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
-    }, max_header_count=MAX_PART_HEADERS, max_header_size=header_limit)
     try:
+        parser = MultipartParser(boundary, {  # type: ignore[arg-type]
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
+        }, max_header_count=MAX_PART_HEADERS, max_header_size=header_limit)
         async for chunk in stream:  # type: ignore[attr-defined]
             parser.write(chunk)
             await sink.flush()
@@ -405,10 +423,7 @@ async def receive_multipart_head(request: Request, keep: int,
     """The first ``keep`` bytes of a multipart body's file part, whether more followed, and
     the form fields. The body is read to its end (fields may follow the file) but memory holds
     ``keep`` bytes of the file at most."""
-    _, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    boundary = boundary_of(request)
     sink = _HeadSink(keep)
     try:
         fields = await _receive_multipart(request.stream(), boundary, sink, header_limit)
@@ -430,12 +445,28 @@ async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
     return bytes(head), False
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """A small JSON request body that must be an object (400 otherwise)."""
+async def json_object(request: Request, limit: int = MAX_JSON_BODY_BYTES) -> dict[str, Any]:
+    """A small JSON request body that must be an object: 413 past ``limit`` bytes (read no
+    further), 400 unless it is an I-JSON object (:func:`json_value`)."""
+    raw = bytearray()
     try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be JSON") from None
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ApiError(413, "payload_too_large", f"a JSON body of at most {limit} bytes", limit_bytes=limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the request") from None
+    body = json_value(bytes(raw) or b"{}", "the body")
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body
+
+
+def json_value(raw: bytes | str, what: str) -> Any:
+    """The JSON value of a request's body or field; 400 ``bad_request`` naming ``what`` for any
+    defect (:mod:`importd.jsontext`: also nesting past the recursion limit, which escaped as
+    RecursionError and answered 500, duplicate keys, NaN, lone surrogates)."""
+    try:
+        return jsontext.loads(raw)
+    except jsontext.JsonError as exc:
+        raise ApiError(400, "bad_request", f"{what} must be JSON: {exc}") from None

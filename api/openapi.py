@@ -220,7 +220,8 @@ SCHEMA: dict[str, Any] = {
                                        "header": {"type": "array", "items": {"type": "string"}},
                                        "columns": {"type": "object", "additionalProperties": {"type": "string"}}}}}}},
                     "responses": {"200": _json("saved", {"$ref": "#/components/schemas/Mapping"}),
-                                  "400": _err("bad body or table"), **UNAUTHORIZED}}},
+                                  "400": _err("bad body or table"), "413": _err("body past 256 KiB"),
+                                  **UNAUTHORIZED}}},
         "/api/dlq": {"get": {
             "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
             "security": [{"bearer": []}],
@@ -241,7 +242,8 @@ SCHEMA: dict[str, Any] = {
                 "type": "object", "required": ["replayed"],
                 "properties": {"replayed": {"type": "array", "items": {
                     **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}}}}),
-                "400": _err("bad body"), "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
+                "400": _err("bad body"), "413": _err("body past 256 KiB"), "503": _err("RabbitMQ cannot be reached"),
+                **UNAUTHORIZED}}},
         "/api/uploads": {"post": {
             "summary": "start a presigned multipart upload straight to the S3 store (parts PUT by the client)",
             "security": [{"bearer": []}],

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api import bodies
 from api.errors import ApiError
 from api.routes.upload import _submit, _translate, accepted, parse_options
 from api.services import services
@@ -61,10 +62,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise ApiError(413, "payload_too_large", f"a JSON body of at most {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
+    body = bodies.json_value(raw or b"{}", "the body")
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from importd import jsontext
 from importd.config import Settings
 from importd.imports.copy.spec import Reject
 from importd.imports.states import ALL, FINAL, FINAL_SQL, JobState
@@ -413,9 +414,9 @@ def _encode_cursor(created: datetime | None, job_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> tuple[str, str]:
     try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        created, job_id = jsontext.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return str(created), str(job_id)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # jsontext.JsonError and binascii.Error are ValueErrors
         raise ValueError(f"bad cursor {cursor!r}") from exc
 
 

@@ -1,0 +1,114 @@
+"""Hostile inputs of the kinds issue 12 named, at every API place that takes them: each is a
+4xx JSON error naming the problem, never a 500, and nothing is queued.
+
+- JSON in a request (the ``columns`` field of an upload or preview, the bodies of saved
+  mappings, dead-letter replays and presigned uploads, the job list's cursor): nesting past
+  the recursion limit raised RecursionError, which no ``except ValueError`` caught (500);
+  duplicate keys, NaN and lone surrogate escapes parsed and then failed later (a NUL or a
+  surrogate in ``columns`` reached PostgreSQL's jsonb: 500).
+- A multipart boundary longer than the parser takes made building the parser raise outside
+  any handling (500).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import HEADER
+
+pytestmark = pytest.mark.anyio
+
+TABLE = "public.api_people"
+CSV = HEADER + b"1,Ann,30\n"
+#: JSON texts json.loads mishandles: past the recursion limit (RecursionError), duplicate keys,
+#: NaN/Infinity, a lone surrogate escape, a number past the int digits limit.
+BAD_JSON = {
+    "deep": "[" * 3000,
+    "deep-object": '{"a": ' * 2000,
+    "duplicate-key": '{"id": "id", "id": "name"}',
+    "nan": '{"id": NaN}',
+    "infinity": '{"id": -Infinity}',
+    "surrogate": '{"id": "\\ud800"}',
+    "surrogate-key": '{"\\udfff": "id"}',
+    "huge-number": '{"id": ' + "9" * 5000 + "}",
+}
+
+
+def _multipart(fields: dict[str, str], boundary: str = "b0undary", file: bytes = CSV) -> tuple[bytes, dict[str, str]]:
+    parts = b"".join(b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="' + k.encode()
+                     + b'"\r\n\r\n' + v.encode() + b"\r\n" for k, v in fields.items())
+    parts += (b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n'
+              b"Content-Type: text/csv\r\n\r\n" + file + b"\r\n--" + boundary.encode() + b"--\r\n")
+    return parts, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _requests(bad: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Every place a request carries JSON, with ``bad`` there: name -> (method, url, httpx kwargs)."""
+    form, headers = _multipart({"table": TABLE, "columns": bad})
+    cursor = base64.urlsafe_b64encode(bad.encode()).decode().rstrip("=")
+    return {
+        "upload-raw-columns": ("POST", "/api/upload", {"params": {"table": TABLE, "columns": bad}, "content": CSV,
+                                                       "headers": {"Content-Type": "text/csv"}}),
+        "upload-form-columns": ("POST", "/api/upload", {"content": form, "headers": headers}),
+        "preview-form-columns": ("POST", "/api/preview", {"content": form, "headers": headers}),
+        "jobs-cursor": ("GET", "/api/jobs", {"params": {"cursor": cursor}}),
+        "mappings-body": ("PUT", "/api/mappings", {"content": bad, "headers": {"Content-Type": "application/json"}}),
+        "dlq-replay-body": ("POST", "/api/dlq/replay", {"content": bad,
+                                                        "headers": {"Content-Type": "application/json"}}),
+        "presigned-body": ("POST", "/api/uploads", {"content": bad, "headers": {"Content-Type": "application/json"}}),
+    }
+
+
+@pytest.mark.parametrize("place", sorted(_requests("")))
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+async def test_json_nobody_should_accept_is_a_400_wherever_the_api_reads_json(api_client: Any, broker: Any,
+                                                                              place: str, kind: str) -> None:
+    method, url, kwargs = _requests(BAD_JSON[kind])[place]
+    async with api_client() as c:
+        r = await c.request(method, url, **kwargs)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["error"]["code"] in ("bad_request", "bad_cursor"), r.text
+    assert broker.depth("import_queue") == 0
+
+
+@pytest.mark.parametrize("url", ["/api/mappings", "/api/dlq/replay"])
+async def test_a_json_body_past_its_limit_is_413_and_not_read_whole(api_client: Any, url: str) -> None:
+    body = json.dumps({"job_ids": ["a" * 30] * 20_000}).encode()  # ~700 KB
+    async with api_client() as c:
+        r = await c.request("PUT" if url == "/api/mappings" else "POST", url, content=body,
+                            headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+
+
+@pytest.mark.parametrize("boundary", [
+    "b" * 71,                  # one past RFC 2046's 70
+    "b" * 257,                 # past python-multipart's 256: the parser refused it as it was built (500)
+    "b" * 100_000,
+    "a{b}",                    # characters RFC 2046 does not allow
+    "abc\\def",
+    "trailing ",
+])
+@pytest.mark.parametrize("url", ["/api/upload", "/api/preview"])
+async def test_a_multipart_boundary_rfc_2046_does_not_allow_is_400_and_nothing_is_queued(
+        api_client: Any, broker: Any, url: str, boundary: str) -> None:
+    body, headers = _multipart({"table": TABLE}, boundary=boundary)
+    headers["Content-Type"] = f'multipart/form-data; boundary="{boundary}"'
+    async with api_client() as c:
+        r = await c.post(url, content=body, headers=headers)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["error"]["code"] == "bad_multipart"
+    assert broker.depth("import_queue") == 0
+
+
+@pytest.mark.parametrize("boundary", ["b", "b" * 70, "----WebKitFormBoundary7MA4YWxkTrZu0gW", "a'()+_,-./:=?b",
+                                      "with space"])
+async def test_every_boundary_rfc_2046_allows_is_taken(api_client: Any, broker: Any, boundary: str) -> None:
+    body, headers = _multipart({"table": TABLE}, boundary=boundary)
+    headers["Content-Type"] = f'multipart/form-data; boundary="{boundary}"'
+    async with api_client() as c:
+        r = await c.post("/api/upload", content=body, headers=headers)
+    assert r.status_code == 202, r.text
