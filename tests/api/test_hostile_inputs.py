@@ -112,3 +112,29 @@ async def test_every_boundary_rfc_2046_allows_is_taken(api_client: Any, broker: 
     async with api_client() as c:
         r = await c.post("/api/upload", content=body, headers=headers)
     assert r.status_code == 202, r.text
+
+
+#: Options a job row cannot hold (PostgreSQL refused them as the job was created: 500).
+UNSTORABLE_OPTIONS = {
+    "delimiter-nul": ({"delimiter": "\x00"}, b"name\n"),  # one column: the header has no NUL to refuse
+    "columns-nul-key": ({"columns": '{"x\\u0000": "name"}'}, CSV),
+    "columns-nul-value": ({"columns": '{"id": "id", "zz": "na\\u0000me"}'}, CSV),
+    "columns-long": ({"columns": '{"id": "' + "i" * 5000 + '"}'}, CSV),
+}
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw", "multipart"])
+@pytest.mark.parametrize("case", sorted(UNSTORABLE_OPTIONS))
+async def test_options_a_job_row_cannot_hold_are_a_400_and_nothing_is_queued(
+        api_client: Any, broker: Any, case: str, multipart: bool) -> None:
+    options, csv = UNSTORABLE_OPTIONS[case]
+    if multipart:
+        body, headers = _multipart({"table": TABLE, **options}, file=csv)
+        kwargs: dict[str, Any] = {"content": body, "headers": headers}
+    else:
+        kwargs = {"params": {"table": TABLE, **options}, "content": csv, "headers": {"Content-Type": "text/csv"}}
+    async with api_client() as c:
+        r = await c.post("/api/upload", **kwargs)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["error"]["code"] in ("bad_upload", "bad_request"), r.text
+    assert broker.depth("import_queue") == 0
