@@ -27,6 +27,7 @@ broken pipe instead), up to ``DRAIN_MAX_BYTES`` more of the body are read and th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import queue
 import threading
@@ -195,6 +196,7 @@ class BodyReader(io.RawIOBase):
         self.buffer = bytearray()
         self.eof = False
         self.size = 0
+        self.digest = hashlib.sha256()  # of the bytes handed out so far
 
     def readable(self) -> bool:
         return True
@@ -215,6 +217,7 @@ class BodyReader(io.RawIOBase):
             anyio.from_thread.run(self._fill, want)
         out = bytes(self.buffer[:want])
         del self.buffer[:want]
+        self.digest.update(out)
         return out
 
     def readinto(self, b: Any) -> int:
@@ -226,6 +229,19 @@ class BodyReader(io.RawIOBase):
         """After a refusal: read (and drop) up to DRAIN_MAX_BYTES more so the client sees it."""
         self.buffer.clear()
         await _drain(self.request, self.stream)
+
+    async def sha256_of_all(self) -> str:
+        """The sha256 (hex) of the whole body: what was handed out, then the rest, read here
+        and dropped (413 past ``limit``)."""
+        self.digest.update(self.buffer)
+        self.buffer.clear()
+        async for chunk in self.stream:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+            self.digest.update(chunk)
+        self.eof = True
+        return self.digest.hexdigest()
 
 
 def check_raw(request: Request, limit: int) -> None:
@@ -397,6 +413,39 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
     if not seen_file[0]:
         raise ApiError(400, "bad_request", "no 'file' part in the form")
     return fields
+
+
+class _HashSink(_Sink):
+    """Hashes the file part and drops it (a request replayed under an Idempotency-Key is
+    compared with its job, never stored); refuses past ``limit`` like the store's sink."""
+
+    def __init__(self, limit: int) -> None:  # no store: nothing is written
+        self.limit, self.size, self.buffer, self.digest = limit, 0, bytearray(), hashlib.sha256()
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+        self.digest.update(data)
+
+    async def flush(self, force: bool = False) -> None:
+        return None
+
+
+async def hash_multipart(request: Request, limit: int, header_limit: int = 8192) -> tuple[str, dict[str, str]]:
+    """The sha256 (hex) of a multipart body's file part and the form fields; nothing stored."""
+    sink = _HashSink(limit)
+    try:
+        fields = await _receive_multipart(request.stream(), boundary_of(request), sink, header_limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    return sink.digest.hexdigest(), fields
+
+
+async def hash_raw(request: Request, limit: int) -> str:
+    """The sha256 (hex) of a raw body (checked as :func:`check_raw` does); nothing stored."""
+    check_raw(request, limit)
+    return await BodyReader(request, limit).sha256_of_all()
 
 
 class _HeadSink(_Sink):

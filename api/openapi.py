@@ -178,12 +178,14 @@ SCHEMA: dict[str, Any] = {
                 "multipart/form-data": {"schema": UPLOAD_FORM},
                 "text/csv": {"schema": {"type": "string"}}}},
             "responses": {
-                "202": _json("job created (or the job of a reused Idempotency-Key)",
-                             {"$ref": "#/components/schemas/Accepted"}),
+                "202": _json("job created (or, for the same request again under its Idempotency-Key, that "
+                             "key's job, with Idempotent-Replayed: true)", {"$ref": "#/components/schemas/Accepted"}),
                 "400": _err("bad options, malformed body, or a CSV header that cannot be read or does not "
                             "fit the table (code bad_upload, every problem in problems)"),
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
                 "415": _err("neither multipart/form-data nor text/csv"),
+                "422": _err("the Idempotency-Key names a job of another request (another file, table, mode, "
+                            "priority or options): code idempotency_key_reused, the job in job_id"),
                 "431": _err("a multipart part's headers exceed IMPORTD_MAX_PART_HEADER_BYTES (all its lines "
                             "together, or one line) or 8 lines (code part_headers_too_large)"),
                 "503": _err("the job could not be queued; its Idempotency-Key is released, so a retry with "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -138,3 +139,46 @@ async def test_options_a_job_row_cannot_hold_are_a_400_and_nothing_is_queued(
     assert r.status_code == 400, (r.status_code, r.text)
     assert r.json()["error"]["code"] in ("bad_upload", "bad_request"), r.text
     assert broker.depth("import_queue") == 0
+
+
+def _idempotent(key: str, multipart: bool, body: bytes = CSV, **params: str) -> dict[str, Any]:
+    fields = {"table": TABLE, **params}
+    if multipart:
+        content, headers = _multipart(fields, file=body)
+        return {"content": content, "headers": {**headers, "Idempotency-Key": key}}
+    return {"params": fields, "content": body, "headers": {"Content-Type": "text/csv", "Idempotency-Key": key}}
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw", "multipart"])
+@pytest.mark.parametrize(("other", "params"), [
+    (HEADER + b"2,Bob,40\n", {}),                 # another file
+    (CSV, {"max_errors": "5"}),                   # the same file, other options
+    (CSV, {"mode": "resumable"}),
+    (CSV, {"priority": "9"}),
+    (CSV, {"columns": '{"id": "id", "name": "name", "age": "age"}'}),
+], ids=["file", "max_errors", "mode", "priority", "columns"])
+async def test_an_idempotency_key_reused_for_another_request_is_422_and_the_first_job_stands(
+        api_client: Any, api_settings: Any, broker: Any, multipart: bool, other: bytes, params: dict[str, str]) -> None:
+    """An Idempotency-Key names one request (IETF Idempotency-Key draft): a second request
+    with the key and another file or other options got 202 with the first job, so the client
+    believed its second file queued while it never was. Now 422 names the job; nothing of the
+    second request is stored or queued; the same request again still gets the job (202)."""
+    key = f"reuse-{uuid.uuid4().hex}"
+    async with api_client() as c:
+        first = await c.post("/api/upload", **_idempotent(key, multipart))
+        assert first.status_code == 202, first.text
+        stored = _keys(api_settings)
+        reused = await c.post("/api/upload", **_idempotent(key, multipart, other, **params))
+        again = await c.post("/api/upload", **_idempotent(key, not multipart))  # the same request, either form
+    assert reused.status_code == 422, reused.text
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert reused.json()["error"]["job_id"] == first.json()["job_id"]
+    assert again.status_code == 202 and again.json()["job_id"] == first.json()["job_id"], again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert broker.depth("import_queue") == 1 and _keys(api_settings) == stored
+
+
+def _keys(settings: Any) -> set[str]:
+    from importd.imports import storage
+
+    return set(storage.from_settings(settings).keys())
