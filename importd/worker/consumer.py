@@ -306,7 +306,7 @@ class Consumer:
         ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events,
                          resources=self.resources)
         lost = bool(message.delivery_info.get("redelivered"))
-        stopper = AsyncRaise(SoftTimeLimitExceeded)
+        stopper = AsyncRaise(SoftTimeLimitExceeded, armed=False)  # armed by the job thread (jobrun.run)
         thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost, stopper),
                                   name=f"job-{job.job_id}", daemon=True)
         self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
