@@ -27,8 +27,8 @@ broken pipe instead), up to ``DRAIN_MAX_BYTES`` more of the body are read and th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
-import json
 import queue
 import threading
 from collections.abc import AsyncIterator
@@ -41,6 +41,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
+from importd import jsontext
 from importd.imports.storage import Store, StoredObject
 
 #: Bytes gathered in memory before one hand-over to the upload store.
@@ -60,10 +61,14 @@ MAX_PART_HEADERS = 8
 #: The library's messages for its own per-line / per-part header limits (it has no distinct
 #: exception type for them): those are 431 too, like our total.
 HEADER_LIMIT_MESSAGES = ("Maximum header size exceeded", "Maximum header count exceeded")
-#: Largest JSON body (mappings, DLQ replay) read; a mapping of the longest header fits.
-MAX_JSON_BYTES = 1024 * 1024
 #: Content types taken as a raw CSV body.
 RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application/octet-stream"})
+#: Longest multipart boundary (RFC 2046: 1 to 70 characters).
+MAX_BOUNDARY = 70
+#: Characters a multipart boundary may hold (RFC 2046 ``bchars``; it may not end in a space).
+BOUNDARY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
+#: Largest small JSON request body (a saved mapping, a list of job ids).
+MAX_JSON_BODY_BYTES = 256 * 1024
 
 
 @dataclass
@@ -191,6 +196,7 @@ class BodyReader(io.RawIOBase):
         self.buffer = bytearray()
         self.eof = False
         self.size = 0
+        self.digest = hashlib.sha256()  # of the bytes handed out so far
 
     def readable(self) -> bool:
         return True
@@ -211,6 +217,7 @@ class BodyReader(io.RawIOBase):
             anyio.from_thread.run(self._fill, want)
         out = bytes(self.buffer[:want])
         del self.buffer[:want]
+        self.digest.update(out)
         return out
 
     def readinto(self, b: Any) -> int:
@@ -222,6 +229,19 @@ class BodyReader(io.RawIOBase):
         """After a refusal: read (and drop) up to DRAIN_MAX_BYTES more so the client sees it."""
         self.buffer.clear()
         await _drain(self.request, self.stream)
+
+    async def sha256_of_all(self) -> str:
+        """The sha256 (hex) of the whole body: what was handed out, then the rest, read here
+        and dropped (413 past ``limit``)."""
+        self.digest.update(self.buffer)
+        self.buffer.clear()
+        async for chunk in self.stream:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+            self.digest.update(chunk)
+        self.eof = True
+        return self.digest.hexdigest()
 
 
 def check_raw(request: Request, limit: int) -> None:
@@ -266,15 +286,26 @@ def part_headers_too_large(header_limit: int) -> ApiError:
                     limit_bytes=header_limit)
 
 
+def boundary_of(request: Request) -> bytes:
+    """The multipart boundary of the request's Content-Type; 400 ``bad_multipart`` unless it
+    is one RFC 2046 allows (1 to 70 of its characters, no trailing space). The parser refused
+    a longer one only as it was built, outside any handling: that answered 500."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    if len(boundary) > MAX_BOUNDARY or not set(boundary) <= BOUNDARY_CHARS or boundary.endswith(b" "):
+        raise ApiError(400, "bad_multipart", f"invalid multipart boundary: 1 to {MAX_BOUNDARY} characters of "
+                                             "letters, digits and '()+_,-./:=? (RFC 2046)")
+    return bytes(boundary)
+
+
 async def receive_multipart(request: Request, upload: Store, key: str, limit: int,
                             header_limit: int = 8192) -> Upload:
     """Stream a multipart body's file part into ``upload`` as ``key``; raise ApiError (400, 413,
     431) on a bad body, leaving nothing stored. ``header_limit`` bounds the bytes of each part's
     headers (431 past it)."""
-    _, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    boundary = boundary_of(request)
     length = _content_length(request)
     if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
@@ -363,12 +394,12 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
     def on_end() -> None:
         done[0] = True
 
-    parser = MultipartParser(boundary, {  # type: ignore[arg-type]
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
-    }, max_header_count=MAX_PART_HEADERS, max_header_size=header_limit)
     try:
+        parser = MultipartParser(boundary, {  # type: ignore[arg-type]
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data, "on_part_end": on_part_end, "on_end": on_end,
+        }, max_header_count=MAX_PART_HEADERS, max_header_size=header_limit)
         async for chunk in stream:  # type: ignore[attr-defined]
             parser.write(chunk)
             await sink.flush()
@@ -382,6 +413,39 @@ async def _receive_multipart(stream: object, boundary: bytes, sink: _Sink, heade
     if not seen_file[0]:
         raise ApiError(400, "bad_request", "no 'file' part in the form")
     return fields
+
+
+class _HashSink(_Sink):
+    """Hashes the file part and drops it (a request replayed under an Idempotency-Key is
+    compared with its job, never stored); refuses past ``limit`` like the store's sink."""
+
+    def __init__(self, limit: int) -> None:  # no store: nothing is written
+        self.limit, self.size, self.buffer, self.digest = limit, 0, bytearray(), hashlib.sha256()
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ApiError(413, "payload_too_large", f"upload exceeds {self.limit} bytes", limit_bytes=self.limit)
+        self.digest.update(data)
+
+    async def flush(self, force: bool = False) -> None:
+        return None
+
+
+async def hash_multipart(request: Request, limit: int, header_limit: int = 8192) -> tuple[str, dict[str, str]]:
+    """The sha256 (hex) of a multipart body's file part and the form fields; nothing stored."""
+    sink = _HashSink(limit)
+    try:
+        fields = await _receive_multipart(request.stream(), boundary_of(request), sink, header_limit)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+    return sink.digest.hexdigest(), fields
+
+
+async def hash_raw(request: Request, limit: int) -> str:
+    """The sha256 (hex) of a raw body (checked as :func:`check_raw` does); nothing stored."""
+    check_raw(request, limit)
+    return await BodyReader(request, limit).sha256_of_all()
 
 
 class _HeadSink(_Sink):
@@ -411,10 +475,7 @@ async def receive_multipart_head(request: Request, keep: int, limit: int,
     """The first ``keep`` bytes of a multipart body's file part, whether more followed, and
     the form fields. The body is read to its end (fields may follow the file) but memory holds
     ``keep`` bytes of the file at most; a file part past ``limit`` bytes is 413."""
-    _, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise ApiError(400, "bad_multipart", "multipart body without a boundary")
+    boundary = boundary_of(request)
     length = _content_length(request)
     if length is not None and length > limit + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, "payload_too_large", f"upload exceeds {limit} bytes", limit_bytes=limit)
@@ -444,10 +505,11 @@ async def read_raw_head(request: Request, keep: int) -> tuple[bytes, bool]:
     return bytes(head), False
 
 
-async def json_object(request: Request, limit: int = MAX_JSON_BYTES, empty: bool = False) -> dict[str, Any]:
+async def json_object(request: Request, limit: int = MAX_JSON_BODY_BYTES, empty: bool = False) -> dict[str, Any]:
     """A small JSON request body that must be an object: 413 past ``limit`` bytes (read no
-    further, so memory holds ``limit`` at most), 400 for anything that is not a JSON object,
-    nesting too deep for the parser included. ``empty``: no body at all is ``{}``."""
+    further, so memory holds ``limit`` at most), 400 unless it is an I-JSON object
+    (:func:`json_value`: nesting too deep for the parser included). ``empty``: no body at all
+    is ``{}``."""
     raw = bytearray()
     stream = request.stream()
     try:
@@ -461,10 +523,17 @@ async def json_object(request: Request, limit: int = MAX_JSON_BYTES, empty: bool
         raise ApiError(400, "client_disconnected", "the client went away during the request") from None
     if empty and not raw:
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[..." deeper than the parser goes
-        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
+    body = json_value(bytes(raw) or b"{}", "the body")
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body
+
+
+def json_value(raw: bytes | str, what: str) -> Any:
+    """The JSON value of a request's body or field; 400 ``bad_request`` naming ``what`` for any
+    defect (:mod:`importd.jsontext`: also nesting past the recursion limit, which escaped as
+    RecursionError and answered 500, duplicate keys, NaN, lone surrogates)."""
+    try:
+        return jsontext.loads(raw)
+    except jsontext.JsonError as exc:
+        raise ApiError(400, "bad_request", f"{what} must be JSON: {exc}") from None

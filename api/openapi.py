@@ -187,12 +187,14 @@ SCHEMA: dict[str, Any] = {
                 "multipart/form-data": {"schema": UPLOAD_FORM},
                 "text/csv": {"schema": {"type": "string"}}}},
             "responses": {
-                "202": _json("job created (or the job of a reused Idempotency-Key)",
-                             {"$ref": "#/components/schemas/Accepted"}),
+                "202": _json("job created (or, for the same request again under its Idempotency-Key, that "
+                             "key's job, with Idempotent-Replayed: true)", {"$ref": "#/components/schemas/Accepted"}),
                 "400": _err("bad options, malformed body, or a CSV header that cannot be read or does not "
                             "fit the table (code bad_upload, every problem in problems)"),
                 "413": _err("larger than IMPORTD_MAX_UPLOAD_BYTES"),
                 "415": _err("neither multipart/form-data nor text/csv"),
+                "422": _err("the Idempotency-Key names a job of another request (another file, table, mode, "
+                            "priority or options): code idempotency_key_reused, the job in job_id"),
                 "431": _err("a multipart part's headers exceed IMPORTD_MAX_PART_HEADER_BYTES (all its lines "
                             "together, or one line) or 8 lines (code part_headers_too_large)"),
                 "503": _err("the job could not be queued; its Idempotency-Key is released, so a retry with "
@@ -233,7 +235,7 @@ SCHEMA: dict[str, Any] = {
                                   "400": _err("bad body or table; bad_mapping (with problems) for a mapping "
                                               "the import could not apply: a column the table lacks or "
                                               "generates, one column for two header fields"),
-                                  "413": _err("a JSON body past 1 MiB"), **UNAUTHORIZED}}},
+                                  "413": _err("a JSON body past 256 KiB"), **UNAUTHORIZED}}},
         "/api/dlq": {"get": {
             "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
             "security": [{"bearer": []}],
@@ -256,7 +258,7 @@ SCHEMA: dict[str, Any] = {
                     **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}},
                     "not_found": {"type": "array", "items": {"type": "string"},
                                   "description": "ids the DLQ did not hold"}}}),
-                "400": _err("bad body"), "413": _err("a JSON body past 1 MiB"),
+                "400": _err("bad body"), "413": _err("a JSON body past 256 KiB"),
                 "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/uploads": {"post": {
             "summary": "start a presigned multipart upload straight to the S3 store (parts PUT by the client)",

@@ -35,10 +35,7 @@ def parse_columns(raw: str | None) -> dict[str, str | None] | None:
     field (400 otherwise)."""
     if raw is None or raw.strip() == "":
         return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", "columns must be a JSON object: header name -> column") from None
+    value = bodies.json_value(raw, "columns")
     if not isinstance(value, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
                                               for k, v in value.items()):
         raise ApiError(400, "bad_request", "columns must be a JSON object: header name -> column (or null)")

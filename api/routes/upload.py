@@ -2,9 +2,10 @@
 
 The header row is checked against the table by ``importd.imports.submit.submit`` before anything is
 queued; its problems come back as 400 ``bad_upload`` with the list in ``problems``. With an
-``Idempotency-Key`` header the same key returns the same job: a key already used answers
-before the body is read (nothing stored twice); two requests racing with one key meet at the
-unique index and the loser answers with the winner's job.
+``Idempotency-Key`` header the same request returns the same job: a key already used is
+compared with the body (its sha256, read and stored nowhere) and the options, and answers the
+job (202, ``Idempotent-Replayed``) or 422 ``idempotency_key_reused`` if they differ; two
+requests racing with one key meet at the unique index and the loser is compared the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from api.services import Services, services
 from importd import logs
 from importd.errors import PublishError
 from importd.imports import storage, store, targets
-from importd.imports.submit import SubmitError, submit
+from importd.imports.options import JobArgsError, normalize
+from importd.imports.submit import TASK, SubmitError, submit
+from importd.worker import tasks
 
 log = logs.get("api.upload")
 
@@ -108,22 +111,69 @@ async def upload_csv(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, "bad_request", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    params = dict(request.query_params)
     existing = await _by_key(svc, key)
     if existing is not None:
-        return accepted(existing, replayed=True)
-    params = dict(request.query_params)
+        return await _replayed(svc, request, params, existing)
     if bodies.is_multipart(request):
-        rec, size = await _from_multipart(svc, request, params, key)
+        rec, size, replayed = await _from_multipart(svc, request, params, key)
     else:
-        rec, size = await _from_raw_body(svc, request, params, key)
+        rec, size, replayed = await _from_raw_body(svc, request, params, key)
+    if replayed:
+        return accepted(rec, replayed=True)
     log.info("job submitted", job_id=rec.id, table=rec.target_table, bytes=size, priority=rec.priority)
     return accepted(rec)
 
 
+async def _replayed(svc: Services, request: Request, params: dict[str, str], rec: store.JobRecord) -> Response:
+    """The answer to a request whose Idempotency-Key already names job ``rec``: that job (202,
+    ``Idempotent-Replayed``) if the request is the same one again, 422 if it is another (a
+    different file or options). The body is read to compare its sha256 and stored nowhere."""
+    limit = svc.settings.max_upload_bytes
+    if bodies.is_multipart(request):
+        sha256, fields = await bodies.hash_multipart(request, limit, svc.settings.max_part_header_bytes)
+        kwargs = parse_options({**params, **fields})
+    else:
+        kwargs = parse_options(params)
+        sha256 = await bodies.hash_raw(request, limit)
+    same_request_or_422(svc, rec, kwargs, sha256)
+    return accepted(rec, replayed=True)
+
+
+def same_request_or_422(svc: Services, rec: store.JobRecord, kwargs: dict[str, Any], sha256: str) -> None:
+    """Raise 422 ``idempotency_key_reused`` unless ``kwargs`` and a file of ``sha256`` describe
+    job ``rec`` (its table, mode, priority, options and file).
+
+    A key names one request (the IETF Idempotency-Key draft): answering another request with
+    the first one's job told the client its second file was queued when nothing was.
+    """
+    def mismatch(what: str) -> ApiError:
+        return ApiError(422, "idempotency_key_reused", f"the Idempotency-Key was used for another request "
+                        f"(job {rec.id}): {what} differ(s); use a new key for a new upload", job_id=rec.id)
+
+    try:
+        table = targets.allowed(svc.settings, kwargs["table"])
+        opts = normalize(kwargs["options"], max_errors=kwargs["max_errors"], validate_only=kwargs["validate_only"])
+    except (targets.TargetError, JobArgsError) as exc:
+        raise mismatch(f"table or options ({exc})") from None
+    spec = tasks.get(TASK)
+    priority = kwargs["priority"] if kwargs["priority"] is not None else (spec.default_priority if spec else 0)
+    try:
+        same_table = targets.allowed(svc.settings, rec.target_table or "") == table
+    except targets.TargetError:
+        same_table = False
+    if not same_table or rec.mode != kwargs["mode"] or rec.priority != priority or rec.options != opts:
+        raise mismatch("table, mode, priority or options")
+    if rec.checksum != f"sha256:{sha256}":
+        raise mismatch("the file's bytes")
+
+
 async def _from_multipart(svc: Services, request: Request, params: dict[str, str],
-                          key: str | None) -> tuple[store.JobRecord, int]:
+                          key: str | None) -> tuple[store.JobRecord, int, bool]:
     """Stream the file part into the upload store as the job's object (fields may follow it),
-    then submit the stored object (nothing written twice; deleted if the job is refused)."""
+    then submit the stored object (nothing written twice; deleted if the job is refused).
+    The job, the body's size, and whether the job is another request's (its Idempotency-Key
+    taken meanwhile by a request racing this one: compared as a replay)."""
     job_id = uuid.uuid4().hex
     upload = await run_in_threadpool(storage.from_settings, svc.settings)  # first call may import boto3
     received = await bodies.receive_multipart(request, upload, f"{job_id}.csv", svc.settings.max_upload_bytes,
@@ -134,14 +184,18 @@ async def _from_multipart(svc: Services, request: Request, params: dict[str, str
         await run_in_threadpool(upload.delete, received.stored.key)
         raise
     try:
-        return await run_in_threadpool(_submit, svc, received.stored, key, kwargs, job_id), received.size
+        rec = await run_in_threadpool(_submit, svc, received.stored, key, kwargs, job_id)
     except Exception as exc:
         raise _translate(exc) from exc
+    if rec.id != job_id:
+        same_request_or_422(svc, rec, kwargs, received.stored.sha256)
+    return rec, received.size, rec.id != job_id
 
 
 async def _from_raw_body(svc: Services, request: Request, params: dict[str, str],
-                         key: str | None) -> tuple[store.JobRecord, int]:
-    """Options are all in the query: check them, then let submit read the body straight to the job's file."""
+                         key: str | None) -> tuple[store.JobRecord, int, bool]:
+    """Options are all in the query: check them, then let submit read the body straight to the
+    job's file. Returns as :func:`_from_multipart` does."""
     kwargs = parse_options(params)
     try:
         targets.allowed(svc.settings, kwargs["table"])  # refuse before reading a byte of the body
@@ -149,13 +203,17 @@ async def _from_raw_body(svc: Services, request: Request, params: dict[str, str]
         raise ApiError(400, "bad_upload", "; ".join(exc.problems), problems=exc.problems) from None
     bodies.check_raw(request, svc.settings.max_upload_bytes)
     reader = bodies.BodyReader(request, svc.settings.max_upload_bytes)
+    job_id = uuid.uuid4().hex
     try:
-        return await run_in_threadpool(_submit, svc, reader, key, kwargs), reader.size
+        rec = await run_in_threadpool(_submit, svc, reader, key, kwargs, job_id)
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
     except Exception as exc:
         await reader.drain()
         raise _translate(exc) from exc
+    if rec.id != job_id:  # submit found the key taken before or after reading the body
+        same_request_or_422(svc, rec, kwargs, await reader.sha256_of_all())
+    return rec, reader.size, rec.id != job_id
 
 
 def _translate(exc: Exception) -> Exception:

@@ -17,7 +17,14 @@ from importd.errors import PermanentError, TransientError
 from importd.imports import storage, store, targets
 from importd.imports.copy.pgerrors import translate
 from importd.imports.progress import Progress
-from importd.imports.run import ImportRun, connect, lock_key, try_lock, worker_name  # noqa: F401 - re-exported
+from importd.imports.run import (  # noqa: F401 - re-exported
+    ImportRun,
+    RecordedFailure,
+    connect,
+    lock_key,
+    try_lock,
+    worker_name,
+)
 from importd.imports.runtime import Runtime
 from importd.imports.states import JobState
 from importd.imports.store import NOW
@@ -45,8 +52,10 @@ def run_import_task(ctx: JobContext) -> None:
         if isinstance(error, PermanentError) and not _record_failure(ctx, str(error)):
             raise _unrecorded(error) from exc
         raise error from exc
-    except PermanentError:
+    except PermanentError as exc:
         run.conn.close()
+        if not isinstance(exc, RecordedFailure) and not _record_failure(ctx, f"{type(exc).__name__}: {exc}"[:2000]):
+            raise _unrecorded(exc) from exc
         _retire_upload(ctx, failed_here=True)
         raise
     except BaseException:
@@ -120,9 +129,10 @@ def _record_failure(ctx: JobContext, error: str) -> bool:
     """Write FAILURE with ``error`` on a connection of its own, holding the job's lock;
     whether the outcome is durable.
 
-    True also when there was nothing to write (the job is final already, has no row, or
-    another delivery runs it); False only when the database refused or lost the write,
-    in which case the caller must not ack the delivery as an outcome (issue 12 item 1).
+    True also when there was nothing to write (the job is final already, or another delivery
+    runs it); False when the database refused or lost the write, or the job has no row (a
+    FAILURE of nothing is no outcome), in which case the caller must not ack the delivery
+    as an outcome (issue 12 item 1).
     The lock is the fence: a run that lost its lock (its main backend died) while another
     delivery took the job over must not end that delivery's job with its own error, as a
     checkpoint of it must not move (:func:`importd.imports.store.advance_checkpoint`).
@@ -134,6 +144,9 @@ def _record_failure(ctx: JobContext, error: str) -> bool:
                 return True
             rec = store.update_job(conn, ctx.job.job_id, only_unfinished=True, state=JobState.FAILURE,
                                    error=error, finished_at=NOW, attempts=ctx.job.attempt)
+            if rec is None and store.get_job(conn, ctx.job.job_id) is None:
+                ctx.log.error("could not record FAILURE: the job has no row")
+                return False
     except psycopg.Error as db_exc:
         ctx.log.error("could not record FAILURE", error=str(db_exc))
         return False

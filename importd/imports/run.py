@@ -22,7 +22,7 @@ from psycopg import pq
 from importd.config import Settings
 from importd.errors import Deferred, InvalidMessage, PermanentError, TransientError
 from importd.imports import rejectfile, storage, store, targets
-from importd.imports.copy import loader, scan, streams
+from importd.imports.copy import loader, pgerrors, scan, streams
 from importd.imports.copy.batches import Batch
 from importd.imports.copy.batches import batches as read_batches
 from importd.imports.copy.spec import LoadOptions, Reject
@@ -127,6 +127,13 @@ class LoadEnd(StrEnum):
     TOO_MANY_ERRORS = "too-many-errors"  # more rejected rows than max_errors
 
 
+class RecordedFailure(PermanentError):
+    """The run ended the job FAILURE and committed it (or found it ended by another delivery):
+    the outcome is durable, the delivery may be acked. Any other PermanentError leaving a run
+    (a store that lost the file mid-read, say) has no durable outcome yet: the handler records
+    one before the ack (issue 12 item 1)."""
+
+
 class Refused(Exception):
     """A fault of the file or the table found by the run (a bad path, header, option, too many
     bad rows): :meth:`ImportRun.run` records it as the job's FAILURE and raises
@@ -178,7 +185,7 @@ class ImportRun:
             self._import(started)
         except Refused as exc:
             self._finish(started, JobState.FAILURE, exc.reason)
-            raise PermanentError(exc.reason) from exc
+            raise RecordedFailure(exc.reason) from exc
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
@@ -216,6 +223,10 @@ class ImportRun:
             return statement()
 
     def _create_from_args(self) -> JobRecord:
+        """The job row of a message published without one (its arguments checked by
+        :func:`job_from_args`). Arguments the row cannot hold are the message's defect:
+        dead-lettered as ``bad-args``, never acked as an outcome of a job that has no row
+        (issue 12 item 2: such a message was lost) nor retried as a server fault."""
         try:
             rec = job_from_args(self.ctx.job)
         except JobArgsError as exc:
@@ -226,6 +237,14 @@ class ImportRun:
             found = store.get_job(self.conn, self.job_id)
             assert found is not None
             return found
+        except psycopg.Error as exc:
+            if pgerrors.is_transient(exc):
+                raise
+            raise InvalidMessage("bad-args", f"job {self.job_id}: its arguments cannot be stored: "
+                                             f"{type(exc).__name__}: {exc}"[:500]) from exc
+        except (ValueError, UnicodeError) as exc:  # a value no PostgreSQL type takes, refused client-side
+            raise InvalidMessage("bad-args", f"job {self.job_id}: its arguments cannot be stored: "
+                                             f"{type(exc).__name__}: {exc}"[:500]) from exc
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (pending rejected rows, the reject file) in the current
@@ -240,7 +259,7 @@ class ImportRun:
                 self.conn.rollback()
                 if self.reject_log is not None:
                     self.reject_log.discard(self.log)
-                raise PermanentError(f"job {self.job_id} was ended elsewhere; this run rolled back")
+                raise RecordedFailure(f"job {self.job_id} was ended elsewhere; this run rolled back")
             self.runtime.commit_and_release(self.conn)  # the lock goes only once the outcome is durable
         if self.reject_log is not None:
             self.reject_log.committed_final(self.log, previous)

@@ -26,6 +26,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from importd import jsontext
 from importd.config import Settings
 from importd.imports import targets
 from importd.imports.copy.spec import Reject
@@ -417,12 +418,12 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
     """(created_at, id) of a cursor :func:`_encode_cursor` made; ValueError for anything else
     (a cursor that decodes to other JSON must not reach PostgreSQL's timestamp cast)."""
     try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        created, job_id = jsontext.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if not isinstance(created, str) or not isinstance(job_id, str) or "\x00" in job_id \
                 or datetime.fromisoformat(created).tzinfo is None:
             raise ValueError("not a cursor of list_jobs")
         return created, job_id
-    except (ValueError, TypeError, RecursionError) as exc:
+    except (ValueError, TypeError) as exc:  # jsontext.JsonError and binascii.Error are ValueErrors
         raise ValueError(f"bad cursor {cursor[:100]!r}") from exc
 
 

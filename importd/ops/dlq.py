@@ -20,6 +20,7 @@ from typing import Any
 
 from kombu import Producer
 
+from importd import jsontext
 from importd.config import Settings
 from importd.errors import PublishError
 from importd.subcommand import Subcommand
@@ -66,12 +67,28 @@ class DeadLetter:
 
 
 def describe(raw: Any) -> DeadLetter:
-    """Describe a message fetched from the DLQ (an ``amqp`` message from ``basic_get``)."""
+    """Describe a message fetched from the DLQ (an ``amqp`` message from ``basic_get``).
+
+    Never raises: a dead letter is often a hostile delivery (a body nested past the recursion
+    limit, headers of any type), and one that could not be described would stop ``dlq list``
+    and ``replay-dlq`` for every message behind it. What cannot be read is described as
+    ``unreadable`` (no original route: a replay skips it, a purge takes it).
+    """
+    try:
+        return _describe(raw)
+    except Exception as exc:  # noqa: BLE001 - see above
+        props = getattr(raw, "properties", None)
+        message_id = _text(props.get("message_id")) if isinstance(props, dict) else ""
+        return DeadLetter(message_id or "?", "?", "unreadable", 1, None,
+                          _text(f"dead letter not readable: {type(exc).__name__}: {exc}"[:500]), None, None, "", raw)
+
+
+def _describe(raw: Any) -> DeadLetter:
     headers: dict[str, Any] = dict(raw.headers or {})
     props = raw.properties
     deaths = headers.get("x-death") or []
     death: dict[str, Any] = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
-    job_id = str(props.get("message_id") or _job_id_from_body(raw.body) or "?")
+    job_id = _text(props.get("message_id")) or _job_id_from_body(raw.body) or "?"
     task = _text(headers.get(messages.TASK_HEADER)) or "?"
     if messages.REASON_HEADER in headers:
         exchange = _text(headers.get(messages.ORIGINAL_EXCHANGE_HEADER))
@@ -305,9 +322,11 @@ DLQ = Subcommand(_dlq_add_arguments, _dlq_run)
 
 
 def _text(value: Any) -> str:
+    """A header value as text any UTF-8 writer takes (py-amqp hands a lone surrogate through)."""
     if value is None:
         return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _int(value: Any, default: int) -> int:
@@ -330,8 +349,10 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _job_id_from_body(body: bytes) -> str | None:
+    """The body's ``job_id`` when it is a job id (a hostile body may be anything)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = jsontext.loads(body)
+    except jsontext.JsonError:
         return None
-    return str(data["job_id"]) if isinstance(data, dict) and data.get("job_id") else None
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    return job_id if isinstance(job_id, str) and messages.JOB_ID.match(job_id) else None

@@ -33,11 +33,17 @@ class AsyncRaise:
     disarm clears whatever was scheduled but not yet delivered.
     """
 
-    def __init__(self, exc_type: type[BaseException]) -> None:
+    def __init__(self, exc_type: type[BaseException], armed: bool = True) -> None:
         self.exc_type = exc_type
         self.fired = False
-        self._armed = True
+        self._armed = armed
         self._lock = threading.Lock()
+
+    def arm(self) -> None:
+        """Job thread, once it is where a raise can land safely (inside the code that turns
+        any exception into an outcome); until then :meth:`fire` does nothing."""
+        with self._lock:
+            self._armed = True
 
     def fire(self, thread: threading.Thread) -> bool:
         """Owner thread: raise in ``thread`` unless disarmed or already fired."""
@@ -51,14 +57,19 @@ class AsyncRaise:
         """Job thread, first thing before handing back its outcome.
 
         The pending exception may land while this runs (the owner fired just before): it is
-        caught and the disarm repeated, so the caller always gets past this call.
+        caught and the disarm repeated, so the caller always gets past this call. Nothing is
+        cleared when nothing was fired: clearing signals the interpreter's eval breaker, and on
+        CPython 3.11 a thread under a trace function (coverage, a debugger) then hung at its
+        next call, so every job thread hung in its disarm.
         """
         ident = threading.get_ident()
         while True:
             try:
                 with self._lock:
                     self._armed = False
-                clear_pending(ident)
+                    fired = self.fired
+                if fired:
+                    clear_pending(ident)
                 return
             except self.exc_type:
                 continue

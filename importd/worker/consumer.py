@@ -163,8 +163,11 @@ class Consumer:
                           a_global=self.settings.queue_type != topology.QUORUM)
         self._consumers = []
         for spec in self.queues:
+            receive = self._receiver(spec.name)
+            # on_decode_error: kombu could not build the message (a body it failed to decode);
+            # it goes to the inbox like any delivery and is dead-lettered there (issue 12 item 2).
             consumer = KombuConsumer(channel, queues=[topology.work_queue_entity(spec, self.settings.queue_type)],
-                                     on_message=self._receiver(spec.name), no_ack=False)
+                                     on_message=receive, on_decode_error=_ignoring_error(receive), no_ack=False)
             self._consumers.append(consumer)
         if self._thread is None and not self.stopping.is_set():
             self._start_consuming()
@@ -286,6 +289,9 @@ class Consumer:
             message.reject(requeue=False)
 
     def _start(self, queue_name: str, message: Message) -> None:
+        if message.errors:  # kombu failed to build it (see on_decode_error)
+            _, exc, _ = message.errors[0]
+            raise InvalidMessage(messages.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200])
         props = message.properties
         job = messages.decode(message.body, message.headers, message.content_type, props.get("priority"))
         spec = tasks.get(job.task)
@@ -300,7 +306,7 @@ class Consumer:
         ctx = JobContext(job=job, spec=spec, settings=self.settings, queue=queue_name, log=log, events=self.events,
                          resources=self.resources)
         lost = bool(message.delivery_info.get("redelivered"))
-        stopper = AsyncRaise(SoftTimeLimitExceeded)
+        stopper = AsyncRaise(SoftTimeLimitExceeded, armed=False)  # armed by the job thread (jobrun.run)
         thread = threading.Thread(target=self._run_job, args=(ctx, message, self._generation, lost, stopper),
                                   name=f"job-{job.job_id}", daemon=True)
         self.events.emit("started", job_id=job.job_id, task=job.task, attempt=job.attempt, queue=queue_name)
@@ -371,6 +377,13 @@ class Consumer:
             ctx.request_stop(f"soft time limit of {ctx.spec.soft_time_limit_s:g} s exceeded")
         if now >= ctx.deadline + ASYNC_RAISE_AFTER_S and self._stopper is not None:
             self._stopper.fire(thread)
+
+
+def _ignoring_error(receive: Callable[[Message], None]) -> Callable[[Message, BaseException], None]:
+    """kombu's ``on_decode_error(message, exc)`` as a receiver: the error stays in ``message.errors``."""
+    def on_decode_error(message: Message, _exc: BaseException) -> None:
+        receive(message)
+    return on_decode_error
 
 
 def _attempt_header(message: Message) -> int:

@@ -20,15 +20,25 @@ from importd.worker.outcomes import Kind, Outcome, WorkerLost, failed
 
 
 def run(ctx: JobContext, base: Outcome, lost: bool, stopper: AsyncRaise) -> Outcome:
-    """Run the job once; always returns one outcome, with the async raise disarmed."""
+    """Run the job once; always returns one outcome, with the async raise disarmed.
+
+    ``stopper`` comes unarmed and is armed first thing inside the ``try``: a raise can land
+    only where it becomes an outcome (before, the thread could die before its first line).
+    """
     outcome: Outcome | None = None
     failure: BaseException | None = None
     try:
+        stopper.arm()
         outcome = attempt(ctx, base, lost)
     except BaseException as exc:  # noqa: BLE001 - a raise that landed outside the handler
         failure = exc
     finally:
-        stopper.disarm()
+        while True:  # the raise may land as disarm is called (a call is where it lands): once
+            try:
+                stopper.disarm()
+            except SoftTimeLimitExceeded:
+                continue
+            break
         if outcome is None:
             outcome = late_failure(ctx, base, failure)
     return replace(outcome, duration_s=time.monotonic() - ctx.started)

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from importd import jsontext
 from importd.errors import InvalidMessage
-from importd.worker import tasks
+from importd.worker import tasks, wire
 
 #: Header naming the task type.
 TASK_HEADER = "x-importd-task"
@@ -75,10 +76,12 @@ def decode(body: bytes | str, headers: Any, content_type: Any = CONTENT_TYPE,
            priority: Any = 0) -> Job:
     """Validate a delivery; raise :class:`InvalidMessage` with a short reason on any defect.
 
-    Issue 12 item 2: no property of a delivery may escape as anything else. ``json.loads``
-    raises RecursionError on deep nesting, ``int()`` OverflowError on an infinite float, a
-    header may hold any AMQP type; whatever a check below did not foresee still comes out as
-    ``InvalidMessage("undecodable")``, which the consumer dead-letters.
+    Issue 12 item 2: no property of a delivery may escape as anything else. The body must
+    be I-JSON (:mod:`importd.jsontext`: deep nesting, huge numbers, ``NaN``/``Infinity``,
+    duplicate keys, lone surrogate escapes and non-UTF-8 bytes are ``not-json``), ``int()``
+    raises OverflowError on an infinite float, a header may hold any AMQP type; whatever a
+    check below did not foresee still comes out as ``InvalidMessage("undecodable")``, which
+    the consumer dead-letters.
     """
     try:
         return _decode(body, headers, content_type, priority)
@@ -93,15 +96,19 @@ def _decode(body: bytes | str, headers: Any, content_type: Any, priority: Any) -
         headers = {}
     if not isinstance(headers, dict):
         raise InvalidMessage("bad-headers", type(headers).__name__)
+    if wire.UNDECODABLE_HEADER in headers:  # properties the AMQP client could not decode as sent
+        raise InvalidMessage("bad-properties", _short(headers[wire.UNDECODABLE_HEADER]))
+    if wire.REFUSED_COMPRESSION_HEADER in headers:
+        raise InvalidMessage("bad-properties", "a compressed body (compression header): importd takes plain JSON")
     raw = body.encode() if isinstance(body, str) else bytes(body)
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidMessage("body-too-large", f"{len(raw)} bytes > {MAX_BODY_BYTES}")
     if content_type not in (CONTENT_TYPE, None, ""):
         raise InvalidMessage("bad-content-type", repr(content_type)[:200])
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: deep nesting
-        raise InvalidMessage("not-json", f"{type(exc).__name__}: {exc}"[:200]) from exc
+        data = jsontext.loads(raw)
+    except jsontext.JsonError as exc:
+        raise InvalidMessage("not-json", str(exc)[:200]) from exc
     if not isinstance(data, dict):
         raise InvalidMessage("bad-shape", "body is not a JSON object")
     job_id = data.get("job_id")

@@ -16,7 +16,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from importd.config import Settings
 from importd.errors import PublishError
-from importd.worker import tasks, topology
+from importd.worker import tasks, topology, wire
 from importd.worker.messages import CONTENT_TYPE, Job
 
 #: Seconds a publish waits for the broker's confirm.
@@ -26,7 +26,9 @@ CONFIRM_TIMEOUT_S = 30.0
 def broker_connection(settings: Settings, heartbeat: int | None = None,
                       **transport_options: Any) -> Connection:
     """A kombu connection with publisher confirms on every channel it opens; extra
-    ``transport_options`` (kombu's reconnect knobs, say) go with it and its clones."""
+    ``transport_options`` (kombu's reconnect knobs, say) go with it and its clones. Deliveries
+    it receives are decoded by :func:`importd.worker.wire.decode_properties` (never raising)."""
+    wire.install()
     return Connection(
         settings.broker_url,
         heartbeat=settings.heartbeat_s if heartbeat is None else heartbeat,

@@ -57,7 +57,7 @@ def test_hostile_messages_are_dead_lettered_with_their_reason_and_the_worker_goe
 
 #: Reasons a dead letter of a hostile delivery may carry (messages.decode's, and the last resort's).
 DECODE_REASONS = {"not-json", "bad-shape", "bad-job-id", "missing-task", "unknown-task", "bad-attempt",
-                  "bad-priority", "bad-content-type", "bad-headers", "body-too-large", "undecodable"}
+                  "bad-priority", "bad-content-type", "bad-headers", "bad-properties", "body-too-large", "undecodable"}
 
 
 def _publish(broker: Broker, d: hostile.Delivery, message_id: str) -> bool:

@@ -165,3 +165,24 @@ def test_a_task_rate_limit_is_kept_in_redis_and_importd_rate_limit_none_lifts_it
         assert not client.exists(bucket)
     finally:
         client.close()
+
+
+def test_a_job_that_ignores_the_soft_limit_is_stopped_by_the_asynchronous_raise_with_one_outcome(
+        broker: Broker, start_worker, tmp_path: Path):
+    """Issue 12 item 5, the raise itself end to end: a handler that never checks the stop
+    request gets SoftTimeLimitExceeded ASYNC_RAISE_AFTER_S past its soft limit; that is one
+    outcome (max_retries 0: dead-lettered as soft-time-limit), long before the hard limit
+    (600 s), with nothing left unacked and the child alive. The job thread arms the raise
+    itself, inside the code that turns it into an outcome."""
+    log = tmp_path / "runs.jsonl"
+    with start_worker("-Q", "default", "-c", "1", IMPORTD_TASK_MODULES=limit_tasks.MODULES) as w:
+        w.wait_consuming()
+        pids = w.child_pids()
+        broker.publish_job("test.busy_past_soft_limit", {"log": str(log)})
+        wait_for(lambda: broker.depth("failed_tasks") == 1, 60, what="the job dead-lettered by the raise")
+        wait_for(lambda: _all_empty(broker, but="failed_tasks") and _unacked(broker, "default") == 0, 30,
+                 what="nothing unacked")
+        assert w.child_pids() == pids
+    (dead,) = broker.get_all("failed_tasks")
+    assert dead.headers["x-importd-reason"] == "soft-time-limit"
+    assert [r["attempt"] for r in test_tasks.runs(log)] == [1]

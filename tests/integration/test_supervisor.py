@@ -188,3 +188,57 @@ def test_a_child_killed_by_a_signal_at_start_up_is_respawned_with_a_growing_back
     assert len(gaps) >= 3
     assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
     assert gaps[2] >= 2.0, gaps  # the third respawn waited at least the backoff's 2 s step
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_a_child_whose_supervisor_died_before_it_asked_to_die_with_it_stops_at_once(settings, tmp_path):
+    """Issue 12 item 9: the supervisor's pid is read before the fork and handed to the child.
+    Here the "supervisor" forks the child and exits before the child runs ``child_main``: the
+    orphan sees that its parent is no longer the pid it was given and SIGTERMs itself before
+    it consumes anything. Read after the fork (``os.getppid()``), the pid would already be its
+    new parent's, the check would pass, and the orphan would consume with nobody to enforce
+    its hard limit (its broker here is a closed port, so the test can see it stay alive)."""
+    import dataclasses
+    import multiprocessing
+    import time
+
+    from importd.worker import supervisor
+
+    child_settings = dataclasses.replace(settings, broker_url="amqp://guest:guest@127.0.0.1:1//")
+    report_r, report_w = os.pipe()
+
+    def orphan(parent: int) -> None:
+        while os.getppid() == parent:  # the supervisor is gone before the child starts for real
+            time.sleep(0.01)
+        deadline = multiprocessing.get_context("fork").Value("d", 0.0, lock=False)
+        supervisor.child_main(child_settings, ["default"], 0, deadline, None, [], parent)
+
+    pid = os.fork()
+    if pid == 0:  # the short-lived "supervisor"
+        try:
+            parent = os.getpid()
+            child = os.fork()
+            if child == 0:
+                os.close(report_r)
+                orphan(parent)
+                os._exit(0)
+            os.write(report_w, str(child).encode())
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    os.waitpid(pid, 0)
+    child = int(os.read(report_r, 64))
+    os.close(report_r)
+    try:
+        wait_for(lambda: not _alive(child), 10, what="the orphaned child gone")
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)

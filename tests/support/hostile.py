@@ -50,6 +50,35 @@ def _json_objects(draw: st.DrawFn) -> bytes:
     return json.dumps(doc).encode()
 
 
+#: A JSON text's places where a value may stand, for :func:`not_i_json` to put one in.
+_SLOTS = ('{"job_id": %s, "args": {}}', '{"job_id": "ij", "args": %s}', '{"job_id": "ij", "args": {"table": %s}}',
+          '{"job_id": "ij", "args": {"options": {"columns": {"a": %s}}}}', '{"job_id": "ij", "args": [%s]}')
+#: Values json.loads takes and no other JSON reader should (RFC 7493 I-JSON): non-numbers,
+#: lone surrogate escapes (high, low, reversed pair).
+_NOT_I_JSON_VALUES = ("NaN", "Infinity", "-Infinity", '"\\ud800"', '"a\\udfff"', '"\\udc00\\ud800"')
+
+
+@st.composite
+def not_i_json(draw: st.DrawFn) -> bytes:
+    """A job-shaped body that only a lenient JSON reader takes: a non-number or a lone
+    surrogate at any place, a duplicate key at any level, a surrogate or invalid UTF-8 in
+    the raw bytes, or a JSON text in UTF-16 (which ``json.loads`` of bytes would detect)."""
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return (draw(st.sampled_from(_SLOTS)) % draw(st.sampled_from(_NOT_I_JSON_VALUES))).encode()
+    if kind == 1:
+        return draw(st.sampled_from([b'{"job_id": "a", "job_id": "b", "args": {}}',
+                                     b'{"job_id": "ij", "args": {}, "args": {"table": "people"}}',
+                                     b'{"job_id": "ij", "args": {"table": "a", "table": "b"}}',
+                                     b'{"job_id": "ij", "args": {"options": {"x": 1, "x": 2}}}']))
+    if kind == 2:
+        return b'{"job_id": "ij", "args": {"table": "\xed\xa0\x80"}}'  # a surrogate encoded in UTF-8 (CESU)
+    if kind == 3:
+        bad = draw(st.sampled_from([b"\xff", b"\xc3(", b"\xc0\xaf"]))
+        return b'{"job_id": "ij", "args": {"table": "' + bad + b'"}}'
+    return '{"job_id": "ij", "args": {}}'.encode(draw(st.sampled_from(["utf-16", "utf-16-be", "utf-32"])))
+
+
 #: Nesting depth that exhausts the recursion limit of ``json.loads`` (a few hundred KB).
 _deep = st.integers(min_value=5_000, max_value=300_000)
 
@@ -64,6 +93,7 @@ BODIES = st.one_of(
         lambda n: b'{"job_id": "huge", "args": {"n": ' + b"9" * n + b"}}"),
     st.sampled_from([b'{"job_id": "inf", "args": {"n": 1e999}}', b'{"job_id": 1e999}',
                      b'{"job_id": "nan", "args": NaN}', b"\x00" * 10, b"\xef\xbb\xbf{}"]),
+    not_i_json(),
 )
 
 

@@ -48,5 +48,15 @@ def hook(ctx: JobContext, exc: BaseException) -> None:
     _raise_here()
 
 
+def busy(ctx: JobContext) -> None:
+    """Ignores the cooperative stop (a loop in Python that never calls ``ctx.check``): only the
+    asynchronous raise, ASYNC_RAISE_AFTER_S past the soft limit, ends it."""
+    _record(ctx)
+    while True:
+        sum(range(1000))
+
+
 register(TaskSpec("test.raise_after_success", "default", succeeds, hard_time_limit_s=HARD_S))
+register(TaskSpec("test.busy_past_soft_limit", "default", busy, soft_time_limit_s=0.5, hard_time_limit_s=HARD_S,
+                  max_retries=0))
 register(TaskSpec("test.raise_after_failure", "default", fails, on_retry=hook, hard_time_limit_s=HARD_S))

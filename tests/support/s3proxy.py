@@ -25,6 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 #: Headers that belong to one hop and are not passed on.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                         "upgrade", "content-length"})
+#: What a store answers to a GET of a key it does not hold (AWS's wording).
+NO_SUCH_KEY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+               b"<Message>The specified key does not exist.</Message></Error>")
 #: What a store answers to a URL past its expiry (AWS's wording).
 EXPIRED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
            b"<Message>Request has expired</Message></Error>")
@@ -59,6 +62,9 @@ class StoreProxy:
         self.lose_complete_answers = 0
         #: Completes whose answer was lost so far.
         self.complete_answers_lost = 0
+        #: Answer every GET 404 NoSuchKey while HEAD still finds the object: an object deleted
+        #: between a reader's HEAD (its size) and its GET (issue 12 item 1).
+        self.missing_gets = False
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -131,6 +137,9 @@ def _handler(proxy: StoreProxy) -> type[BaseHTTPRequestHandler]:
                 proxy.record(PartPut(number, len(body), "stored" if 200 <= status < 300 else f"http {status}"))
 
         def do_GET(self) -> None:  # noqa: N802
+            if proxy.missing_gets and "uploadId" not in self.path:
+                self._answer(404, [("Content-Type", "application/xml")], NO_SUCH_KEY)
+                return
             self._forward(b"")
 
         def do_HEAD(self) -> None:  # noqa: N802

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from importd.ops import dlq
 from importd.worker import messages
+from tests.support import hostile
 
 
 @dataclass
@@ -74,3 +77,42 @@ def test_parse_duration(text: str, seconds: int):
 def test_parse_duration_refuses_garbage():
     with pytest.raises(Exception, match="not a duration"):
         dlq.parse_duration("soon")
+
+
+def test_a_dead_letter_nested_past_the_recursion_limit_without_a_message_id_is_described():
+    """Issue 12 item 3: one such dead letter made `importd dlq list` and `replay-dlq` exit
+    with a RecursionError traceback, so no dead letter behind it could be replayed."""
+    dead = dlq.describe(Raw({messages.TASK_HEADER: "test.record", "x-importd-reason": "not-json"},
+                            body=b"[" * 300_000, properties={}))
+    assert (dead.job_id, dead.reason) == ("?", "not-json")
+
+
+def _utf8_text(value: Any) -> bool:
+    try:
+        (value if isinstance(value, str) else "").encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: Headers of a dead letter as anyone may publish them: importd's and RabbitMQ's names with
+#: values of any AMQP type, lone surrogates (py-amqp decodes strings with surrogatepass).
+_TEXTS = st.text(max_size=20) | st.sampled_from(["\ud800", "a\udfff", "2026-13-45"])
+_HOSTILE_HEADERS = st.dictionaries(
+    st.sampled_from([messages.TASK_HEADER, messages.ATTEMPT_HEADER, *messages.DEAD_HEADERS, "x-death", "other"]),
+    hostile.AMQP_VALUES | _TEXTS | st.lists(st.dictionaries(
+        st.sampled_from(["reason", "queue", "time", "exchange", "routing-keys", "count"]),
+        hostile.AMQP_VALUES | _TEXTS), max_size=2), max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=hostile.BODIES, headers=_HOSTILE_HEADERS,
+       message_id=st.none() | _TEXTS | st.binary(max_size=10) | st.integers())
+def test_any_dead_letter_is_described_with_text_any_writer_takes(body: bytes, headers: dict[str, Any],
+                                                                 message_id: Any):
+    """Whatever a dead letter holds, describe() returns (never raises) and every text field
+    encodes as UTF-8, so `dlq list` can print it and the API can answer it as JSON."""
+    dead = dlq.describe(Raw(headers, body=body, properties={"message_id": message_id}))
+    assert all(_utf8_text(v) for v in dead.as_dict().values())
+    dlq.replay_id(dead)
+    dlq.replay_headers(headers, keep_attempts=False, replay="r")

@@ -157,3 +157,22 @@ def test_priorities_of_wrong_type_or_size_are_bad_priorities(priority):
     with pytest.raises(InvalidMessage) as err:
         messages.decode(b'{"job_id": "a"}', TASK, "application/json", priority)
     assert err.value.reason == "bad-priority"
+
+
+@settings(max_examples=200, deadline=None)
+@given(hostile.not_i_json())
+def test_a_body_only_a_lenient_json_reader_takes_is_not_json(body: bytes):
+    """Issue 12 item 2, bodies of its kind not named in it: NaN or Infinity, a lone surrogate
+    escape, a duplicate key, a surrogate or invalid UTF-8 in the raw bytes, or JSON in UTF-16
+    are dead-lettered as not-json at any depth: ``json.loads`` takes them all, and a lone
+    surrogate or NaN would then fail a UTF-8 encoder or PostgreSQL's jsonb later, in the job."""
+    assert _reason(body) == "not-json"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"job_id": "a", "args": {"table": "people", "note": "' + b"x" * (messages.MAX_BODY_BYTES - 100) + b'"}}',
+    '{"job_id": "a", "args": {"table": "caf\u00e9 \u2603 \U0001f600"}}'.encode(),
+    b'{"job_id": "a", "args": {"table": "\\ud83d\\ude00"}}',  # an escaped surrogate *pair* is one character
+])
+def test_strict_json_still_takes_long_strings_and_any_unicode(body: bytes):
+    assert messages.decode(body, TASK).job_id == "a"
