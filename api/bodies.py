@@ -67,8 +67,8 @@ RAW_TYPES = frozenset({"text/csv", "application/csv", "text/plain", "application
 MAX_BOUNDARY = 70
 #: Characters a multipart boundary may hold (RFC 2046 ``bchars``; it may not end in a space).
 BOUNDARY_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ")
-#: Largest small JSON request body (a saved mapping, a list of job ids).
-MAX_JSON_BODY_BYTES = 256 * 1024
+#: Largest small JSON request body (a saved mapping of the longest header, a list of job ids).
+MAX_JSON_BODY_BYTES = 1024 * 1024
 
 
 @dataclass

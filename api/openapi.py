@@ -235,7 +235,7 @@ SCHEMA: dict[str, Any] = {
                                   "400": _err("bad body or table; bad_mapping (with problems) for a mapping "
                                               "the import could not apply: a column the table lacks or "
                                               "generates, one column for two header fields"),
-                                  "413": _err("a JSON body past 256 KiB"), **UNAUTHORIZED}}},
+                                  "413": _err("a JSON body past 1 MiB"), **UNAUTHORIZED}}},
         "/api/dlq": {"get": {
             "summary": "what the dead-letter queue (failed_tasks) holds and why, oldest first",
             "security": [{"bearer": []}],
@@ -258,7 +258,7 @@ SCHEMA: dict[str, Any] = {
                     **DEAD_LETTER, "properties": {**DEAD_LETTER["properties"], "outcome": {"type": "string"}}}},
                     "not_found": {"type": "array", "items": {"type": "string"},
                                   "description": "ids the DLQ did not hold"}}}),
-                "400": _err("bad body"), "413": _err("a JSON body past 256 KiB"),
+                "400": _err("bad body"), "413": _err("a JSON body past 1 MiB"),
                 "503": _err("RabbitMQ cannot be reached"), **UNAUTHORIZED}}},
         "/api/uploads": {"post": {
             "summary": "start a presigned multipart upload straight to the S3 store (parts PUT by the client)",
