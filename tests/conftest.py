@@ -91,6 +91,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if any(report.totals.values()):
         terminalreporter.write_sep("=", "importd fault summary")
         terminalreporter.write_line(report.summary())
+    # scripts/test.sh sums its two phases' counts into one line at the end
     save_to = os.environ.get(report.SAVE_ENV)
-    if save_to and not hasattr(terminalreporter.config, "workerinput"):  # scripts/test.sh sums its two phases' counts into one line at the end
+    if save_to and not hasattr(terminalreporter.config, "workerinput"):
         Path(save_to).write_text(json.dumps(report.dump()))
