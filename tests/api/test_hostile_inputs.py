@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from api import bodies
 from tests.api.conftest import HEADER
 
 pytestmark = pytest.mark.anyio
@@ -78,10 +79,11 @@ async def test_json_nobody_should_accept_is_a_400_wherever_the_api_reads_json(ap
 
 @pytest.mark.parametrize("url", ["/api/mappings", "/api/dlq/replay"])
 async def test_a_json_body_past_its_limit_is_413_and_not_read_whole(api_client: Any, url: str) -> None:
-    body = json.dumps({"job_ids": ["a" * 30] * 20_000}).encode()  # ~700 KB
+    body = json.dumps({"job_ids": ["a" * 30] * 40_000}).encode()  # ~1.4 MB, past MAX_JSON_BODY_BYTES
     async with api_client() as c:
         r = await c.request("PUT" if url == "/api/mappings" else "POST", url, content=body,
                             headers={"Content-Type": "application/json"})
+    assert len(body) > bodies.MAX_JSON_BODY_BYTES
     assert r.status_code == 413, r.text
 
 

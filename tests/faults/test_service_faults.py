@@ -254,8 +254,10 @@ def test_consumer_timeout_below_the_import_duration_imports_once(
 def test_soft_time_limit_on_a_resumable_import_keeps_its_checkpoint_and_finishes_next_attempt(
         fsettings, fault_db, broker, events: EventLog, start_worker):
     """Protection proved: the import checks its deadline between batches and commits each batch
-    with its checkpoint, so the next attempt resumes instead of starting over: the checkpoint
-    each attempt reaches is above the previous attempt's."""
+    with its checkpoint, so the next attempt resumes instead of starting over: no attempt is
+    ever seen below the checkpoint the one before it reached, and the attempts together get
+    further than the first. (On a loaded machine an attempt may reach its soft limit before
+    its first batch commits: no progress, but no step back either.)"""
     path = make_file(fsettings, "soft", 300_000, 16)
     staged = fsettings.upload_dir / "soft.csv"
     staged.write_bytes(path.read_bytes())
@@ -264,13 +266,16 @@ def test_soft_time_limit_on_a_resumable_import_keeps_its_checkpoint_and_finishes
     batch = Batch({job_id: ("soft", 300_000)})
     ev = Evidence("soft time limit", fsettings)
     reached: dict[int, int] = {}  # attempt -> highest checkpoint seen during it
+    lowest: dict[int, int] = {}  # attempt -> lowest checkpoint seen during it
     with start_worker(*WORKER_ARGS, **WORKER_ENV) as w:
         w.wait_consuming(2)
 
         def sample() -> bool:
             rows = job_rows(fsettings, [job_id])
             if rows and rows[0].state == "STARTED":
-                reached[rows[0].attempts] = max(reached.get(rows[0].attempts, 0), rows[0].checkpoint)
+                attempt, at = rows[0].attempts, rows[0].checkpoint
+                reached[attempt] = max(reached.get(attempt, 0), at)
+                lowest[attempt] = min(lowest.get(attempt, at), at)
             return bool(rows) and rows[0].state in ("SUCCESS", "FAILURE")
 
         wait_for(sample, 120, interval=0.02, what="the soft-limited job final")
@@ -283,5 +288,7 @@ def test_soft_time_limit_on_a_resumable_import_keeps_its_checkpoint_and_finishes
     with store.connect(fsettings) as conn:
         rec = store.get_job(conn, job_id)
     assert rec is not None and rec.attempts >= 2
-    offsets = [reached[a] for a in sorted(reached)]
-    assert len(offsets) >= 2 and offsets == sorted(set(offsets)), reached  # each attempt got further
+    attempts = sorted(reached)
+    assert len(attempts) >= 2 and reached[attempts[-1]] > reached[attempts[0]], reached  # got further
+    for before, after in zip(attempts, attempts[1:], strict=False):  # never started over
+        assert lowest[after] >= reached[before], (before, after, reached, lowest)

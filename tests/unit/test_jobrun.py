@@ -94,11 +94,14 @@ def _run(handler: Any, attempt: int, at: int, lost: bool = False) -> tuple[Outco
 @pytest.mark.parametrize("handler", [succeeds, transient, permanent, deferred, invalid])
 @pytest.mark.parametrize("lost", [False, True], ids=["delivered", "redelivered"])
 def test_a_soft_limit_raise_landing_at_any_line_leaves_exactly_one_outcome(handler: Any, attempt: int, lost: bool):
+    _run(handler, attempt, at=0, lost=lost)  # warm-up: first calls fill caches (logging, lazy imports)
     _, counted = _run(handler, attempt, at=0, lost=lost)
     assert counted.lines > 5  # the places there are to land
     for at in range(1, counted.lines + 1):
         outcome, landing = _run(handler, attempt, at, lost)  # returns: never raises, never hangs
-        assert landing.fired
+        # A run can make a call or two fewer than the counted one (a cache another test warmed):
+        # then the places past its own count do not exist in it; every place it had was tried.
+        assert landing.fired or landing.lines < at, (at, landing.lines)
         assert isinstance(outcome, Outcome) and outcome.kind in Kind, (at, outcome)
         if outcome.kind in (Kind.RETRY, Kind.DEAD_LETTER):
             assert outcome.reason and outcome.error, (at, outcome)
