@@ -114,13 +114,12 @@ class Loader:
         if self.insert_sql is None:
             return
         cols = sql.SQL(", ").join(map(sql.Identifier, [c for c in self.columns if c != IGNORED]))
-        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE))  # never a table of the schema
-        self.conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-            STAGE, cols, self.target.ident()))
-        for name, column in zip(self.fields, self.columns, strict=True):
-            if column == IGNORED:
-                self.conn.execute(sql.SQL("ALTER TABLE pg_temp.{} ADD COLUMN {} text").format(
-                    STAGE, sql.Identifier(name)))
+        statements = [sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(STAGE),  # never a table of the schema
+                      sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+                          STAGE, cols, self.target.ident())]
+        statements += [sql.SQL("ALTER TABLE pg_temp.{} ADD COLUMN {} text").format(STAGE, sql.Identifier(name))
+                       for name, column in zip(self.fields, self.columns, strict=True) if column == IGNORED]
+        self.conn.execute(sql.SQL("; ").join(statements))  # one round trip (no parameters)
         self.conn.commit()
 
     # -- one batch ---------------------------------------------------------------------
