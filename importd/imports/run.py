@@ -164,6 +164,7 @@ class ImportRun:
         self.resumable = False  # set by _load: a batch past max_errors is then rolled back once counted
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
         self.header_bytes = 0  # the header record's length (stored with every checkpoint)
+        self.reopened = False  # this delivery reopened the job for a replayed dead letter
 
     def run(self) -> None:
         started = self._lock_and_start()
@@ -179,8 +180,9 @@ class ImportRun:
             if started is None:
                 return
         rec = started
-        self.progress.set_state(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt,
-                                table=rec.target_table, total_bytes=rec.file_size)
+        write = self.progress.restart if self.reopened else self.progress.set_state
+        write(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt, table=rec.target_table,
+              total_bytes=rec.file_size)
         try:
             self._import(started)
         except Refused as exc:
@@ -205,6 +207,7 @@ class ImportRun:
             raise Deferred("locked")
         if store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
             self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
+            self.reopened = True  # its Redis record (a final state, a final event) starts over
         return store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
 
     def first_statement(self, statement: Callable[[], T]) -> T:
