@@ -35,6 +35,8 @@ from importd.worker.messages import Job
 
 T = TypeVar("T")
 
+#: Longest error text a run records (the outcome and the dead-letter headers cut theirs to the same).
+MAX_ERROR_CHARS = 2000
 #: Rejected rows counted past ``max_errors`` before a failing job stops reading.
 COUNT_LIMIT = 10_000
 #: An import that loads fewer rows queues no ANALYZE: autovacuum's own analyze threshold
@@ -187,7 +189,7 @@ class ImportRun:
             self._import(started)
         except Refused as exc:
             self._finish(started, JobState.FAILURE, exc.reason)
-            raise RecordedFailure(exc.reason) from exc
+            raise RecordedFailure(exc.reason[:MAX_ERROR_CHARS]) from exc
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
@@ -251,7 +253,9 @@ class ImportRun:
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (pending rejected rows, the reject file) in the current
-        transaction; commit."""
+        transaction; commit. ``error`` is cut to :data:`MAX_ERROR_CHARS` (it goes to the job
+        row, Redis and every event stream)."""
+        error = error[:MAX_ERROR_CHARS] if error else error
         self._store_rejects()
         # the reject file is published before the commit that names it
         rejects = self.reject_log.publish(self.conn, final=state != JobState.FAILURE) \
