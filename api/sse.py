@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.errors import ApiError
-from api.routes.jobs import FINAL_STATES, job_id_of, load_record
+from api.routes.jobs import FINAL_STATES, job_id_of, load_record, reopened
 from api.services import Services, redis_client, services
 from importd import keys, logs
 from importd.config import Settings
@@ -94,6 +94,17 @@ async def _ended_in_database(svc: Services, job_id: str) -> dict[str, Any] | Non
             "rejected": str(rec.rows_rejected), "error": rec.error or "", "source": "database"}
 
 
+async def _reopened(svc: Services, job_id: str) -> bool:
+    """Whether PostgreSQL says a replay reopened the job and it runs (a ``final`` in its stream
+    is then stale: the worker's restart of the stream was lost). False when PostgreSQL cannot
+    say: the stream's ``final`` stands."""
+    try:
+        rec = await load_record(svc, job_id)
+    except (ApiError, psycopg.Error, PoolTimeout):
+        return False
+    return reopened(rec)
+
+
 def stream_client(settings: Settings) -> aioredis.Redis:
     """The stream's own connection: blocking XREAD needs one per client."""
     return redis_client(settings, socket_timeout=settings.sse_keepalive_s + 5, single_connection_client=True,
@@ -144,6 +155,8 @@ async def event_stream(svc: Services, client: aioredis.Redis, job_id: str, after
         for _stream, entries in result:
             for event_id, data in entries:
                 after = event_id
+                if data.get("type") == "final" and await _reopened(svc, job_id):
+                    continue  # a life the job left: a replay runs it again (issue 12 items 3, 7)
                 yield format_event(event_id, data)
                 if data.get("type") == "final":
                     return

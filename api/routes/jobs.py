@@ -68,6 +68,12 @@ async def read_durable(svc: Services, job_id: str) -> store.JobRecord | None:
         return None
 
 
+def reopened(rec: store.JobRecord) -> bool:
+    """Whether a replay reopened the job and it has not ended again: a final state or event
+    Redis holds for it is then from its last life (issue 12 items 3, 7)."""
+    return rec.state not in FINAL_STATES and bool(rec.history)
+
+
 async def repair_live(svc: Services, rec: store.JobRecord) -> None:
     """Write the terminal state PostgreSQL holds into Redis (best effort; see Progress.reconcile)."""
     written = await run_in_threadpool(svc.progress.reconcile, rec.id, rec.state, rows=rec.rows_imported,
@@ -97,20 +103,23 @@ async def reject_summary(svc: Services, job_id: str) -> dict[str, Any] | None:
 
 
 async def _get_job(request: Request) -> JSONResponse:
-    """Redis first (live counts); a non-terminal Redis state is checked against PostgreSQL,
-    whose state wins: it is written first, so Redis can only lag behind it (a final write
-    lost to a Redis stall would otherwise say STARTED for a day)."""
+    """Redis first (live counts); its state is checked against PostgreSQL, whose state wins:
+    it is written first, so Redis can only lag behind it (a final write lost to a Redis stall
+    would otherwise say STARTED for a day; a stale final state, FAILURE for a job a replay
+    runs again)."""
     svc = services(request)
     job_id = job_id_of(request)
     live = await read_live(svc, job_id)
     if live is None or not live.get("state"):
         return JSONResponse(views.from_record(await load_record(svc, job_id)))
     view = views.from_redis(job_id, live)
-    if live["state"] in FINAL_STATES:
-        return JSONResponse(view)
     rec = await read_durable(svc, job_id)
     if rec is None:
         return JSONResponse(view)
+    if live["state"] in FINAL_STATES:
+        # A final state PostgreSQL does not hold, of a job a replay reopened, is a life it left
+        # (the worker's restart of its Redis record was lost): PostgreSQL's row answers.
+        return JSONResponse(views.from_record(rec) if rec.history and rec.state != live["state"] else view)
     if rec.state in FINAL_STATES:
         await repair_live(svc, rec)
         return JSONResponse(views.from_record(rec))

@@ -214,6 +214,30 @@ class Progress:
 
         return bool(self._call("reconcile", go, default=False))
 
+    def restart(self, job_id: str, state: str, **fields: Any) -> None:
+        """Start the job's Redis record over with ``state``: a replayed dead letter reopened the
+        job (issue 12 item 3), and what Redis holds is its last life, ending in a ``final``
+        event. Left there, every event stream of the job ended at that stale ``final`` and the
+        status said FAILURE while PostgreSQL ran the job again. Both keys go and the new state
+        is written in one script, retried despite the back-off as a final write is."""
+        state_key, events_key = keys.job_state(self.prefix, job_id), keys.job_events(self.prefix, job_id)
+        now = _now()
+        values = {"state": state, "updated_at": now, **({"started_at": now} if state == "STARTED" else {}), **fields}
+        args: list[Any] = [TTL_RUNNING_S, STREAM_MAXLEN, "state"]
+        for name, value in values.items():
+            if value is not None:
+                args += (name, _text(value))
+
+        def go() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(state_key, events_key)
+                self._script(keys=[state_key, events_key], args=args, client=pipe)
+                pipe.execute()
+
+        self._write_final(job_id, go)
+        with self._lock:
+            self._last_write[job_id] = time.monotonic()
+
     def forget(self, job_id: str) -> None:
         """Drop the throttle state of a job this process no longer runs."""
         with self._lock:

@@ -35,6 +35,8 @@ from importd.worker.messages import Job
 
 T = TypeVar("T")
 
+#: Longest error text a run records (the outcome and the dead-letter headers cut theirs to the same).
+MAX_ERROR_CHARS = 2000
 #: Rejected rows counted past ``max_errors`` before a failing job stops reading.
 COUNT_LIMIT = 10_000
 #: An import that loads fewer rows queues no ANALYZE: autovacuum's own analyze threshold
@@ -164,6 +166,7 @@ class ImportRun:
         self.resumable = False  # set by _load: a batch past max_errors is then rolled back once counted
         self.checkpoint = 0  # the checkpoint offset this run last committed (or found)
         self.header_bytes = 0  # the header record's length (stored with every checkpoint)
+        self.reopened = False  # this delivery reopened the job for a replayed dead letter
 
     def run(self) -> None:
         started = self._lock_and_start()
@@ -179,13 +182,14 @@ class ImportRun:
             if started is None:
                 return
         rec = started
-        self.progress.set_state(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt,
-                                table=rec.target_table, total_bytes=rec.file_size)
+        write = self.progress.restart if self.reopened else self.progress.set_state
+        write(self.job_id, JobState.STARTED, attempt=self.ctx.job.attempt, table=rec.target_table,
+              total_bytes=rec.file_size)
         try:
             self._import(started)
         except Refused as exc:
             self._finish(started, JobState.FAILURE, exc.reason)
-            raise RecordedFailure(exc.reason) from exc
+            raise RecordedFailure(exc.reason[:MAX_ERROR_CHARS]) from exc
         finally:
             self.progress.forget(self.job_id)
             if self.reject_log is not None:
@@ -205,6 +209,7 @@ class ImportRun:
             raise Deferred("locked")
         if store.reopen_for_replay(self.conn, self.job_id, self.ctx.job.replay):
             self.log.info("job reopened for a replayed dead letter", replay=self.ctx.job.replay)
+            self.reopened = True  # its Redis record (a final state, a final event) starts over
         return store.start_job(self.conn, self.job_id, self.ctx.job.attempt, worker_name())
 
     def first_statement(self, statement: Callable[[], T]) -> T:
@@ -248,7 +253,9 @@ class ImportRun:
 
     def _finish(self, rec: JobRecord, state: str, error: str | None) -> None:
         """Write the final state (pending rejected rows, the reject file) in the current
-        transaction; commit."""
+        transaction; commit. ``error`` is cut to :data:`MAX_ERROR_CHARS` (it goes to the job
+        row, Redis and every event stream)."""
+        error = error[:MAX_ERROR_CHARS] if error else error
         self._store_rejects()
         # the reject file is published before the commit that names it
         rejects = self.reject_log.publish(self.conn, final=state != JobState.FAILURE) \

@@ -84,7 +84,7 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str | None]
     dupes = [name for name, n in Counter(h.lower() for h in stripped if h and h.lower() not in ignored).items()
              if n > 1]  # empty: unknown below; ignored: never loaded
     if dupes:
-        problems.append(f"duplicate header columns: {', '.join(sorted(dupes))}")
+        problems.append(f"duplicate header columns: {_names(sorted(dupes))}")
     result: list[str] = []
     unknown: list[str] = []
     for position, name in enumerate(stripped, 1):
@@ -98,19 +98,33 @@ def map_header(target: Target, header: list[str], mapping: dict[str, str | None]
             problems.append(f"column {col!r} is generated and cannot be imported")
         result.append(col or "")
     if unknown:
-        problems.append(f"unknown header columns for {target.name}: {', '.join(unknown)}")
+        problems.append(f"unknown header columns for {target.name}: {_names(unknown)}")
     if all(c == IGNORED for c in result) and not unknown:
         problems.append("every header column is ignored: nothing to load")
     mapped = Counter(c for c in result if c)
     twice = sorted(c for c, n in mapped.items() if n > 1)
     if twice and not dupes:
-        problems.append(f"several header columns map to: {', '.join(twice)}")
+        problems.append(f"several header columns map to: {_names(twice)}")
     missing = [c.name for c in target.columns.values() if c.required and c.name not in mapped]
     if missing:
         problems.append(f"NOT NULL columns without default missing from the header: {', '.join(missing)}")
     if problems:
         raise TargetError(problems)
     return result
+
+
+#: Names a problem lists at most, and characters of each shown: a header of 400 000 names
+#: (or of one 100 KB name) made a multi-megabyte answer and job error.
+MAX_LISTED_NAMES = 20
+MAX_NAME_CHARS = 100
+
+
+def _names(names: list[str]) -> str:
+    """``names`` for a problem text: the first :data:`MAX_LISTED_NAMES`, each cut to
+    :data:`MAX_NAME_CHARS`, then how many more there are."""
+    shown = [n if len(n) <= MAX_NAME_CHARS else n[:MAX_NAME_CHARS] + "…" for n in names[:MAX_LISTED_NAMES]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def _match(name: str, mapping: dict[str, str | None], by_lower: dict[str, list[str]],

@@ -184,3 +184,20 @@ def _keys(settings: Any) -> set[str]:
     from importd.imports import storage
 
     return set(storage.from_settings(settings).keys())
+
+
+@pytest.mark.parametrize("header", [
+    b",".join(b"c%d" % i for i in range(300_000)),      # 300 000 unknown names (2 MB)
+    b"id,name,age," + b"x" * 120_000,                    # one unknown name of 120 KB
+    b",".join([b"id", b"name"] + [b"a%d" % (i % 25_000) for i in range(50_000)]),  # 25 000 names twice
+], ids=["many-names", "long-name", "many-duplicates"])
+async def test_a_header_problem_lists_a_bounded_number_of_names(api_client: Any, broker: Any, header: bytes) -> None:
+    """An enormous header is refused with a short answer: its problem names the first names
+    (each cut) and counts the rest; it used to list every name (a multi-megabyte 400, and the
+    same text as the job's error in PostgreSQL, Redis and its event stream)."""
+    async with api_client(max_line_bytes=8 * 1024 * 1024) as c:
+        r = await c.post("/api/upload", params={"table": TABLE}, content=header + b"\n1,a,2\n",
+                         headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400, r.text[:300]
+    assert len(r.content) < 8192, r.text[:300]
+    assert broker.depth("import_queue") == 0

@@ -293,3 +293,50 @@ async def test_past_sse_max_clients_a_new_stream_is_429_until_one_goes_away(
                 await anyio.sleep(0.1)
             else:
                 raise AssertionError("no stream served after the others closed")
+
+
+async def test_a_stale_final_event_of_a_job_a_replay_reopened_does_not_end_its_stream(
+        api_client: Any, api_settings: Settings) -> None:
+    """Issues 12 items 3 and 7: a replay reopened a job that died FAILURE an hour ago, and the
+    worker's restart of its Redis record was lost, so the stream still ends with the old
+    ``final`` FAILURE while PostgreSQL runs the job. That final is skipped (every stream of
+    a replayed job used to end there at once); the stream ends with the job's real end."""
+    job_id = _reopened_job(api_settings)
+    old = Progress(api_settings)
+    old.set_state(job_id, "STARTED", attempt=4)
+    old.set_state(job_id, "FAILURE", error="gave up after 4 attempts")  # its last life
+    old.close()
+
+    async def finish_later() -> None:
+        await anyio.sleep(1.5)
+        with store.connect(api_settings) as conn:
+            store.update_job(conn, job_id, state="SUCCESS", rows_imported=3, finished_at=store.NOW)
+
+    async with api_client() as c, anyio.create_task_group() as tg:
+        tg.start_soon(finish_later)
+        r = await c.get(f"/api/jobs/{job_id}/events")  # returns once the server ends the stream
+        body = (await c.get(f"/api/jobs/{job_id}")).json()
+    finals = [e for e in real(await _parse(r.text)) if e["event"] == "final"]
+    assert len(finals) == 1 and '"state":"SUCCESS"' in finals[0]["data"], r.text
+    assert body["state"] == "SUCCESS"
+
+
+async def test_a_stale_final_state_in_redis_is_answered_with_postgresql_s(
+        api_client: Any, api_settings: Settings) -> None:
+    """The status side of the same: Redis says FAILURE (final), PostgreSQL says STARTED (the
+    job reopened): GET answers STARTED from PostgreSQL instead of trusting a final Redis state."""
+    job_id = _reopened_job(api_settings)
+    old = Progress(api_settings)
+    old.set_state(job_id, "FAILURE", error="gave up after 4 attempts")
+    old.close()
+    async with api_client() as c:
+        body = (await c.get(f"/api/jobs/{job_id}")).json()
+    assert (body["state"], body["source"]) == ("STARTED", "database")
+
+
+def _reopened_job(settings: Settings) -> str:
+    """A job a replay reopened: STARTED again in PostgreSQL, its FAILURE in ``history``."""
+    with store.connect(settings) as conn:
+        return store.create_job(conn, store.JobRecord(
+            id=uuid.uuid4().hex, target_table="public.api_people", state="STARTED",
+            history=[{"replay_id": "r1", "state": "FAILURE", "error": "gave up after 4 attempts"}])).id

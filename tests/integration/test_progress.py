@@ -138,3 +138,18 @@ def test_reconcile_writes_the_durable_final_state_once_and_never_over_a_final_on
     assert 0 < client.ttl(keys.job_state(settings.redis_prefix, job_id)) <= TTL_AFTER_END_S
     client.close()
     progress.close()
+
+
+def test_restart_drops_a_job_s_last_life_and_starts_its_record_over(settings: Settings):
+    """Issues 12 items 3 and 7: a replayed dead letter reopens a FAILURE job; its Redis state
+    and stream (ending in ``final``) start over, so no reader sees the old end."""
+    job_id = uuid.uuid4().hex
+    progress = Progress(settings)
+    progress.set_state(job_id, "STARTED", attempt=4)
+    progress.set_state(job_id, "FAILURE", error="gave up")
+    progress.restart(job_id, "STARTED", attempt=1)
+    events = progress.events(job_id)
+    state = progress.read(job_id) or {}
+    progress.close()
+    assert [e[1]["type"] for e in events] == ["state"] and events[0][1]["state"] == "STARTED"
+    assert (state.get("state"), state.get("attempt"), state.get("error")) == ("STARTED", "1", None)

@@ -27,6 +27,7 @@ from kombu import Producer
 
 from importd.imports import store
 from importd.imports.options import job_from_args
+from importd.imports.progress import Progress
 from importd.ops import dlq
 from importd.worker import topology
 from importd.worker.messages import Job
@@ -121,6 +122,10 @@ def _assert_ran_again_once(settings: Any, db: psycopg.Connection[Any], job_id: s
     assert len(final.history) == 1 and final.history[0]["state"] in reopened_from, final.history
     assert final.history[0]["replay_id"]
     assert db.execute("SELECT count(*), count(DISTINCT id) FROM people").fetchone() == (3, 3)
+    progress = Progress(settings)  # its Redis record started over: one end, the new one (items 3, 7)
+    finals = [e for _, e in progress.events(job_id) if e["type"] == "final"]
+    progress.close()
+    assert [e["state"] for e in finals] == ["SUCCESS"], finals
     return final
 
 
