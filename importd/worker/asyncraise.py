@@ -6,7 +6,7 @@ across 3.7+ (the id became ``unsigned long`` in 3.7). The exception is delivered
 target thread's next eval-breaker check (a call, a backward jump), so it can land anywhere:
 in a handler, after it returned, in a failure hook. :class:`AsyncRaise` makes that landing
 safe: the owner fires at most once and only while armed, and the job thread disarms it and
-clears any pending raise before it hands its outcome back.
+lets any pending raise land (and catches it) before it hands its outcome back.
 """
 
 from __future__ import annotations
@@ -20,17 +20,12 @@ def raise_in_thread(ident: int, exc_type: type[BaseException]) -> bool:
     return bool(ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type)))
 
 
-def clear_pending(ident: int) -> None:
-    """Cancel an exception scheduled in thread ``ident`` and not yet delivered (NULL clears)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
-
-
 class AsyncRaise:
     """One job thread's asynchronous stop: fired by the owner at most once, disarmed by the job.
 
     After :meth:`disarm` returns, no exception from this object is pending in or will reach
     the job thread: the owner's :meth:`fire` and the job's disarm take the same lock, and
-    disarm clears whatever was scheduled but not yet delivered.
+    disarm takes delivery of whatever was scheduled but not yet delivered.
     """
 
     def __init__(self, exc_type: type[BaseException], armed: bool = True) -> None:
@@ -56,20 +51,23 @@ class AsyncRaise:
     def disarm(self) -> None:
         """Job thread, first thing before handing back its outcome.
 
-        The pending exception may land while this runs (the owner fired just before): it is
-        caught and the disarm repeated, so the caller always gets past this call. Nothing is
-        cleared when nothing was fired: clearing signals the interpreter's eval breaker, and on
-        CPython 3.11 a thread under a trace function (coverage, a debugger) then hung at its
-        next call, so every job thread hung in its disarm.
+        Once it returns, no raise is pending in this thread and none can come. A raise fired
+        and not yet delivered is let land here, at a Python call (where CPython delivers it),
+        caught, and the disarm repeated. It is not cleared with ``SetAsyncExc(NULL)``: that
+        leaves the interpreter's eval breaker signalled with nothing to deliver, and on CPython
+        3.11 any thread under a trace function (coverage, a debugger) then hangs at its next call.
         """
-        ident = threading.get_ident()
         while True:
             try:
                 with self._lock:
                     self._armed = False
                     fired = self.fired
                 if fired:
-                    clear_pending(ident)
+                    _landing_point()
                 return
             except self.exc_type:
                 continue
+
+
+def _landing_point() -> None:
+    """A Python call: its first instruction is where a pending asynchronous raise lands."""

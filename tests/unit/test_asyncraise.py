@@ -49,3 +49,37 @@ def test_fire_happens_at_most_once():
     go.set()
     thread.join()
     assert caught == [1]
+
+
+def test_a_disarm_leaves_no_signal_behind_that_hangs_a_traced_thread():
+    """The raise was fired and landed, then the job disarmed: a thread that traces afterwards
+    (coverage, a debugger) keeps running. Clearing with SetAsyncExc(NULL) in disarm left the
+    interpreter's eval breaker signalled with nothing to deliver, and on CPython 3.11 a traced
+    thread then hung at its next call (the unit suite hung after this file, in test_jobrun)."""
+    import sys
+
+    stopper = AsyncRaise(SoftTimeLimitExceeded)
+    waiting, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def job() -> None:
+        try:
+            waiting.set()
+            go.wait()
+            while True:
+                pass
+        except SoftTimeLimitExceeded:
+            pass  # landed
+        stopper.disarm()
+        sys.settrace(lambda *_: None)
+        try:
+            (lambda: None)()  # a call under tracing: hung here before
+        finally:
+            sys.settrace(None)
+        done.set()
+
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    waiting.wait()
+    assert stopper.fire(thread)
+    go.set()
+    assert done.wait(10), "a traced call hung after disarm"

@@ -17,6 +17,7 @@ the thread without an outcome and the delivery unacked until the hard kill.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Any
 
@@ -82,11 +83,13 @@ def _run(handler: Any, attempt: int, at: int, lost: bool = False) -> tuple[Outco
     stopper = AsyncRaise(SoftTimeLimitExceeded, armed=False)  # as the consumer makes it
     base = Outcome(Kind.ACK, object(), "default", 0, job=ctx.job, attempt=attempt)
     landing = Landing(stopper, at)
+    gc.disable()  # no gc callback (pytest has one) runs in the window: a raise there is only "ignored"
     sys.settrace(landing)
     try:
         outcome = jobrun.run(ctx, base, lost, stopper)
     finally:
         sys.settrace(None)
+        gc.enable()
     return outcome, landing
 
 
@@ -97,13 +100,15 @@ def test_a_soft_limit_raise_landing_at_any_line_leaves_exactly_one_outcome(handl
     _run(handler, attempt, at=0, lost=lost)  # warm-up: first calls fill caches (logging, lazy imports)
     _, counted = _run(handler, attempt, at=0, lost=lost)
     assert counted.lines > 5  # the places there are to land
-    for at in range(1, counted.lines + 1):
+    landed = 0
+    for at in range(1, 2 * counted.lines + 1):  # the count may vary a little between runs (caches, gc)
         outcome, landing = _run(handler, attempt, at, lost)  # returns: never raises, never hangs
-        # A run can make a call or two fewer than the counted one (a cache another test warmed):
-        # then the places past its own count do not exist in it; every place it had was tried.
-        assert landing.fired or landing.lines < at, (at, landing.lines)
         assert isinstance(outcome, Outcome) and outcome.kind in Kind, (at, outcome)
         if outcome.kind in (Kind.RETRY, Kind.DEAD_LETTER):
             assert outcome.reason and outcome.error, (at, outcome)
         if outcome.kind is Kind.RETRY:
             assert outcome.attempt == attempt + 1
+        if not landing.fired:
+            break  # past the last call of this run
+        landed += 1
+    assert landed >= counted.lines - 2, (landed, counted.lines)
