@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from importd.worker import messages, topology
 from tests.support import tasks as test_tasks
+from tests.support.hostile import is_utf8
 from tests.support.infra import Broker, wait_for
 
 TASK = {messages.TASK_HEADER: "test.record"}
@@ -78,7 +79,7 @@ def test_any_bytes_in_any_short_string_property_never_cost_a_child(broker: Broke
         def batch_then_good_job(batch: list[dict[str, bytes]]) -> None:
             nonlocal batches
             batches += 1
-            bad = sum(1 for props in batch if not all(_utf8(v) for v in props.values()))
+            bad = sum(1 for props in batch if not all(is_utf8(v) for v in props.values()))
             before = broker.depth("failed_tasks")
             for props in batch:
                 _send(broker, RUNNABLE, TASK, **props)
@@ -90,11 +91,3 @@ def test_any_bytes_in_any_short_string_property_never_cost_a_child(broker: Broke
 
         batch_then_good_job()
         assert "child died" not in w.output()
-
-
-def _utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return False
-    return True

@@ -138,3 +138,12 @@ def rejected(d: Delivery) -> bool:
     except BaseException:  # noqa: BLE001 - before issue 12 item 2, RecursionError and others escaped
         return True
     return False
+
+
+def is_utf8(value: bytes) -> bool:
+    """Whether py-amqp's strict decode would take ``value`` (surrogates as Python writes them)."""
+    try:
+        value.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from importd.errors import InvalidMessage
 from importd.worker import messages, wire
+from tests.support.hostile import is_utf8
 
 #: Short-string properties (py-amqp writes a bytes value as it is, so any bytes reach the wire).
 SHORT_STRINGS = ("content_type", "content_encoding", "correlation_id", "reply_to", "expiration", "message_id",
@@ -34,7 +35,7 @@ def test_any_bytes_in_any_short_string_property_decode_or_are_marked_undecodable
     frame = _frame(application_headers={**TASK, **headers}, priority=3, **props)
     decoded, end = wire.decode_properties(frame, 0)
     assert end <= len(frame)
-    strict_ok = all(_utf8(v) for v in props.values())  # a header string that is not UTF-8 comes as bytes
+    strict_ok = all(is_utf8(v) for v in props.values())  # a header string that is not UTF-8 comes as bytes
     found = decoded["application_headers"]
     assert (wire.UNDECODABLE_HEADER not in found) == strict_ok, (props, found)
     assert decoded["priority"] == 3  # what follows a bad string is still read at its place
@@ -72,11 +73,3 @@ def test_a_clean_frame_decodes_as_py_amqp_does():
     frame = _frame(message_id="j1", content_type="application/json", priority=5, delivery_mode=2,
                    application_headers={**TASK, messages.ATTEMPT_HEADER: 2})
     assert wire.decode_properties(frame, 0) == wire._strict(frame, 0)
-
-
-def _utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError:
-        return False
-    return True
